@@ -1,0 +1,5 @@
+import sys
+
+from revenipe.cli.main import main
+
+sys.exit(main())

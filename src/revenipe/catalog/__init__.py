@@ -1,0 +1,31 @@
+"""The catalog: an app's entitlements, usage keys and products.
+
+- `model`: the validated, immutable catalog (what the rest of the code reads).
+- `loader`: YAML/JSON documents in, `Catalog` out, or errors that name the field.
+"""
+
+from revenipe.catalog.loader import CatalogError, load_catalog, parse_catalog
+from revenipe.catalog.model import (
+    Catalog,
+    Entitlement,
+    EntitlementType,
+    Product,
+    ProductGrant,
+    ProductType,
+    ResetKind,
+    UsageKey,
+)
+
+__all__ = [
+    "Catalog",
+    "CatalogError",
+    "Entitlement",
+    "EntitlementType",
+    "Product",
+    "ProductGrant",
+    "ProductType",
+    "ResetKind",
+    "UsageKey",
+    "load_catalog",
+    "parse_catalog",
+]

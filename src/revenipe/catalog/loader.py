@@ -1,0 +1,808 @@
+"""Catalog documents in, a validated `Catalog` out, or every problem at once.
+
+A catalog arrives as YAML text (`load_catalog`, `catalog_from_file`) or as the plain
+structure YAML or JSON decode to (`parse_catalog`). Validation is strict because a
+catalog decides what customers are granted: unknown fields are errors (a typo such as
+`ammount` must not silently grant nothing), and a value of the wrong type is never
+coerced (YAML reads `yes`/`no`/`on`/`off` as booleans and `5.0` as a float; neither is
+accepted where a string or an integer is expected). Every problem names the field by its
+path, such as ``products[0].grants[1].amount``, and says why it is wrong; all problems
+are reported together so that one run of `revenipe catalog validate` shows them all.
+
+Optional fields whose absent value is "nothing" (descriptions, prices, store ids,
+expiry, the recurring interval) also accept ``null``; so do the lists (``products:``
+with every entry commented out is an empty list). Fields with a real default
+(`default`, `reset`, `rollover`, `priority`) must be left out rather than set to null.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum, StrEnum, auto
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from revenipe.catalog.model import (
+    Catalog,
+    Entitlement,
+    EntitlementType,
+    Product,
+    ProductGrant,
+    ProductType,
+    ResetKind,
+    UsageKey,
+)
+from revenipe.engine.amounts import ID_PATTERN, MAX_AMOUNT
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
+from revenipe.engine.grants import Rollover
+from revenipe.engine.periods import Duration, Interval, parse_duration
+
+MAX_NAME_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 2000
+MAX_STORE_PRODUCT_ID_LENGTH = 200
+MAX_PRIORITY = 1_000_000
+"""Priorities range from ``-MAX_PRIORITY`` to ``MAX_PRIORITY``."""
+
+DOCUMENT_PATH = "<document>"
+"""The path of problems with the document as a whole (YAML syntax, wrong top-level type)."""
+FILE_PATH = "<file>"
+"""The path of problems reading a catalog file."""
+
+_TOP_LEVEL_FIELDS = ("entitlements", "usage_keys", "products")
+_ENTITLEMENT_FIELDS = ("id", "name", "description", "type")
+_USAGE_KEY_FIELDS = ("id", "name", "entitlements")
+_PRODUCT_FIELDS = (
+    "id",
+    "name",
+    "description",
+    "type",
+    "recurring_interval",
+    "price",
+    "currency",
+    "default",
+    "app_store_product_id",
+    "play_store_product_id",
+    "grants",
+)
+_METERED_GRANT_FIELDS = ("entitlement", "amount", "reset", "rollover", "expires_after", "priority")
+_BOOLEAN_GRANT_FIELDS = ("entitlement", "expires_after")
+_ROLLOVER_FIELDS = ("min", "max")
+_STORE_FIELDS = ("app_store_product_id", "play_store_product_id")
+
+_CURRENCY = re.compile(r"[a-z]{3}")
+# Newlines and tabs are fine in a description (YAML block scalars), not in a name.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+_DESCRIPTION_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogProblem:
+    """One thing wrong with a catalog: where (a field path) and why."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class CatalogError(RevenipeError):
+    """A catalog that cannot be applied, with every problem found in it.
+
+    ``str(error)`` lists the problems one per line as ``path: message``.
+    """
+
+    def __init__(self, problems: Iterable[CatalogProblem]) -> None:
+        self.problems: list[CatalogProblem] = list(problems)
+        super().__init__(ErrorCode.INVALID_CATALOG, "\n".join(map(str, self.problems)))
+
+
+def load_catalog(text: str) -> Catalog:
+    """Parse and validate a catalog written in YAML.
+
+    An empty document (or ``{}``) is a valid, empty catalog. A key repeated within one
+    mapping is an error rather than "the last one wins". Raises `CatalogError`.
+    """
+    try:
+        document = yaml.load(text, Loader=_StrictSafeLoader)
+    except yaml.YAMLError as exc:
+        raise CatalogError([CatalogProblem(DOCUMENT_PATH, _describe_yaml_error(exc))]) from None
+    except RecursionError:
+        raise CatalogError(
+            [CatalogProblem(DOCUMENT_PATH, "the document is nested too deeply to be a catalog")]
+        ) from None
+    return parse_catalog(document)
+
+
+def catalog_from_file(path: str | os.PathLike[str]) -> Catalog:
+    """Read a UTF-8 YAML catalog file, then validate it like `load_catalog`.
+
+    Raises `CatalogError`, with the path ``<file>`` when the file cannot be read.
+    """
+    try:
+        # utf-8-sig: editors on Windows like to start UTF-8 files with a byte-order mark.
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        message = f"no such file: {os.fspath(path)}"
+    except IsADirectoryError:
+        message = f"{os.fspath(path)} is a directory, not a catalog file"
+    except PermissionError:
+        message = f"permission denied reading {os.fspath(path)}"
+    except UnicodeDecodeError as exc:
+        message = f"{os.fspath(path)} is not UTF-8 text (invalid byte at offset {exc.start})"
+    except OSError as exc:
+        message = f"cannot read {os.fspath(path)}: {exc.strerror or exc}"
+    else:
+        return load_catalog(text)
+    raise CatalogError([CatalogProblem(FILE_PATH, message)])
+
+
+def parse_catalog(document: object) -> Catalog:
+    """Validate a decoded catalog document (from YAML or JSON) and build the `Catalog`.
+
+    ``None`` (an empty YAML document) is an empty catalog. Order is kept as written.
+    Raises `CatalogError` listing every problem found.
+    """
+    if document is None:
+        return Catalog()
+    checker = _Checker()
+    catalog = checker.catalog(document)
+    if checker.problems or catalog is None:
+        raise CatalogError(checker.problems)
+    return catalog
+
+
+class _Missing(Enum):
+    MISSING = auto()
+
+
+_MISSING = _Missing.MISSING
+
+
+class _Checker:
+    """Walks one document, collecting problems instead of stopping at the first.
+
+    Each method returns the validated value, or None when it found a problem (in which
+    case `problems` is not empty and the catalog is never built).
+    """
+
+    def __init__(self) -> None:
+        self.problems: list[CatalogProblem] = []
+        self.entitlement_types: dict[str, EntitlementType | None] = {}
+        """Declared entitlement ids; None when the type itself is invalid."""
+        self.id_paths: dict[str, str] = {}
+        """Entitlement and usage key ids (one namespace) -> where first declared."""
+        self.usage_key_ids: set[str] = set()
+        self.product_paths: dict[str, str] = {}
+        self.store_product_paths: dict[str, dict[str, str]] = {key: {} for key in _STORE_FIELDS}
+
+    def report(self, path: str, message: str) -> None:
+        self.problems.append(CatalogProblem(path, message))
+
+    # -- the document -----------------------------------------------------------------
+
+    def catalog(self, document: object) -> Catalog | None:
+        if not isinstance(document, Mapping):
+            self.report(
+                DOCUMENT_PATH,
+                "a catalog must be a mapping with entitlements, usage_keys and products, "
+                f"got {_describe(document)}",
+            )
+            return None
+        self.check_fields(document, "", _TOP_LEVEL_FIELDS)
+        entitlements = [
+            self.entitlement(item, f"entitlements[{index}]")
+            for index, item in enumerate(self.items(document, "entitlements", ""))
+        ]
+        usage_keys = [
+            self.usage_key(item, f"usage_keys[{index}]")
+            for index, item in enumerate(self.items(document, "usage_keys", ""))
+        ]
+        products = [
+            self.product(item, f"products[{index}]")
+            for index, item in enumerate(self.items(document, "products", ""))
+        ]
+        if self.problems:
+            return None
+        return Catalog(
+            entitlements=tuple(_built(entitlements)),
+            usage_keys=tuple(_built(usage_keys)),
+            products=tuple(_built(products)),
+        )
+
+    def entitlement(self, value: object, path: str) -> Entitlement | None:
+        fields = self.mapping(value, path, "an entitlement")
+        if fields is None:
+            return None
+        self.check_fields(fields, path, _ENTITLEMENT_FIELDS)
+        entitlement_id = self.catalog_id(fields, path)
+        name = self.name(fields, path)
+        description = self.description(fields, path)
+        entitlement_type = self.choice(fields, "type", path, EntitlementType)
+        if entitlement_id is not None and self.claim_id(entitlement_id, f"{path}.id"):
+            self.entitlement_types[entitlement_id] = entitlement_type
+        if entitlement_id is None or name is None or entitlement_type is None:
+            return None
+        return Entitlement(entitlement_id, name, entitlement_type, description)
+
+    def usage_key(self, value: object, path: str) -> UsageKey | None:
+        fields = self.mapping(value, path, "a usage key")
+        if fields is None:
+            return None
+        self.check_fields(fields, path, _USAGE_KEY_FIELDS)
+        key_id = self.catalog_id(fields, path)
+        name = self.name(fields, path)
+        if key_id is not None and self.claim_id(key_id, f"{path}.id"):
+            self.usage_key_ids.add(key_id)
+        entitlement_ids = self.usage_key_entitlements(fields, f"{path}.entitlements")
+        if key_id is None or name is None or entitlement_ids is None:
+            return None
+        return UsageKey(key_id, name, entitlement_ids)
+
+    def usage_key_entitlements(
+        self, fields: Mapping[Any, Any], path: str
+    ) -> tuple[str, ...] | None:
+        value = fields.get("entitlements", _MISSING)
+        if value is _MISSING or value is None:
+            self.report(path, "is required: the metered entitlements this usage key draws on")
+            return None
+        if not isinstance(value, list | tuple):
+            self.report(path, f"must be a list of entitlement ids, got {_describe(value)}")
+            return None
+        if not value:
+            self.report(path, "must list at least one metered entitlement")
+            return None
+        ids: list[str] = []
+        seen: dict[str, int] = {}
+        for index, item in enumerate(value):
+            where = f"{path}[{index}]"
+            if not isinstance(item, str):
+                self.report(where, f"must be an entitlement id, got {_describe(item)}")
+                continue
+            if item in seen:
+                self.report(where, f"{item!r} is listed twice (also at index {seen[item]})")
+                continue
+            seen[item] = index
+            if item not in self.entitlement_types:
+                self.report(where, f"no entitlement {item!r} is declared under entitlements")
+                continue
+            if self.entitlement_types[item] is EntitlementType.BOOLEAN:
+                self.report(
+                    where,
+                    f"{item!r} is a boolean entitlement; usage keys draw on metered "
+                    "entitlements only",
+                )
+                continue
+            ids.append(item)
+        if len(ids) != len(value):
+            return None
+        return tuple(ids)
+
+    def product(self, value: object, path: str) -> Product | None:
+        fields = self.mapping(value, path, "a product")
+        if fields is None:
+            return None
+        self.check_fields(fields, path, _PRODUCT_FIELDS)
+        product_id = self.catalog_id(fields, path)
+        if product_id is not None:
+            self.claim_product_id(product_id, f"{path}.id")
+        name = self.name(fields, path)
+        description = self.description(fields, path)
+        product_type = self.choice(fields, "type", path, ProductType)
+        interval = self.recurring_interval(fields, path, product_type)
+        price = self.integer(fields, "price", path, 0, MAX_AMOUNT, default=None)
+        currency = self.currency(fields, path)
+        default = self.boolean(fields, "default", path)
+        store_ids = {key: self.store_product_id(fields, key, path) for key in _STORE_FIELDS}
+        # A bad interval value was reported already; only its absence matters to grants.
+        has_interval = fields.get("recurring_interval") is not None
+        grants = self.product_grants(fields, path, has_interval=has_interval)
+        if product_id is None or name is None or product_type is None or grants is None:
+            return None
+        return Product(
+            id=product_id,
+            name=name,
+            type=product_type,
+            grants=grants,
+            description=description,
+            recurring_interval=interval,
+            price=price,
+            currency=currency,
+            default=bool(default),
+            app_store_product_id=store_ids["app_store_product_id"],
+            play_store_product_id=store_ids["play_store_product_id"],
+        )
+
+    def recurring_interval(
+        self, fields: Mapping[Any, Any], path: str, product_type: ProductType | None
+    ) -> Interval | None:
+        where = f"{path}.recurring_interval"
+        present = fields.get("recurring_interval") is not None
+        interval = self.choice(fields, "recurring_interval", path, Interval, default=None)
+        if product_type is ProductType.SUBSCRIPTION and not present:
+            self.report(where, "is required for subscription products (day, week, month, year)")
+        elif product_type is ProductType.ONE_TIME and present:
+            self.report(
+                where,
+                "one_time products do not recur; remove it, or make the product a "
+                "subscription or add_on",
+            )
+        return interval
+
+    def product_grants(
+        self, fields: Mapping[Any, Any], path: str, *, has_interval: bool
+    ) -> tuple[ProductGrant, ...] | None:
+        granted: dict[str, str] = {}
+        grants: list[ProductGrant | None] = []
+        for index, item in enumerate(self.items(fields, "grants", path)):
+            where = f"{path}.grants[{index}]"
+            grants.append(self.grant(item, where, has_interval=has_interval))
+            entitlement_id = _grant_entitlement(item)
+            if entitlement_id is None:
+                continue
+            if entitlement_id in granted:
+                self.report(
+                    f"{where}.entitlement",
+                    f"this product already grants {entitlement_id!r} ({granted[entitlement_id]}); "
+                    "a product grants each entitlement at most once",
+                )
+            else:
+                granted[entitlement_id] = where
+        if None in grants:
+            return None
+        return tuple(_built(grants))
+
+    def grant(self, value: object, path: str, *, has_interval: bool) -> ProductGrant | None:
+        fields = self.mapping(value, path, "a grant")
+        if fields is None:
+            return None
+        entitlement_id, entitlement_type = self.grant_entitlement(fields, path)
+        if entitlement_type is EntitlementType.BOOLEAN:
+            self.check_fields(
+                fields,
+                path,
+                _BOOLEAN_GRANT_FIELDS,
+                forbidden={
+                    key: f"boolean entitlements have no {key}: they give access, nothing is counted"
+                    for key in _METERED_GRANT_FIELDS
+                    if key not in _BOOLEAN_GRANT_FIELDS
+                },
+            )
+            expires_after = self.duration(fields, "expires_after", path)
+            if entitlement_id is None:
+                return None
+            return ProductGrant(entitlement_id, expires_after=expires_after)
+        # Metered, or unknown because the entitlement is missing or invalid: check every
+        # field that is there, so one run reports as much as possible.
+        self.check_fields(fields, path, _METERED_GRANT_FIELDS)
+        metered = entitlement_type is EntitlementType.METERED
+        amount = self.integer(fields, "amount", path, 1, MAX_AMOUNT, default=None)
+        if metered and fields.get("amount") is None:
+            self.report(
+                f"{path}.amount",
+                f"is required for metered entitlements: a whole number from 1 to {MAX_AMOUNT}",
+            )
+        reset = self.choice(fields, "reset", path, ResetKind, default=ResetKind.NEVER)
+        if reset is ResetKind.PERIOD and not has_interval:
+            self.report(
+                f"{path}.reset",
+                "'period' resets with the product's recurring_interval, and this product "
+                "has none; use day, week, month or year",
+            )
+        rollover = self.rollover(fields, path, reset)
+        expires_after = self.duration(fields, "expires_after", path)
+        priority = self.integer(fields, "priority", path, -MAX_PRIORITY, MAX_PRIORITY, default=0)
+        if entitlement_id is None or amount is None or reset is None:
+            return None
+        if rollover is None or priority is None:
+            return None
+        return ProductGrant(
+            entitlement_id=entitlement_id,
+            amount=amount,
+            reset=reset,
+            rollover=rollover,
+            expires_after=expires_after,
+            priority=priority,
+        )
+
+    def grant_entitlement(
+        self, fields: Mapping[Any, Any], path: str
+    ) -> tuple[str | None, EntitlementType | None]:
+        """The granted entitlement's id and type; (id, None) when its type is unknown."""
+        where = f"{path}.entitlement"
+        value = fields.get("entitlement", _MISSING)
+        if value is _MISSING or value is None:
+            self.report(where, "is required: the id of the entitlement this grant gives")
+            return None, None
+        if not isinstance(value, str):
+            self.report(where, f"must be an entitlement id, got {_describe(value)}")
+            return None, None
+        if value in self.usage_key_ids:
+            self.report(
+                where,
+                f"{value!r} is a usage key; grant the entitlements it draws on instead",
+            )
+            return None, None
+        if value not in self.entitlement_types:
+            self.report(where, f"no entitlement {value!r} is declared under entitlements")
+            return None, None
+        return value, self.entitlement_types[value]
+
+    def rollover(
+        self, fields: Mapping[Any, Any], path: str, reset: ResetKind | None
+    ) -> Rollover | None:
+        where = f"{path}.rollover"
+        value = fields.get("rollover", _MISSING)
+        if value is _MISSING:
+            return Rollover()
+        if reset is ResetKind.NEVER:
+            self.report(
+                where,
+                "rollover happens at a reset, and this grant never resets; set reset or "
+                "remove rollover",
+            )
+        rollover = self.mapping(value, where, "a rollover (min and max)")
+        if rollover is None:
+            return None
+        self.check_fields(rollover, where, _ROLLOVER_FIELDS)
+        low = self.integer(rollover, "min", where, 0, MAX_AMOUNT, default=0)
+        high = self.integer(rollover, "max", where, 0, MAX_AMOUNT, default=0)
+        if low is None or high is None:
+            return None
+        if low > high:
+            self.report(where, f"min ({low}) must not be greater than max ({high})")
+            return None
+        return Rollover(min=low, max=high)
+
+    # -- uniqueness -------------------------------------------------------------------
+
+    def claim_id(self, value: str, path: str) -> bool:
+        """Record an entitlement or usage key id; False (and a problem) if already taken."""
+        if value in self.id_paths:
+            first = self.id_paths[value]
+            kind = "an entitlement" if first.startswith("entitlements") else "a usage key"
+            self.report(
+                path,
+                f"{value!r} is already {kind} id ({first}); entitlement and usage key ids "
+                "share one namespace",
+            )
+            return False
+        self.id_paths[value] = path
+        return True
+
+    def claim_product_id(self, value: str, path: str) -> None:
+        if value in self.product_paths:
+            self.report(
+                path, f"duplicate product id {value!r} (first at {self.product_paths[value]})"
+            )
+        else:
+            self.product_paths[value] = path
+
+    def claim_store_product_id(self, key: str, value: str, path: str) -> None:
+        first = self.store_product_paths[key]
+        if value in first:
+            self.report(
+                path,
+                f"{value!r} is already the {key} of {first[value]}; one store product maps "
+                "to one product",
+            )
+        else:
+            first[value] = path.rsplit(".", 1)[0]
+
+    # -- shapes -----------------------------------------------------------------------
+
+    def mapping(self, value: object, path: str, what: str) -> Mapping[Any, Any] | None:
+        if isinstance(value, Mapping):
+            return value
+        self.report(path, f"must be {what} (a mapping of fields), got {_describe(value)}")
+        return None
+
+    def check_fields(
+        self,
+        fields: Mapping[Any, Any],
+        path: str,
+        allowed: Collection[str],
+        *,
+        forbidden: Mapping[str, str] | None = None,
+    ) -> None:
+        for key in fields:
+            if not isinstance(key, str):
+                self.report(
+                    f"{path}[{key!r}]", f"field names must be strings, got {_describe(key)}"
+                )
+            elif forbidden and key in forbidden:
+                self.report(_join(path, key), forbidden[key])
+            elif key not in allowed:
+                self.report(_join(path, key), _unknown_field(key, allowed))
+
+    def items(self, fields: Mapping[Any, Any], key: str, path: str) -> Sequence[object]:
+        value = fields.get(key)
+        if value is None:
+            return ()
+        if isinstance(value, list | tuple):
+            return value
+        self.report(_join(path, key), f"must be a list, got {_describe(value)}")
+        return ()
+
+    # -- scalars ----------------------------------------------------------------------
+
+    def catalog_id(self, fields: Mapping[Any, Any], path: str) -> str | None:
+        where = f"{path}.id"
+        value = fields.get("id", _MISSING)
+        if value is _MISSING or value is None:
+            self.report(where, "is required: 1-64 characters of a-z, 0-9, '_', '-', '.'")
+            return None
+        # fullmatch: ID_PATTERN ends in `$`, which would also accept a trailing newline.
+        if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+            self.report(
+                where,
+                "must be 1-64 characters of a-z, 0-9, '_', '-', '.', "
+                f"got {_describe(value)}{_yaml_hint(value)}",
+            )
+            return None
+        return value
+
+    def name(self, fields: Mapping[Any, Any], path: str) -> str | None:
+        where = f"{path}.name"
+        value = fields.get("name", _MISSING)
+        if value is _MISSING or value is None:
+            self.report(
+                where, f"is required: a non-empty string of at most {MAX_NAME_LENGTH} characters"
+            )
+            return None
+        if not isinstance(value, str):
+            self.report(where, f"must be a string, got {_describe(value)}{_yaml_hint(value)}")
+            return None
+        if not value.strip():
+            self.report(where, "must not be blank")
+            return None
+        if len(value) > MAX_NAME_LENGTH:
+            self.report(where, f"must be at most {MAX_NAME_LENGTH} characters, got {len(value)}")
+            return None
+        if _CONTROL_CHARACTERS.search(value):
+            self.report(where, "must not contain control characters such as line breaks")
+            return None
+        return value
+
+    def description(self, fields: Mapping[Any, Any], path: str) -> str | None:
+        where = f"{path}.description"
+        value = fields.get("description")
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.report(where, f"must be a string, got {_describe(value)}{_yaml_hint(value)}")
+            return None
+        if len(value) > MAX_DESCRIPTION_LENGTH:
+            self.report(
+                where,
+                f"must be at most {MAX_DESCRIPTION_LENGTH} characters, got {len(value)}",
+            )
+            return None
+        if _DESCRIPTION_CONTROL_CHARACTERS.search(value):
+            self.report(where, "must not contain control characters other than tabs and newlines")
+            return None
+        return value
+
+    def store_product_id(self, fields: Mapping[Any, Any], key: str, path: str) -> str | None:
+        where = _join(path, key)
+        value = fields.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.report(
+                where,
+                f"must be a store product id (a string) or null, got {_describe(value)}"
+                f"{_yaml_hint(value)}",
+            )
+            return None
+        if not value.strip() or len(value) > MAX_STORE_PRODUCT_ID_LENGTH:
+            self.report(
+                where,
+                "must be a non-blank string of at most "
+                f"{MAX_STORE_PRODUCT_ID_LENGTH} characters, or null",
+            )
+            return None
+        if _CONTROL_CHARACTERS.search(value):
+            self.report(where, "must not contain control characters")
+            return None
+        self.claim_store_product_id(key, value, where)
+        return value
+
+    def currency(self, fields: Mapping[Any, Any], path: str) -> str | None:
+        value = fields.get("currency")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
+            self.report(
+                f"{path}.currency",
+                "must be a three-letter lowercase ISO 4217 code such as 'usd', "
+                f"got {_describe(value)}",
+            )
+            return None
+        return value
+
+    def boolean(self, fields: Mapping[Any, Any], key: str, path: str) -> bool | None:
+        value = fields.get(key, _MISSING)
+        if value is _MISSING:
+            return False
+        if not isinstance(value, bool):
+            self.report(_join(path, key), f"must be true or false, got {_describe(value)}")
+            return None
+        return value
+
+    def integer(
+        self,
+        fields: Mapping[Any, Any],
+        key: str,
+        path: str,
+        low: int,
+        high: int,
+        *,
+        default: int | None,
+    ) -> int | None:
+        """The integer at `key`; `default` when absent, None (reported) when invalid.
+
+        A default of None also accepts an explicit null.
+        """
+        value = fields.get(key, _MISSING)
+        if value is _MISSING or (value is None and default is None):
+            return default
+        where = _join(path, key)
+        # bool is a subclass of int; 5.0 and "5" are not integers either.
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.report(
+                where,
+                f"must be a whole number from {low} to {high}, got {_describe(value)}",
+            )
+            return None
+        if not low <= value <= high:
+            self.report(where, f"must be from {low} to {high}, got {value}")
+            return None
+        return value
+
+    def choice(
+        self,
+        fields: Mapping[Any, Any],
+        key: str,
+        path: str,
+        choices: type[_E],
+        *,
+        default: _E | _Missing | None = _MISSING,
+    ) -> _E | None:
+        """The member named at `key`; None (reported) when invalid.
+
+        Without a `default` the field is required; a default of None also accepts null.
+        """
+        where = _join(path, key)
+        allowed = ", ".join(member.value for member in choices)
+        value = fields.get(key, _MISSING)
+        if value is _MISSING or (value is None and default is None):
+            if default is _MISSING:
+                self.report(where, f"is required: one of {allowed}")
+                return None
+            return default
+        if isinstance(value, str):
+            try:
+                return choices(value)
+            except ValueError:
+                pass
+        self.report(where, f"must be one of {allowed}, got {_describe(value)}")
+        return None
+
+    def duration(self, fields: Mapping[Any, Any], key: str, path: str) -> Duration | None:
+        value = fields.get(key)
+        if value is None:
+            return None
+        where = _join(path, key)
+        if not isinstance(value, str):
+            self.report(
+                where,
+                f"must be an ISO-8601 duration such as P30D or P1M, got {_describe(value)}",
+            )
+            return None
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.report(where, str(exc))
+            return None
+
+
+class _StrictSafeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key repeated within one mapping.
+
+    Plain PyYAML keeps the last value, so a catalog with two `amount:` lines would
+    silently grant one of them.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[Hashable] = set()
+        # Only the mapping's own keys: keys merged in with `<<` are meant to be overridden.
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # the base class reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _describe_yaml_error(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        problem = exc.problem or "invalid YAML"
+        return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return f"invalid YAML: {exc}"
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number with a decimal point ({value!r})"
+    if isinstance(value, str):
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        return f"the string {shown!r}" if value else "an empty string"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _yaml_hint(value: object) -> str:
+    if isinstance(value, bool):
+        return " (YAML reads yes, no, on, off, true and false as booleans; quote the text)"
+    if isinstance(value, int | float):
+        return " (quote it to make it text)"
+    return ""
+
+
+def _unknown_field(key: str, allowed: Collection[str]) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    if close:
+        return f"unknown field; did you mean {close[0]!r}?"
+    return f"unknown field; expected one of {', '.join(allowed)}"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _grant_entitlement(value: object) -> str | None:
+    """The entitlement id a grant names, even when the grant is otherwise invalid."""
+    if isinstance(value, Mapping):
+        entitlement_id = value.get("entitlement")
+        if isinstance(entitlement_id, str):
+            return entitlement_id
+    return None
+
+
+_T = TypeVar("_T")
+
+
+def _built(values: Sequence[_T | None]) -> list[_T]:
+    """The built models, once no problem was found (so every one was built)."""
+    built = [value for value in values if value is not None]
+    if len(built) != len(values):
+        raise InvariantViolation("a catalog item failed validation without a problem")
+    return built

@@ -1,0 +1,154 @@
+"""The validated catalog. Immutable; built only by `revenipe.catalog.loader`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cached_property
+from typing import Any
+
+from revenipe.engine.grants import Rollover
+from revenipe.engine.periods import Duration, Interval
+
+
+class EntitlementType(StrEnum):
+    METERED = "metered"
+    BOOLEAN = "boolean"
+
+
+class ProductType(StrEnum):
+    SUBSCRIPTION = "subscription"
+    ONE_TIME = "one_time"
+    ADD_ON = "add_on"
+
+
+class ResetKind(StrEnum):
+    NEVER = "never"
+    PERIOD = "period"
+    """The product's recurring interval (the subscription's billing period)."""
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    YEAR = "year"
+
+
+@dataclass(frozen=True, slots=True)
+class Entitlement:
+    id: str
+    name: str
+    type: EntitlementType
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageKey:
+    id: str
+    name: str
+    entitlement_ids: tuple[str, ...]
+    """Drawn in this order."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProductGrant:
+    entitlement_id: str
+    amount: int | None = None
+    """Metered only; None for boolean entitlements."""
+    reset: ResetKind = ResetKind.NEVER
+    rollover: Rollover = Rollover()
+    expires_after: Duration | None = None
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: str
+    name: str
+    type: ProductType
+    grants: tuple[ProductGrant, ...] = ()
+    description: str | None = None
+    recurring_interval: Interval | None = None
+    price: int | None = None
+    currency: str | None = None
+    default: bool = False
+    app_store_product_id: str | None = None
+    play_store_product_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    entitlements: tuple[Entitlement, ...] = ()
+    usage_keys: tuple[UsageKey, ...] = ()
+    products: tuple[Product, ...] = ()
+
+    @cached_property
+    def entitlements_by_id(self) -> dict[str, Entitlement]:
+        return {e.id: e for e in self.entitlements}
+
+    @cached_property
+    def usage_keys_by_id(self) -> dict[str, UsageKey]:
+        return {k.id: k for k in self.usage_keys}
+
+    @cached_property
+    def products_by_id(self) -> dict[str, Product]:
+        return {p.id: p for p in self.products}
+
+    @property
+    def default_products(self) -> tuple[Product, ...]:
+        return tuple(p for p in self.products if p.default)
+
+    def to_document(self) -> dict[str, Any]:
+        """The canonical JSON-able form (what `parse_catalog` accepts back unchanged)."""
+        return {
+            "entitlements": [
+                _drop_none(
+                    {
+                        "id": e.id,
+                        "name": e.name,
+                        "type": e.type.value,
+                        "description": e.description,
+                    }
+                )
+                for e in self.entitlements
+            ],
+            "usage_keys": [
+                {"id": k.id, "name": k.name, "entitlements": list(k.entitlement_ids)}
+                for k in self.usage_keys
+            ],
+            "products": [_product_document(p) for p in self.products],
+        }
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _product_document(product: Product) -> dict[str, Any]:
+    grants = []
+    for g in product.grants:
+        grant: dict[str, Any] = {"entitlement": g.entitlement_id}
+        if g.amount is not None:
+            grant["amount"] = g.amount
+            grant["reset"] = g.reset.value
+            if g.reset is not ResetKind.NEVER:
+                grant["rollover"] = {"min": g.rollover.min, "max": g.rollover.max}
+            grant["priority"] = g.priority
+        if g.expires_after is not None:
+            grant["expires_after"] = g.expires_after.isoformat()
+        grants.append(grant)
+    return _drop_none(
+        {
+            "id": product.id,
+            "name": product.name,
+            "description": product.description,
+            "type": product.type.value,
+            "recurring_interval": product.recurring_interval.value
+            if product.recurring_interval
+            else None,
+            "price": product.price,
+            "currency": product.currency,
+            "default": product.default,
+            "app_store_product_id": product.app_store_product_id,
+            "play_store_product_id": product.play_store_product_id,
+            "grants": grants,
+        }
+    )

@@ -1,0 +1,1 @@
+"""The `revenipe` command line: parse, call a service, render. No rules here."""

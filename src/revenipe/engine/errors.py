@@ -1,0 +1,63 @@
+"""Stable, machine-readable codes.
+
+A *refusal* is an expected business outcome of a track (``success: false``); an
+*input error* is a request that cannot be understood or is not allowed. Both carry a
+code that never changes once published. A broken invariant is neither: it is a bug and
+raises ``InvariantViolation``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RefusalCode(StrEnum):
+    """Why a track (or check) did not consume anything. Sent as ``error`` on the wire."""
+
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    """The grants that may pay hold less than the requested value in total."""
+    UNKNOWN_ENTITLEMENT = "unknown_entitlement"
+    """The id is neither an entitlement nor a usage key of the app's catalog."""
+    NOT_METERED = "not_metered"
+    """The id is a boolean entitlement: it gives access, it cannot be consumed."""
+    NO_ACCESS = "no_access"
+    """The customer holds no grant that could ever pay for this id."""
+    ACCESS_EXPIRED = "access_expired"
+    """Every grant that could pay has expired or its access source ended."""
+    UNKNOWN_ACCESS_SOURCE = "unknown_access_source"
+    """The named access source does not exist for this customer."""
+
+
+class ErrorCode(StrEnum):
+    """Codes of input errors (HTTP 4xx, CLI exit status 2)."""
+
+    INVALID_VALUE = "invalid_value"
+    INVALID_ID = "invalid_id"
+    INVALID_ARGUMENT = "invalid_argument"
+    INVALID_CATALOG = "invalid_catalog"
+    CATALOG_CONFLICT = "catalog_conflict"
+    APP_NOT_FOUND = "app_not_found"
+    CUSTOMER_NOT_FOUND = "customer_not_found"
+    PRODUCT_NOT_FOUND = "product_not_found"
+    ENTITLEMENT_NOT_FOUND = "entitlement_not_found"
+    USAGE_EVENT_NOT_FOUND = "usage_event_not_found"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    REVERSAL_EXCEEDS_CONSUMED = "reversal_exceeds_consumed"
+    DATABASE_BUSY = "database_busy"
+
+
+class RevenipeError(Exception):
+    """An expected error with a stable code and a message meant for a person."""
+
+    def __init__(self, code: ErrorCode, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvariantViolation(AssertionError):
+    """A rule that must always hold did not: a bug, never a user error."""

@@ -1,0 +1,105 @@
+"""Apps (tenants), their secret keys and settings."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from revenipe.catalog import Catalog
+from revenipe.engine.amounts import require_text
+from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.services.catalogs import apply_catalog_in
+from revenipe.services.context import ServiceContext, new_id
+from revenipe.storage import repository as repo
+
+
+class TokenPolicy(StrEnum):
+    ENFORCE = "enforce"
+    """Client requests must carry a customer token minted by the app's backend."""
+    OPEN = "open"
+    """The original, token-less client protocol: anyone with the app id names any customer."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedApp:
+    app: repo.AppRow
+    secret_key: str
+    """Shown once: only its hash is stored."""
+
+
+def hash_secret_key(secret_key: str) -> str:
+    # Keys are 256 random bits: a plain SHA-256 is enough (no dictionary to defend against).
+    return hashlib.sha256(secret_key.encode()).hexdigest()
+
+
+def create_app(ctx: ServiceContext, name: str, catalog: Catalog | None = None) -> CreatedApp:
+    """Create an app with one secret key, and apply `catalog` to it if given."""
+    name = require_text(name, field="name", max_length=200)
+    now = ctx.now()
+    app = repo.AppRow(
+        id=new_id("app"),
+        name=name,
+        token_policy=TokenPolicy.ENFORCE.value,
+        token_signing_secret=secrets.token_hex(32),
+        catalog_version=0,
+        created_at=now,
+    )
+    secret_key = f"sk_{secrets.token_urlsafe(32)}"
+    with ctx.db.write() as conn:
+        repo.insert_app(conn, app)
+        repo.insert_secret_key(conn, new_id("key"), app.id, hash_secret_key(secret_key), now)
+        if catalog is not None:
+            apply_catalog_in(ctx, conn, app, catalog, now)
+            app = ctx.require_app(conn, app.id)
+    return CreatedApp(app, secret_key)
+
+
+def get_app(ctx: ServiceContext, app_id: str) -> repo.AppRow:
+    with ctx.db.read() as conn:
+        return ctx.require_app(conn, app_id)
+
+
+def list_apps(ctx: ServiceContext) -> list[repo.AppRow]:
+    with ctx.db.read() as conn:
+        return repo.list_apps(conn)
+
+
+def set_token_policy(ctx: ServiceContext, app_id: str, policy: str) -> repo.AppRow:
+    try:
+        value = TokenPolicy(policy)
+    except ValueError:
+        raise RevenipeError(
+            ErrorCode.INVALID_ARGUMENT,
+            "token policy must be 'enforce' or 'open'",
+            field="token_policy",
+        ) from None
+    with ctx.db.write() as conn:
+        ctx.require_app(conn, app_id)
+        repo.set_app_fields(conn, app_id, token_policy=value.value)
+        return ctx.require_app(conn, app_id)
+
+
+def create_secret_key(ctx: ServiceContext, app_id: str) -> tuple[str, str]:
+    """A new secret key for the app: (key id, key). The key is shown only now."""
+    secret_key = f"sk_{secrets.token_urlsafe(32)}"
+    key_id = new_id("key")
+    with ctx.db.write() as conn:
+        ctx.require_app(conn, app_id)
+        repo.insert_secret_key(conn, key_id, app_id, hash_secret_key(secret_key), ctx.now())
+    return key_id, secret_key
+
+
+def revoke_secret_key(ctx: ServiceContext, app_id: str, key_id: str) -> None:
+    with ctx.db.write() as conn:
+        if not repo.revoke_secret_key(conn, app_id, key_id, ctx.now()):
+            raise RevenipeError(
+                ErrorCode.INVALID_ARGUMENT, f"no active secret key {key_id!r} in this app"
+            )
+
+
+def app_for_secret_key(ctx: ServiceContext, secret_key: str) -> str | None:
+    """The app a (non-revoked) secret key belongs to, or None."""
+    with ctx.db.read() as conn:
+        return repo.app_id_for_secret_hash(conn, hash_secret_key(secret_key))

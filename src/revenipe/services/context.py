@@ -1,0 +1,74 @@
+"""What every operation receives: the database, the clock and the catalog cache."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection
+
+from revenipe.catalog import Catalog, parse_catalog
+from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.storage import repository as repo
+from revenipe.storage.database import Database
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """A prefixed id that sorts by creation time (microseconds, then 48 random bits)."""
+    return f"{prefix}_{time.time_ns() // 1000:014x}{secrets.token_hex(6)}"
+
+
+@dataclass
+class CatalogCache:
+    """Parsed catalogs by (app id, version). Versions are immutable, so never stale."""
+
+    _entries: dict[tuple[str, int], Catalog] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, conn: Connection, app_id: str, version: int) -> Catalog:
+        key = (app_id, version)
+        cached = self._entries.get(key)
+        if cached is not None:
+            return cached
+        if version == 0:
+            catalog = Catalog()
+        else:
+            row = repo.get_catalog_version(conn, app_id, version)
+            if row is None:
+                raise AssertionError(f"app {app_id} has no catalog version {version}")
+            catalog = parse_catalog(json.loads(row.document))
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[key] = catalog
+        return catalog
+
+
+@dataclass
+class ServiceContext:
+    """The database, the clock (injectable for tests and sandbox clocks), the caches."""
+
+    db: Database
+    clock: Callable[[], datetime] = utc_now
+    catalogs: CatalogCache = field(default_factory=CatalogCache)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def require_app(self, conn: Connection, app_id: str) -> repo.AppRow:
+        app = repo.get_app(conn, app_id) if isinstance(app_id, str) else None
+        if app is None:
+            raise RevenipeError(ErrorCode.APP_NOT_FOUND, f"no app with id {app_id!r}")
+        return app
+
+    def catalog(self, conn: Connection, app: repo.AppRow) -> Catalog:
+        return self.catalogs.get(conn, app.id, app.catalog_version)

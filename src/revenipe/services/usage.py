@@ -1,0 +1,435 @@
+"""Track, check and reversal: the semantics of PRODUCT.md, "Semantics of track".
+
+A track is one write transaction: lock the customer, answer a replay if the idempotency
+key was seen, settle the grants that may pay (resets, expiry), let the engine decide the
+burn, write the grants, the ledger entries and the usage event, commit. Refusals are
+answers (`success: false`), recorded as usage events like successes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from revenipe.catalog import Catalog, EntitlementType
+from revenipe.engine.amounts import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    require_amount,
+    require_catalog_id,
+    require_text,
+)
+from revenipe.engine.burn import BurnDecision, decide_burn, order_grants
+from revenipe.engine.errors import ErrorCode, RefusalCode, RevenipeError
+from revenipe.engine.grants import EntryKind, Grant, GrantStatus, PendingEntry, settle
+from revenipe.services.context import ServiceContext, new_id
+from revenipe.services.customers import CustomerRef, locked_customer
+from revenipe.storage import repository as repo
+
+
+@dataclass(frozen=True, slots=True)
+class TrackResult:
+    """The answer to a track, in the client protocol's shape."""
+
+    success: bool
+    requested: int
+    consumed: int
+    remaining: int
+    entitlement_id: str
+    access_source_id: str | None
+    error: str | None
+    usage_event_id: str | None = None
+    customer_id: str | None = None
+    replayed: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        """The client protocol's track result object (exact field set)."""
+        return {
+            "success": self.success,
+            "requested": self.requested,
+            "consumed": self.consumed,
+            "remaining": self.remaining,
+            "entitlement_id": self.entitlement_id,
+            "access_source_id": self.access_source_id,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DrawDetail:
+    grant_id: str
+    access_source_id: str
+    entitlement_id: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """A dry run: would the track succeed now, and which grants would pay how much."""
+
+    would_succeed: bool
+    requested: int
+    available: int
+    remaining_after: int
+    entitlement_id: str
+    access_source_id: str | None
+    error: str | None
+    draws: tuple[DrawDetail, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    tracked_id: str
+    value: int
+    access_source_id: str | None
+    idempotency_key: str | None
+
+
+def _validate(tracked_id: Any, value: Any, access_source_id: Any, idempotency_key: Any) -> _Request:
+    if access_source_id is not None:
+        access_source_id = require_text(access_source_id, field="access_source_id", max_length=64)
+    if idempotency_key is not None:
+        idempotency_key = require_text(
+            idempotency_key, field="idempotency_key", max_length=MAX_IDEMPOTENCY_KEY_LENGTH
+        )
+    return _Request(
+        tracked_id=require_catalog_id(tracked_id, field="entitlement_id"),
+        value=require_amount(value, field="value"),
+        access_source_id=access_source_id,
+        idempotency_key=idempotency_key,
+    )
+
+
+@dataclass
+class _Evaluation:
+    """The candidate grants settled to `now`, and what the engine decided."""
+
+    decision: BurnDecision | None
+    refusal: RefusalCode | None
+    settled: list[Grant]
+    settlement_entries: list[PendingEntry]
+    changed: list[Grant]
+
+
+def _evaluate(
+    conn: Connection, catalog: Catalog, customer_id: str, request: _Request, now: datetime
+) -> _Evaluation:
+    entitlement_ids: tuple[str, ...]
+    entitlement = catalog.entitlements_by_id.get(request.tracked_id)
+    usage_key = catalog.usage_keys_by_id.get(request.tracked_id)
+    if entitlement is not None:
+        if entitlement.type is not EntitlementType.METERED:
+            return _Evaluation(None, RefusalCode.NOT_METERED, [], [], [])
+        entitlement_ids = (entitlement.id,)
+    elif usage_key is not None:
+        entitlement_ids = usage_key.entitlement_ids
+    else:
+        return _Evaluation(None, RefusalCode.UNKNOWN_ENTITLEMENT, [], [], [])
+    if (
+        request.access_source_id is not None
+        and repo.get_source(conn, customer_id, request.access_source_id) is None
+    ):
+        return _Evaluation(None, RefusalCode.UNKNOWN_ACCESS_SOURCE, [], [], [])
+    rows = repo.active_grants(
+        conn, customer_id, entitlement_ids=entitlement_ids, source_id=request.access_source_id
+    )
+    settled: list[Grant] = []
+    entries: list[PendingEntry] = []
+    changed: list[Grant] = []
+    for row in rows:
+        after, new_entries = settle(row.grant, now)
+        settled.append(after)
+        entries.extend(new_entries)
+        if after != row.grant:
+            changed.append(after)
+    if not any(g.is_usable(now) for g in settled):
+        if settled or repo.has_any_grant(
+            conn, customer_id, entitlement_ids, request.access_source_id
+        ):
+            return _Evaluation(None, RefusalCode.ACCESS_EXPIRED, settled, entries, changed)
+        return _Evaluation(None, RefusalCode.NO_ACCESS, settled, entries, changed)
+    decision = decide_burn(order_grants(settled, entitlement_ids), request.value, now)
+    return _Evaluation(decision, decision.refusal, settled, entries, changed)
+
+
+def track(
+    ctx: ServiceContext,
+    app_id: str,
+    ref: CustomerRef,
+    tracked_id: Any,
+    value: Any,
+    *,
+    access_source_id: Any = None,
+    idempotency_key: Any = None,
+    create_customer: bool = False,
+) -> TrackResult:
+    """Consume `value` of `tracked_id` (an entitlement id or a usage key) for a customer.
+
+    All or nothing, atomic under any concurrency, and retry-safe with `idempotency_key`:
+    a replay returns the original answer and changes nothing; the same key with another
+    body raises `idempotency_key_reused`. Bad input raises `RevenipeError`; business
+    refusals are answers with `success=False` and a `RefusalCode` in `error`.
+    """
+    request = _validate(tracked_id, value, access_source_id, idempotency_key)
+    now = ctx.now()
+    with ctx.db.write() as conn:
+        app = ctx.require_app(conn, app_id)
+        customer = locked_customer(ctx, conn, app, ref, create=create_customer, now=now)
+        if request.idempotency_key is not None:
+            previous = repo.find_usage_event(
+                conn, app.id, customer_id=customer.id, idempotency_key=request.idempotency_key
+            )
+            if previous is not None:
+                return _replay(previous, request)
+        evaluation = _evaluate(conn, ctx.catalog(conn, app), customer.id, request, now)
+        return _record(conn, app.id, customer.id, request, evaluation, now)
+
+
+def _replay(previous: repo.UsageEventRow, request: _Request) -> TrackResult:
+    same = (previous.tracked_id, previous.requested, previous.access_source_id) == (
+        request.tracked_id,
+        request.value,
+        request.access_source_id,
+    )
+    if not same:
+        raise RevenipeError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this idempotency key was already used for a different track "
+            f"({previous.tracked_id}, value {previous.requested}); use a new key",
+            field="idempotency_key",
+        )
+    return TrackResult(
+        success=previous.success,
+        requested=previous.requested,
+        consumed=previous.consumed,
+        remaining=previous.remaining,
+        entitlement_id=previous.tracked_id,
+        access_source_id=previous.access_source_id,
+        error=previous.error,
+        usage_event_id=previous.id,
+        customer_id=previous.customer_id,
+        replayed=True,
+    )
+
+
+def _record(
+    conn: Connection,
+    app_id: str,
+    customer_id: str,
+    request: _Request,
+    evaluation: _Evaluation,
+    now: datetime,
+) -> TrackResult:
+    decision = evaluation.decision
+    success = decision is not None and decision.success
+    remaining = (
+        decision.remaining
+        if decision is not None
+        else sum(g.balance for g in evaluation.settled if g.is_usable(now))
+    )
+    event = repo.UsageEventRow(
+        id=new_id("use"),
+        app_id=app_id,
+        customer_id=customer_id,
+        tracked_id=request.tracked_id,
+        access_source_id=request.access_source_id,
+        requested=request.value,
+        consumed=decision.consumed if success and decision else 0,
+        reversed=0,
+        remaining=remaining,
+        success=success,
+        error=None if success else (evaluation.refusal or RefusalCode.INSUFFICIENT_BALANCE).value,
+        idempotency_key=request.idempotency_key,
+        created_at=now,
+    )
+    states = {g.id: g for g in evaluation.changed}
+    consumption: list[PendingEntry] = []
+    if success and decision is not None:
+        by_id = {g.id: g for g in evaluation.settled}
+        for draw in decision.draws:
+            grant = states.get(draw.grant_id, by_id[draw.grant_id])
+            after = grant.balance - draw.amount
+            consumption.append(PendingEntry(grant.id, EntryKind.CONSUMED, -draw.amount, after, now))
+            states[grant.id] = _with_balance(grant, after)
+    repo.insert_usage_event(conn, event)
+    repo.save_grant_states(conn, list(states.values()))
+    repo.insert_entries(conn, app_id, customer_id, evaluation.settlement_entries, now)
+    repo.insert_entries(conn, app_id, customer_id, consumption, now, usage_event_id=event.id)
+    return TrackResult(
+        success=success,
+        requested=event.requested,
+        consumed=event.consumed,
+        remaining=event.remaining,
+        entitlement_id=event.tracked_id,
+        access_source_id=event.access_source_id,
+        error=event.error,
+        usage_event_id=event.id,
+        customer_id=customer_id,
+    )
+
+
+def _with_balance(grant: Grant, balance: int) -> Grant:
+    from dataclasses import replace
+
+    return replace(grant, balance=balance)
+
+
+def check(
+    ctx: ServiceContext,
+    app_id: str,
+    ref: CustomerRef,
+    tracked_id: Any,
+    value: Any,
+    *,
+    access_source_id: Any = None,
+) -> CheckResult:
+    """Would `track` succeed now? Which grants would pay how much? Changes nothing."""
+    request = _validate(tracked_id, value, access_source_id, None)
+    now = ctx.now()
+    with ctx.db.read() as conn:
+        app = ctx.require_app(conn, app_id)
+        customer = repo.find_customer(
+            conn, app.id, customer_id=ref.customer_id, external_id=ref.external_id
+        )
+        if customer is None:
+            raise RevenipeError(ErrorCode.CUSTOMER_NOT_FOUND, "no such customer in this app")
+        evaluation = _evaluate(conn, ctx.catalog(conn, app), customer.id, request, now)
+    decision = evaluation.decision
+    by_id = {g.id: g for g in evaluation.settled}
+    draws: tuple[DrawDetail, ...] = ()
+    available = sum(g.balance for g in evaluation.settled if g.is_usable(now))
+    if decision is not None and decision.success:
+        draws = tuple(
+            DrawDetail(
+                d.grant_id, by_id[d.grant_id].source_id, by_id[d.grant_id].entitlement_id, d.amount
+            )
+            for d in decision.draws
+        )
+    success = decision is not None and decision.success
+    return CheckResult(
+        would_succeed=success,
+        requested=request.value,
+        available=available,
+        remaining_after=available - request.value if success else available,
+        entitlement_id=request.tracked_id,
+        access_source_id=request.access_source_id,
+        error=None if success else (evaluation.refusal or RefusalCode.INSUFFICIENT_BALANCE).value,
+        draws=draws,
+    )
+
+
+# --- reversal ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalResult:
+    reversal_id: str | None
+    usage_event_id: str
+    amount: int
+    """Units given back by this call (0 when nothing was left to reverse)."""
+    total_reversed: int
+    credits: tuple[tuple[str, int], ...]
+    """(grant id, units) credited back, in order."""
+    replayed: bool = False
+
+
+def reverse(
+    ctx: ServiceContext,
+    app_id: str,
+    usage_event_id: Any,
+    amount: Any = None,
+    *,
+    idempotency_key: Any = None,
+) -> ReversalResult:
+    """Give back units a usage event consumed, into the exact grants that paid.
+
+    `amount` None reverses everything not yet reversed (so a retry reverses nothing
+    more). A partial reversal is made retry-safe by an idempotency key. Never more than
+    was consumed: asking for more raises `reversal_exceeds_consumed`. The last grant
+    drawn is refunded first. A grant that has since expired receives the credit and
+    writes it off at once, so the ledger shows both.
+    """
+    if amount is not None:
+        amount = require_amount(amount, field="amount")
+    if idempotency_key is not None:
+        idempotency_key = require_text(
+            idempotency_key, field="idempotency_key", max_length=MAX_IDEMPOTENCY_KEY_LENGTH
+        )
+    event_id = require_text(usage_event_id, field="usage_event_id", max_length=64)
+    now = ctx.now()
+    with ctx.db.write() as conn:
+        app = ctx.require_app(conn, app_id)
+        event = repo.find_usage_event(conn, app.id, event_id=event_id)
+        if event is None:
+            raise RevenipeError(
+                ErrorCode.USAGE_EVENT_NOT_FOUND, f"no usage event {event_id!r} in this app"
+            )
+        repo.find_customer(conn, app.id, customer_id=event.customer_id, lock=True)
+        # Re-read under the customer lock: a concurrent reversal may have committed.
+        event = repo.find_usage_event(conn, app.id, event_id=event_id)
+        assert event is not None
+        if idempotency_key is not None:
+            previous = repo.find_reversal(conn, event.id, idempotency_key)
+            if previous is not None:
+                if amount is not None and previous.amount != amount:
+                    raise RevenipeError(
+                        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                        "this idempotency key was used for another amount",
+                        field="idempotency_key",
+                    )
+                return ReversalResult(
+                    previous.id, event.id, int(previous.amount), event.reversed, (), replayed=True
+                )
+        reversible = event.consumed - event.reversed
+        wanted = reversible if amount is None else amount
+        if wanted > reversible:
+            raise RevenipeError(
+                ErrorCode.REVERSAL_EXCEEDS_CONSUMED,
+                f"usage event {event.id} has {reversible} unit(s) left to reverse, {wanted} asked",
+                field="amount",
+            )
+        if wanted == 0:
+            return ReversalResult(None, event.id, 0, event.reversed, ())
+        credits = _plan_credits(conn, event.id, wanted)
+        reversal_id = new_id("rev")
+        repo.insert_reversal(conn, reversal_id, app.id, event.id, wanted, idempotency_key, now)
+        rows = repo.grants_by_id(conn, [grant_id for grant_id, _ in credits])
+        states: dict[str, Grant] = {}
+        settlement: list[PendingEntry] = []
+        refunds: list[PendingEntry] = []
+        write_offs: list[PendingEntry] = []
+        for grant_id, units in credits:
+            grant, entries = settle(states.get(grant_id, rows[grant_id].grant), now)
+            settlement.extend(entries)
+            balance = grant.balance + units
+            refunds.append(PendingEntry(grant_id, EntryKind.REVERSED, units, balance, now))
+            if grant.status is GrantStatus.EXPIRED:
+                write_offs.append(PendingEntry(grant_id, EntryKind.EXPIRED, -units, 0, now))
+                balance = 0
+            states[grant_id] = _with_balance(grant, balance)
+        repo.save_grant_states(conn, list(states.values()))
+        repo.insert_entries(conn, app.id, event.customer_id, settlement, now)
+        repo.insert_entries(conn, app.id, event.customer_id, refunds, now, reversal_id=reversal_id)
+        repo.insert_entries(conn, app.id, event.customer_id, write_offs, now)
+        repo.add_reversed(conn, event.id, wanted)
+        return ReversalResult(
+            reversal_id, event.id, wanted, event.reversed + wanted, tuple(credits)
+        )
+
+
+def _plan_credits(conn: Connection, event_id: str, wanted: int) -> list[tuple[str, int]]:
+    already = repo.reversed_per_grant(conn, event_id)
+    credits = []
+    for grant_id, consumed in reversed(repo.consumption_of_event(conn, event_id)):
+        open_units = consumed - already.get(grant_id, 0)
+        take = min(open_units, wanted)
+        if take > 0:
+            credits.append((grant_id, take))
+            wanted -= take
+        if wanted == 0:
+            break
+    if wanted:
+        raise AssertionError(f"usage event {event_id}: ledger holds less than its consumed")
+    return credits

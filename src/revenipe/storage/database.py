@@ -1,0 +1,183 @@
+"""Opening a database: URL parsing, connection settings, transactions, migrations."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from revenipe.engine.errors import ErrorCode, RevenipeError
+
+DEFAULT_DATABASE_URL = "sqlite:///./revenipe.db"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_PG_MIGRATION_LOCK = 0x7265_7665  # "reve": an advisory lock key of our own
+
+
+def normalize_url(url: str) -> str:
+    """Accept the standard `postgresql://` form and pick our driver (psycopg 3)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.drivername not in ("postgresql+psycopg", "sqlite", "sqlite+pysqlite"):
+        raise RevenipeError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"unsupported database URL scheme {parsed.drivername!r}: "
+            "use sqlite:///path/to/file.db or postgresql://user@host:port/db",
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+@dataclass
+class Database:
+    """An opened database: an SQLAlchemy engine plus how to begin each kind of transaction.
+
+    `write()` takes the write lock up front on SQLite (``BEGIN IMMEDIATE``) so that two
+    writers never both read a balance and then both try to change it; on PostgreSQL the
+    repository locks the customer's row instead (``SELECT ... FOR UPDATE``).
+    """
+
+    engine: Engine
+    url: str
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One read-write transaction, committed on success, rolled back on error."""
+        with self.engine.connect() as conn, _busy_as_error():
+            if self.is_sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.begin()
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """One read-only transaction (a consistent snapshot on both dialects)."""
+        with self.engine.connect() as conn, _busy_as_error():
+            if self.is_sqlite:
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.begin()
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+@contextlib.contextmanager
+def _busy_as_error() -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:
+        if isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig):
+            raise RevenipeError(
+                ErrorCode.DATABASE_BUSY,
+                f"the database stayed locked by another writer for more than "
+                f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s; nothing was changed, retry later",
+            ) from exc
+        raise
+
+
+def open_database(url: str = DEFAULT_DATABASE_URL, *, migrate: bool = True) -> Database:
+    """Open (and create, and migrate to the latest schema) the database at `url`.
+
+    SQLite URLs may carry `?synchronous=full` to fsync every commit (durable across power
+    loss); the default `normal` in WAL mode is durable across a killed process.
+    """
+    url = normalize_url(url)
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.drivername.startswith("sqlite"):
+        synchronous = str(parsed.query.get("synchronous", "normal")).upper()
+        if synchronous not in ("NORMAL", "FULL", "EXTRA"):
+            raise RevenipeError(
+                ErrorCode.INVALID_ARGUMENT, "synchronous must be normal, full or extra"
+            )
+        parsed = parsed.difference_update_query(["synchronous"])
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {
+            "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+            "check_same_thread": False,
+        }
+        engine = create_engine(parsed, **kwargs)
+        _configure_sqlite(engine, synchronous)
+    else:
+        engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    database = Database(engine=engine, url=url)
+    if migrate:
+        migrate_to_latest(database)
+    return database
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # We issue BEGIN ourselves (IMMEDIATE for writes): turn off pysqlite's own.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+
+def migrate_to_latest(database: Database) -> None:
+    """Run every pending Alembic migration, once, even with many processes starting."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    with _migration_lock(database), database.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+@contextlib.contextmanager
+def _migration_lock(database: Database) -> Iterator[None]:
+    if database.is_sqlite:
+        path = database.engine.url.database
+        if not path or path == ":memory:":
+            yield
+            return
+        # flock on the database file itself: independent of SQLite's own fcntl locks.
+        with open(path, "ab") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        return
+    with database.engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_MIGRATION_LOCK})
+            conn.commit()

@@ -1,0 +1,542 @@
+"""Every query the services need. Functions take an open connection (one transaction).
+
+Rows come back as plain dataclasses or engine objects; nothing above this module sees
+SQL. Writes that touch a customer's balances must first call `lock_customer`, which
+serializes them per customer on PostgreSQL (SQLite serializes all writers already).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from revenipe.engine.grants import (
+    EntryKind,
+    Grant,
+    GrantStatus,
+    PendingEntry,
+    ResetRule,
+    Rollover,
+)
+from revenipe.engine.periods import Interval
+from revenipe.storage.schema import (
+    access_sources,
+    apps,
+    catalog_versions,
+    customers,
+    grants,
+    ledger_entries,
+    reversals,
+    secret_keys,
+    usage_events,
+)
+
+# --- apps and keys ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppRow:
+    id: str
+    name: str
+    token_policy: str
+    token_signing_secret: str
+    catalog_version: int
+    created_at: datetime
+
+
+def insert_app(conn: Connection, app: AppRow) -> None:
+    conn.execute(insert(apps).values(**_fields(app)))
+
+
+def get_app(conn: Connection, app_id: str) -> AppRow | None:
+    row = conn.execute(select(apps).where(apps.c.id == app_id)).first()
+    return AppRow(**row._mapping) if row else None
+
+
+def list_apps(conn: Connection) -> list[AppRow]:
+    return [AppRow(**r._mapping) for r in conn.execute(select(apps).order_by(apps.c.created_at))]
+
+
+def set_app_fields(conn: Connection, app_id: str, **values: Any) -> None:
+    conn.execute(update(apps).where(apps.c.id == app_id).values(**values))
+
+
+def insert_secret_key(
+    conn: Connection, key_id: str, app_id: str, key_hash: str, now: datetime
+) -> None:
+    conn.execute(
+        insert(secret_keys).values(id=key_id, app_id=app_id, key_hash=key_hash, created_at=now)
+    )
+
+
+def app_id_for_secret_hash(conn: Connection, key_hash: str) -> str | None:
+    row = conn.execute(
+        select(secret_keys.c.app_id).where(
+            secret_keys.c.key_hash == key_hash, secret_keys.c.revoked_at.is_(None)
+        )
+    ).first()
+    return str(row.app_id) if row else None
+
+
+def list_secret_keys(conn: Connection, app_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(secret_keys.c.id, secret_keys.c.created_at, secret_keys.c.revoked_at)
+        .where(secret_keys.c.app_id == app_id)
+        .order_by(secret_keys.c.created_at)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def revoke_secret_key(conn: Connection, app_id: str, key_id: str, now: datetime) -> bool:
+    result = conn.execute(
+        update(secret_keys)
+        .where(
+            secret_keys.c.id == key_id,
+            secret_keys.c.app_id == app_id,
+            secret_keys.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+    )
+    return bool(result.rowcount)
+
+
+# --- catalog -----------------------------------------------------------------------
+
+
+def insert_catalog_version(
+    conn: Connection, app_id: str, version: int, document: str, digest: str, now: datetime
+) -> None:
+    conn.execute(
+        insert(catalog_versions).values(
+            app_id=app_id, version=version, document=document, digest=digest, applied_at=now
+        )
+    )
+
+
+def get_catalog_version(conn: Connection, app_id: str, version: int) -> Row[Any] | None:
+    return conn.execute(
+        select(catalog_versions).where(
+            catalog_versions.c.app_id == app_id, catalog_versions.c.version == version
+        )
+    ).first()
+
+
+def held_entitlements(conn: Connection, app_id: str) -> dict[str, str]:
+    """Entitlement id -> type, for every entitlement some customer holds an active grant of."""
+    rows = conn.execute(
+        select(grants.c.entitlement_id, grants.c.entitlement_type)
+        .where(grants.c.app_id == app_id, grants.c.status == GrantStatus.ACTIVE.value)
+        .distinct()
+    )
+    return {r.entitlement_id: r.entitlement_type for r in rows}
+
+
+# --- customers ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRow:
+    id: str
+    app_id: str
+    external_id: str
+    created_at: datetime
+
+
+def insert_customer_if_new(conn: Connection, customer: CustomerRow) -> bool:
+    """Insert unless (app, external id) exists; True when this call created it."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = dialect_insert(customers).values(**_fields(customer))
+    result = conn.execute(statement.on_conflict_do_nothing())
+    return bool(result.rowcount)
+
+
+def find_customer(
+    conn: Connection,
+    app_id: str,
+    *,
+    customer_id: str | None = None,
+    external_id: str | None = None,
+    lock: bool = False,
+) -> CustomerRow | None:
+    """A customer of `app_id` by internal or external id; `lock` takes its row lock."""
+    query = select(customers).where(customers.c.app_id == app_id)
+    if customer_id is not None:
+        query = query.where(customers.c.id == customer_id)
+    else:
+        query = query.where(customers.c.external_id == external_id)
+    if lock:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    return CustomerRow(**row._mapping) if row else None
+
+
+def list_customers(
+    conn: Connection, app_id: str, *, after_id: str | None, limit: int
+) -> list[CustomerRow]:
+    query = select(customers).where(customers.c.app_id == app_id)
+    if after_id:
+        query = query.where(customers.c.id > after_id)
+    rows = conn.execute(query.order_by(customers.c.id).limit(limit))
+    return [CustomerRow(**r._mapping) for r in rows]
+
+
+# --- access sources ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    id: str
+    app_id: str
+    customer_id: str
+    product_id: str | None
+    kind: str
+    provider: str
+    status: str
+    started_at: datetime
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    expires_at: datetime | None
+    cancel_at_period_end: bool
+    canceled_at: datetime | None
+    created_at: datetime
+
+
+def insert_source(conn: Connection, source: SourceRow) -> None:
+    conn.execute(insert(access_sources).values(**_fields(source)))
+
+
+def get_source(conn: Connection, customer_id: str, source_id: str) -> SourceRow | None:
+    row = conn.execute(
+        select(access_sources).where(
+            access_sources.c.id == source_id, access_sources.c.customer_id == customer_id
+        )
+    ).first()
+    return SourceRow(**row._mapping) if row else None
+
+
+def list_sources(conn: Connection, customer_id: str) -> list[SourceRow]:
+    rows = conn.execute(
+        select(access_sources)
+        .where(access_sources.c.customer_id == customer_id)
+        .order_by(access_sources.c.created_at, access_sources.c.id)
+    )
+    return [SourceRow(**r._mapping) for r in rows]
+
+
+# --- grants ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRow:
+    """A grant as stored: the engine's `Grant` plus what storage keeps beside it."""
+
+    grant: Grant
+    entitlement_type: str
+
+
+def insert_grant(conn: Connection, app_id: str, customer_id: str, row: GrantRow) -> None:
+    g = row.grant
+    conn.execute(
+        insert(grants).values(
+            id=g.id,
+            app_id=app_id,
+            customer_id=customer_id,
+            source_id=g.source_id,
+            entitlement_id=g.entitlement_id,
+            entitlement_type=row.entitlement_type,
+            amount=g.amount,
+            balance=g.balance,
+            priority=g.priority,
+            period_start=g.period_start,
+            expires_at=g.expires_at,
+            reset_interval=g.reset.interval.value if g.reset else None,
+            reset_anchor=g.reset.anchor if g.reset else None,
+            rollover_min=g.reset.rollover.min if g.reset else 0,
+            rollover_max=g.reset.rollover.max if g.reset else 0,
+            status=g.status.value,
+            created_at=g.created_at,
+        )
+    )
+
+
+def _grant_from_row(r: Any) -> GrantRow:
+    reset = None
+    if r.reset_interval is not None:
+        reset = ResetRule(
+            Interval(r.reset_interval), r.reset_anchor, Rollover(r.rollover_min, r.rollover_max)
+        )
+    grant = Grant(
+        id=r.id,
+        entitlement_id=r.entitlement_id,
+        source_id=r.source_id,
+        amount=r.amount,
+        balance=r.balance,
+        priority=r.priority,
+        created_at=r.created_at,
+        period_start=r.period_start,
+        expires_at=r.expires_at,
+        reset=reset,
+        status=GrantStatus(r.status),
+    )
+    return GrantRow(grant, r.entitlement_type)
+
+
+def active_grants(
+    conn: Connection,
+    customer_id: str,
+    *,
+    entitlement_ids: Sequence[str] | None = None,
+    source_id: str | None = None,
+) -> list[GrantRow]:
+    """The customer's grants not yet known to be expired (they may still need settling)."""
+    query = select(grants).where(
+        grants.c.customer_id == customer_id, grants.c.status == GrantStatus.ACTIVE.value
+    )
+    if entitlement_ids is not None:
+        query = query.where(grants.c.entitlement_id.in_(entitlement_ids))
+    if source_id is not None:
+        query = query.where(grants.c.source_id == source_id)
+    return [_grant_from_row(r) for r in conn.execute(query)]
+
+
+def grants_by_id(conn: Connection, grant_ids: Iterable[str]) -> dict[str, GrantRow]:
+    rows = conn.execute(select(grants).where(grants.c.id.in_(list(grant_ids))))
+    return {r.id: _grant_from_row(r) for r in rows}
+
+
+def has_any_grant(
+    conn: Connection, customer_id: str, entitlement_ids: Sequence[str], source_id: str | None = None
+) -> bool:
+    query = select(grants.c.id).where(
+        grants.c.customer_id == customer_id, grants.c.entitlement_id.in_(entitlement_ids)
+    )
+    if source_id is not None:
+        query = query.where(grants.c.source_id == source_id)
+    return conn.execute(query.limit(1)).first() is not None
+
+
+def save_grant_states(conn: Connection, states: Sequence[Grant]) -> None:
+    if not states:
+        return
+    conn.execute(
+        update(grants)
+        .where(grants.c.id == _bind("b_id"))
+        .values(
+            balance=_bind("b_balance"),
+            period_start=_bind("b_period_start"),
+            status=_bind("b_status"),
+        ),
+        [
+            {
+                "b_id": g.id,
+                "b_balance": g.balance,
+                "b_period_start": g.period_start,
+                "b_status": g.status.value,
+            }
+            for g in states
+        ],
+    )
+
+
+def _bind(name: str) -> Any:
+    from sqlalchemy import bindparam
+
+    return bindparam(name)
+
+
+# --- ledger ------------------------------------------------------------------------
+
+
+def insert_entries(
+    conn: Connection,
+    app_id: str,
+    customer_id: str,
+    entries: Sequence[PendingEntry],
+    now: datetime,
+    *,
+    usage_event_id: str | None = None,
+    reversal_id: str | None = None,
+) -> None:
+    if not entries:
+        return
+    conn.execute(
+        insert(ledger_entries),
+        [
+            {
+                "app_id": app_id,
+                "customer_id": customer_id,
+                "grant_id": e.grant_id,
+                "kind": e.kind.value,
+                "amount": e.amount,
+                "balance_after": e.balance_after,
+                "usage_event_id": usage_event_id if e.kind is EntryKind.CONSUMED else None,
+                "reversal_id": reversal_id if e.kind is EntryKind.REVERSED else None,
+                "effective_at": e.effective_at,
+                "recorded_at": now,
+            }
+            for e in entries
+        ],
+    )
+
+
+def ledger_page(
+    conn: Connection,
+    app_id: str,
+    *,
+    customer_id: str | None = None,
+    after_id: int = 0,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    query = select(ledger_entries).where(
+        ledger_entries.c.app_id == app_id, ledger_entries.c.id > after_id
+    )
+    if customer_id is not None:
+        query = query.where(ledger_entries.c.customer_id == customer_id)
+    rows = conn.execute(query.order_by(ledger_entries.c.id).limit(limit))
+    return [dict(r._mapping) for r in rows]
+
+
+def consumption_of_event(conn: Connection, usage_event_id: str) -> list[tuple[str, int]]:
+    """(grant id, units consumed) of one usage event, in the order they were drawn."""
+    rows = conn.execute(
+        select(ledger_entries.c.grant_id, ledger_entries.c.amount)
+        .where(
+            ledger_entries.c.usage_event_id == usage_event_id,
+            ledger_entries.c.kind == EntryKind.CONSUMED.value,
+        )
+        .order_by(ledger_entries.c.id)
+    )
+    return [(r.grant_id, -int(r.amount)) for r in rows]
+
+
+def reversed_per_grant(conn: Connection, usage_event_id: str) -> dict[str, int]:
+    rows = conn.execute(
+        select(ledger_entries.c.grant_id, func.sum(ledger_entries.c.amount).label("total"))
+        .join(reversals, reversals.c.id == ledger_entries.c.reversal_id)
+        .where(
+            reversals.c.usage_event_id == usage_event_id,
+            ledger_entries.c.kind == EntryKind.REVERSED.value,
+        )
+        .group_by(ledger_entries.c.grant_id)
+    )
+    return {r.grant_id: int(r.total) for r in rows}
+
+
+# --- usage events and reversals ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEventRow:
+    id: str
+    app_id: str
+    customer_id: str
+    tracked_id: str
+    access_source_id: str | None
+    requested: int
+    consumed: int
+    reversed: int
+    remaining: int
+    success: bool
+    error: str | None
+    idempotency_key: str | None
+    created_at: datetime
+
+
+def insert_usage_event(conn: Connection, event: UsageEventRow) -> None:
+    conn.execute(insert(usage_events).values(**_fields(event)))
+
+
+def find_usage_event(
+    conn: Connection,
+    app_id: str,
+    *,
+    event_id: str | None = None,
+    customer_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> UsageEventRow | None:
+    query = select(usage_events).where(usage_events.c.app_id == app_id)
+    if event_id is not None:
+        query = query.where(usage_events.c.id == event_id)
+    else:
+        query = query.where(
+            usage_events.c.customer_id == customer_id,
+            usage_events.c.idempotency_key == idempotency_key,
+        )
+    row = conn.execute(query).first()
+    return UsageEventRow(**row._mapping) if row else None
+
+
+def list_usage_events(
+    conn: Connection,
+    app_id: str,
+    *,
+    customer_id: str | None,
+    tracked_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    before_id: str | None,
+    limit: int,
+) -> list[UsageEventRow]:
+    query = select(usage_events).where(usage_events.c.app_id == app_id)
+    conditions = []
+    if customer_id is not None:
+        conditions.append(usage_events.c.customer_id == customer_id)
+    if tracked_id is not None:
+        conditions.append(usage_events.c.tracked_id == tracked_id)
+    if since is not None:
+        conditions.append(usage_events.c.created_at >= since)
+    if until is not None:
+        conditions.append(usage_events.c.created_at < until)
+    if before_id is not None:
+        conditions.append(usage_events.c.id < before_id)
+    if conditions:
+        query = query.where(and_(*conditions))
+    rows = conn.execute(query.order_by(usage_events.c.id.desc()).limit(limit))
+    return [UsageEventRow(**r._mapping) for r in rows]
+
+
+def add_reversed(conn: Connection, event_id: str, amount: int) -> None:
+    conn.execute(
+        update(usage_events)
+        .where(usage_events.c.id == event_id)
+        .values(reversed=usage_events.c.reversed + amount)
+    )
+
+
+def insert_reversal(
+    conn: Connection,
+    reversal_id: str,
+    app_id: str,
+    event_id: str,
+    amount: int,
+    idempotency_key: str | None,
+    now: datetime,
+) -> None:
+    conn.execute(
+        insert(reversals).values(
+            id=reversal_id,
+            app_id=app_id,
+            usage_event_id=event_id,
+            amount=amount,
+            idempotency_key=idempotency_key,
+            created_at=now,
+        )
+    )
+
+
+def find_reversal(conn: Connection, event_id: str, idempotency_key: str) -> Row[Any] | None:
+    return conn.execute(
+        select(reversals).where(
+            reversals.c.usage_event_id == event_id, reversals.c.idempotency_key == idempotency_key
+        )
+    ).first()
+
+
+def _fields(row: Any) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in row.__slots__}

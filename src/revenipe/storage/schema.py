@@ -1,0 +1,203 @@
+"""Tables. Amounts are BIGINT; times are timezone-aware UTC; ids are prefixed strings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out, on both dialects.
+
+    SQLite has no time zone type: values are stored as UTC text and read back naive, so
+    the UTC zone is put back on read. Naive datetimes are refused on write.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError(f"naive or non-datetime value for a time column: {value!r}")
+        utc: datetime = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        converted: datetime = value.astimezone(UTC)
+        return converted
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Time = UtcDateTime()
+Id = String(40)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("token_policy", String(16), nullable=False),
+    Column("token_signing_secret", String(128), nullable=False),
+    Column("catalog_version", Integer, nullable=False),
+    Column("created_at", Time, nullable=False),
+)
+
+secret_keys = Table(
+    "secret_keys",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False, index=True),
+    Column("key_hash", String(128), nullable=False, unique=True),
+    Column("created_at", Time, nullable=False),
+    Column("revoked_at", Time),
+)
+
+catalog_versions = Table(
+    "catalog_versions",
+    metadata,
+    Column("app_id", Id, ForeignKey("apps.id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("applied_at", Time, nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
+    Column("external_id", String(256), nullable=False),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("app_id", "external_id"),
+)
+
+access_sources = Table(
+    "access_sources",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("product_id", String(64)),
+    Column("kind", String(16), nullable=False),
+    Column("provider", String(16), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("started_at", Time, nullable=False),
+    Column("current_period_start", Time),
+    Column("current_period_end", Time),
+    Column("expires_at", Time),
+    Column("cancel_at_period_end", Boolean, nullable=False),
+    Column("canceled_at", Time),
+    Column("created_at", Time, nullable=False),
+    Index("ix_access_sources_customer", "customer_id"),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("source_id", Id, ForeignKey("access_sources.id"), nullable=False),
+    Column("entitlement_id", String(64), nullable=False),
+    Column("entitlement_type", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("balance", BigInteger, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("period_start", Time, nullable=False),
+    Column("expires_at", Time),
+    Column("reset_interval", String(8)),
+    Column("reset_anchor", Time),
+    Column("rollover_min", BigInteger, nullable=False),
+    Column("rollover_max", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Time, nullable=False),
+    CheckConstraint("balance >= 0", name="ck_grants_balance_not_negative"),
+    Index("ix_grants_customer_entitlement", "customer_id", "entitlement_id", "status"),
+)
+
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("tracked_id", String(64), nullable=False),
+    Column("access_source_id", String(64)),
+    Column("requested", BigInteger, nullable=False),
+    Column("consumed", BigInteger, nullable=False),
+    Column("reversed", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    Column("success", Boolean, nullable=False),
+    Column("error", String(32)),
+    Column("idempotency_key", String(255)),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("customer_id", "idempotency_key", name="uq_usage_events_idempotency"),
+    Index("ix_usage_events_customer_created", "customer_id", "created_at"),
+)
+
+reversals = Table(
+    "reversals",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
+    Column("usage_event_id", Id, ForeignKey("usage_events.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("idempotency_key", String(255)),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("usage_event_id", "idempotency_key", name="uq_reversals_idempotency"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("grant_id", Id, ForeignKey("grants.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("usage_event_id", Id, ForeignKey("usage_events.id")),
+    Column("reversal_id", Id, ForeignKey("reversals.id")),
+    Column("effective_at", Time, nullable=False),
+    Column("recorded_at", Time, nullable=False),
+    Index("ix_ledger_entries_grant", "grant_id"),
+    Index("ix_ledger_entries_usage_event", "usage_event_id"),
+    Index("ix_ledger_entries_customer", "customer_id", "id"),
+)
