@@ -302,8 +302,12 @@ class _Checker:
         currency = self.currency(fields, path)
         default = self.boolean(fields, "default", path)
         store_ids = {key: self.store_product_id(fields, key, path) for key in _STORE_FIELDS}
-        # A bad interval value was reported already; only its absence matters to grants.
-        has_interval = fields.get("recurring_interval") is not None
+        # Whether grants may reset with the period. A bad interval value, or a subscription
+        # or a type without one, was reported already; do not blame the grants too.
+        has_interval = fields.get("recurring_interval") is not None or product_type in (
+            ProductType.SUBSCRIPTION,
+            None,
+        )
         grants = self.product_grants(fields, path, has_interval=has_interval)
         if product_id is None or name is None or product_type is None or grants is None:
             return None
@@ -684,6 +688,8 @@ class _Checker:
         where = _join(path, key)
         allowed = ", ".join(member.value for member in choices)
         value = fields.get(key, _MISSING)
+        if value is None and default is _MISSING:
+            value = _MISSING
         if value is _MISSING or (value is None and default is None):
             if default is _MISSING:
                 self.report(where, f"is required: one of {allowed}")

@@ -41,7 +41,7 @@ def require_amount(value: Any, *, field: str = "value", allow_zero: bool = False
 
 def require_catalog_id(value: Any, *, field: str) -> str:
     """Return `value` if it is a well-formed catalog id, else raise `invalid_id`."""
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise RevenipeError(
             ErrorCode.INVALID_ID,
             f"{field} must be 1-64 characters of a-z, 0-9, '_', '-', '.', got {value!r}",

@@ -96,10 +96,14 @@ class Duration:
         return not (self.months or self.days or self.seconds)
 
 
+MAX_DURATION_MONTHS = 12_000
+MAX_DURATION_DAYS = 366_000
+MAX_DURATION_SECONDS = 366_000 * 86_400
+
 _DURATION = re.compile(
-    r"^P(?:(?P<years>\d{1,4})Y)?(?:(?P<months>\d{1,5})M)?(?:(?P<weeks>\d{1,5})W)?"
-    r"(?:(?P<days>\d{1,6})D)?"
-    r"(?:T(?:(?P<hours>\d{1,7})H)?(?:(?P<minutes>\d{1,9})M)?(?:(?P<seconds>\d{1,10})S)?)?$"
+    r"^P(?:(?P<years>\d{1,9})Y)?(?:(?P<months>\d{1,9})M)?(?:(?P<weeks>\d{1,9})W)?"
+    r"(?:(?P<days>\d{1,9})D)?"
+    r"(?:T(?:(?P<hours>\d{1,9})H)?(?:(?P<minutes>\d{1,9})M)?(?:(?P<seconds>\d{1,9})S)?)?$"
 )
 
 
@@ -116,4 +120,7 @@ def parse_duration(text: str) -> Duration:
     )
     if duration.is_zero:
         raise ValueError(f"duration must be longer than zero: {text!r}")
+    if (duration.months > MAX_DURATION_MONTHS or duration.days > MAX_DURATION_DAYS
+            or duration.seconds > MAX_DURATION_SECONDS):
+        raise ValueError(f"duration is longer than 1000 years: {text!r}")
     return duration
