@@ -11,6 +11,7 @@ from typing import Any
 
 from revenipe.catalog import Catalog, Product
 from revenipe.services.customers import CustomerState, SourceState
+from revenipe.storage.repository import UsageEventRow
 
 
 def timestamp(moment: datetime | None) -> str | None:
@@ -117,4 +118,36 @@ def product_to_wire(product: Product, catalog: Catalog) -> dict[str, Any]:
             }
             for g in product.grants
         ],
+    }
+
+
+def usage_event_to_wire(event: UsageEventRow) -> dict[str, Any]:
+    return {
+        "usage_event_id": event.id,
+        "client_id": event.customer_id,
+        "id": event.tracked_id,
+        "access_source_id": event.access_source_id,
+        "requested": event.requested,
+        "consumed": event.consumed,
+        "reversed": event.reversed,
+        "remaining": event.remaining,
+        "success": event.success,
+        "error": event.error,
+        "idempotency_key": event.idempotency_key,
+        "created_at": timestamp(event.created_at),
+    }
+
+
+def ledger_entry_to_wire(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "client_id": row["customer_id"],
+        "grant_id": row["grant_id"],
+        "kind": row["kind"],
+        "amount": row["amount"],
+        "balance_after": row["balance_after"],
+        "usage_event_id": row["usage_event_id"],
+        "reversal_id": row["reversal_id"],
+        "effective_at": timestamp(row["effective_at"]),
+        "recorded_at": timestamp(row["recorded_at"]),
     }

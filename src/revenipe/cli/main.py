@@ -21,6 +21,8 @@ from revenipe.catalog.loader import catalog_from_file
 from revenipe.embedded import Backend
 from revenipe.embedded import open as open_backend
 from revenipe.engine.errors import RevenipeError
+from revenipe.services.apps import set_token_policy
+from revenipe.services.tokens import mint_customer_token
 from revenipe.storage.database import DEFAULT_DATABASE_URL
 from revenipe.wire import customer_to_wire, timestamp
 
@@ -145,6 +147,31 @@ def build_parser() -> argparse.ArgumentParser:
     reverse.add_argument("--idempotency-key")
     reverse.set_defaults(handler=_reverse)
 
+    update = apps.add_parser("update", parents=[common], help="change an app's settings")
+    update.add_argument("--app", required=True)
+    update.add_argument("--token-policy", choices=["enforce", "open"], required=True)
+    update.set_defaults(handler=_apps_update)
+
+    tokens = commands.add_parser("tokens", help="customer tokens").add_subparsers(
+        dest="tokens_command", required=True, metavar="SUBCOMMAND"
+    )
+    mint = tokens.add_parser("mint", parents=[common], help="mint a customer token")
+    mint.add_argument("--app", required=True)
+    mint.add_argument("--customer", required=True, help="the app's external id")
+    mint.add_argument("--ttl", type=_parse_int, metavar="SECONDS", help="default 3600")
+    mint.set_defaults(handler=_tokens_mint)
+
+    serve = commands.add_parser("serve", parents=[common], help="run the HTTP server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_parse_int, default=8080)
+    serve.add_argument(
+        "--catalog",
+        metavar="FILE",
+        help="catalog for the app created on first start (or the only app)",
+    )
+    serve.add_argument("--workers", type=_parse_int, default=1)
+    serve.set_defaults(handler=_serve)
+
     verify = commands.add_parser("verify", parents=[common], help="check ledger invariants")
     verify.add_argument("--app")
     verify.set_defaults(handler=_verify)
@@ -186,6 +213,32 @@ def _apps_list(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, 
     ]
     text = "\n".join(f"{a['app_id']}  {a['name']}" for a in apps) or "no apps"
     return {"apps": apps}, text, 0
+
+
+def _apps_update(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:
+    assert backend is not None
+    app = set_token_policy(backend.context, args.app, args.token_policy)
+    result = {"app_id": app.id, "name": app.name, "token_policy": app.token_policy}
+    return result, f"{app.id}: token policy {app.token_policy}", 0
+
+
+def _tokens_mint(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:
+    assert backend is not None
+    minted = mint_customer_token(backend.context, args.app, args.customer, args.ttl)
+    result = {
+        "token": minted.token,
+        "client_id": minted.customer_id,
+        "expires_at": timestamp(minted.expires_at),
+    }
+    return result, minted.token, 0
+
+
+def _serve(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:
+    assert backend is not None
+    from revenipe.cli.serve import prepare_and_serve
+
+    prepare_and_serve(backend, args)
+    return None, "", 0
 
 
 def _catalog_validate(args: argparse.Namespace, _: Backend | None) -> tuple[Any, str, int]:
@@ -356,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         or DEFAULT_DATABASE_URL
     )
     backend: Backend | None = None
+    args.database_url = url
     try:
         if getattr(args, "needs_database", True):
             backend = open_backend(url)
@@ -375,7 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if backend is not None:
             backend.close()
-    print(json.dumps(result, indent=2) if as_json else text)
+    if result is not None or text:
+        print(json.dumps(result, indent=2) if as_json else text)
     return status
 
 

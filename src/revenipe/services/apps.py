@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from revenipe.catalog import Catalog
 from revenipe.engine.amounts import require_text
@@ -89,6 +90,13 @@ def create_secret_key(ctx: ServiceContext, app_id: str) -> tuple[str, str]:
         ctx.require_app(conn, app_id)
         repo.insert_secret_key(conn, key_id, app_id, hash_secret_key(secret_key), ctx.now())
     return key_id, secret_key
+
+
+def list_secret_keys(ctx: ServiceContext, app_id: str) -> list[dict[str, Any]]:
+    """The app's secret keys: ids and dates, never the keys."""
+    with ctx.db.read() as conn:
+        ctx.require_app(conn, app_id)
+        return repo.list_secret_keys(conn, app_id)
 
 
 def revoke_secret_key(ctx: ServiceContext, app_id: str, key_id: str) -> None:

@@ -63,6 +63,7 @@ def locked_customer(
     *,
     create: bool,
     now: datetime,
+    anonymous: bool = False,
 ) -> repo.CustomerRow:
     """The customer, row-locked for this transaction; created (with defaults) if asked.
 
@@ -75,7 +76,7 @@ def locked_customer(
         return customer
     if not create or ref.external_id is None:
         raise RevenipeError(ErrorCode.CUSTOMER_NOT_FOUND, "no such customer in this app")
-    row = repo.CustomerRow(new_id("cus"), app.id, ref.external_id, now)
+    row = repo.CustomerRow(new_id("cus"), app.id, ref.external_id, anonymous, now)
     if repo.insert_customer_if_new(conn, row):
         catalog = ctx.catalog(conn, app)
         for product in catalog.default_products:
@@ -85,8 +86,14 @@ def locked_customer(
     return customer
 
 
-def ensure_customer(ctx: ServiceContext, app_id: str, external_id: str) -> repo.CustomerRow:
-    """Log in: the customer for this external identity, created with defaults if new."""
+def ensure_customer(
+    ctx: ServiceContext, app_id: str, external_id: str, *, anonymous: bool = False
+) -> repo.CustomerRow:
+    """Log in: the customer for this external identity, created with defaults if new.
+
+    `anonymous` marks a customer created by a token-less anonymous login (see the
+    server's token policy); it has no effect on an existing customer.
+    """
     ref = CustomerRef.external(external_id)
     with ctx.db.read() as conn:
         app = ctx.require_app(conn, app_id)
@@ -94,7 +101,7 @@ def ensure_customer(ctx: ServiceContext, app_id: str, external_id: str) -> repo.
     if found is not None:
         return found
     with ctx.db.write() as conn:
-        return locked_customer(ctx, conn, app, ref, create=True, now=ctx.now())
+        return locked_customer(ctx, conn, app, ref, create=True, now=ctx.now(), anonymous=anonymous)
 
 
 def find_customer(ctx: ServiceContext, app_id: str, ref: CustomerRef) -> repo.CustomerRow:
@@ -106,6 +113,15 @@ def find_customer(ctx: ServiceContext, app_id: str, ref: CustomerRef) -> repo.Cu
     if customer is None:
         raise RevenipeError(ErrorCode.CUSTOMER_NOT_FOUND, "no such customer in this app")
     return customer
+
+
+def list_customers(
+    ctx: ServiceContext, app_id: str, *, after_id: str | None = None, limit: int = 100
+) -> list[repo.CustomerRow]:
+    """Customers in id order (creation order); page with `after_id`."""
+    with ctx.db.read() as conn:
+        ctx.require_app(conn, app_id)
+        return repo.list_customers(conn, app_id, after_id=after_id, limit=limit)
 
 
 # --- granting ----------------------------------------------------------------------

@@ -145,6 +145,7 @@ class CustomerRow:
     id: str
     app_id: str
     external_id: str
+    anonymous: bool
     created_at: datetime
 
 

@@ -101,6 +101,7 @@ customers = Table(
     Column("id", Id, primary_key=True),
     Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
     Column("external_id", String(256), nullable=False),
+    Column("anonymous", Boolean, nullable=False),
     Column("created_at", Time, nullable=False),
     UniqueConstraint("app_id", "external_id"),
 )

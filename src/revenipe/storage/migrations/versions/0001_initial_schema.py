@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 03:26:39.433432
+Create Date: 2026-11-25 03:34:04.424277
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("app_id", sa.String(length=40), nullable=False),
         sa.Column("external_id", sa.String(length=256), nullable=False),
+        sa.Column("anonymous", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["app_id"], ["apps.id"], name=op.f("fk_customers_app_id_apps")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_customers")),

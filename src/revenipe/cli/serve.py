@@ -1,0 +1,65 @@
+"""`revenipe serve`: first-start setup, then uvicorn with N worker processes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from revenipe.catalog.loader import catalog_from_file
+from revenipe.embedded import Backend
+from revenipe.services.apps import TokenPolicy
+
+
+def prepare_and_serve(backend: Backend, args: argparse.Namespace) -> None:
+    """Create the first app if the database has none, say how to reach it, then serve."""
+    if args.workers < 1 or args.workers > 64:
+        raise SystemExit("--workers must be from 1 to 64")
+    catalog = catalog_from_file(args.catalog) if args.catalog else None
+    apps = backend.list_apps()
+    if not apps:
+        created = backend.create_app("Default app", catalog)
+        _say(f"Created app {created.app.id}")
+        _say(f"  secret key (shown once, keep it): {created.secret_key}")
+        apps = [created.app]
+    elif catalog is not None:
+        if len(apps) != 1:
+            raise SystemExit(
+                "--catalog applies to the only app; this database has "
+                f"{len(apps)}: use `revenipe catalog apply --app APP_ID FILE`"
+            )
+        applied = backend.app(apps[0].id).apply_catalog(catalog)
+        _say(
+            f"Catalog version {applied.version} "
+            f"{'applied' if applied.changed else 'unchanged'} for app {apps[0].id}"
+        )
+    for app in apps:
+        _say(f"App {app.id} ({app.name}): token policy {app.token_policy}")
+        if app.token_policy == TokenPolicy.OPEN.value:
+            _say(
+                f"  WARNING: app {app.id} runs the open token policy: anyone who knows its "
+                "app id can read and spend any customer's balance"
+            )
+    backend.close()
+    _say(
+        f"Serving on http://{args.host}:{args.port} with {args.workers} worker(s); "
+        "Ctrl-C stops after in-flight requests finish"
+    )
+
+    import uvicorn
+
+    os.environ["REVENIPE_DATABASE_URL"] = args.database_url
+    uvicorn.run(
+        "revenipe.server.app:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        timeout_graceful_shutdown=30,
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+    )
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)

@@ -1,0 +1,43 @@
+"""What the request handlers share in one server process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from revenipe.server.errors import ApiError
+from revenipe.server.limits import RateLimiter
+from revenipe.server.security import AppCache
+from revenipe.server.settings import ServerSettings
+from revenipe.services.context import ServiceContext
+
+
+@dataclass
+class Runtime:
+    ctx: ServiceContext
+    settings: ServerSettings
+    app_cache: AppCache = field(init=False)
+    anonymous_by_address: RateLimiter = field(init=False)
+    anonymous_by_app: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.app_cache = AppCache(self.ctx, self.settings.app_cache_seconds)
+        self.anonymous_by_address = RateLimiter(
+            self.settings.anonymous_logins_per_minute_per_address
+        )
+        self.anonymous_by_app = RateLimiter(self.settings.anonymous_logins_per_minute_per_app)
+
+    def limit_anonymous_login(self, app_id: str, request: Request) -> None:
+        address = request.client.host if request.client else "unknown"
+        wait = max(
+            self.anonymous_by_address.take(f"{app_id}|{address}"),
+            self.anonymous_by_app.take(app_id),
+        )
+        if wait > 0:
+            raise ApiError(
+                429,
+                "rate_limited",
+                "too many anonymous logins; retry after the given seconds",
+                headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+            )

@@ -1,0 +1,115 @@
+"""Who is calling: an app (public id), an app's backend (secret key), a customer (token).
+
+The client protocol names the app by its public id and the customer by `client_id` in
+the body; anyone who has the app id can name any `client_id`. Under the `enforce`
+policy (the default) every client request must also carry a customer token minted by
+the app's backend, and every customer or source id in the request must belong to that
+token's customer. Refusals say why without revealing anything about other customers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from fastapi import Request
+
+from revenipe.engine.tokens import InvalidToken, TokenClaims
+from revenipe.server.errors import ApiError
+from revenipe.services import apps as app_service
+from revenipe.services.apps import TokenPolicy
+from revenipe.services.context import ServiceContext
+from revenipe.services.tokens import check_customer_token
+from revenipe.storage import repository as repo
+
+CUSTOMER_TOKEN_HEADER = "X-Revenipe-Customer-Token"
+
+
+class AppCache:
+    """App rows by id for a few seconds: the client protocol reads one per request."""
+
+    def __init__(self, ctx: ServiceContext, ttl_seconds: float) -> None:
+        self.ctx = ctx
+        self.ttl = ttl_seconds
+        self._entries: dict[str, tuple[float, repo.AppRow | None]] = {}
+
+    def get(self, app_id: str) -> repo.AppRow | None:
+        now = time.monotonic()
+        cached = self._entries.get(app_id)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        try:
+            app: repo.AppRow | None = app_service.get_app(self.ctx, app_id)
+        except Exception:
+            app = None
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[app_id] = (now, app)
+        return app
+
+    def forget(self, app_id: str) -> None:
+        self._entries.pop(app_id, None)
+
+
+@dataclass(frozen=True)
+class ClientAccess:
+    """An authenticated client request: its app and, if it sent one, a valid token."""
+
+    app: repo.AppRow
+    claims: TokenClaims | None
+
+    @property
+    def enforced(self) -> bool:
+        return self.app.token_policy == TokenPolicy.ENFORCE.value
+
+    def require_customer(self, customer_id: str) -> None:
+        """Refuse unless the request may act for `customer_id`."""
+        if self.claims is None:
+            if self.enforced:
+                raise ApiError(
+                    401,
+                    "customer_token_required",
+                    f"this app requires a customer token in the {CUSTOMER_TOKEN_HEADER} header",
+                )
+            return
+        if self.claims.customer_id != customer_id:
+            raise ApiError(
+                403, "forbidden", "the customer token does not allow acting for this customer"
+            )
+
+
+def client_access(request: Request, app_cache: AppCache, now: datetime) -> ClientAccess:
+    """Authenticate a client protocol request (`Authorization: <app id>` + token)."""
+    app_id = request.headers.get("authorization", "").strip()
+    if app_id.lower().startswith("bearer "):
+        app_id = app_id[7:].strip()
+    app = app_cache.get(app_id) if app_id and len(app_id) <= 64 else None
+    if app is None:
+        raise ApiError(
+            401, "invalid_app_id", "the Authorization header must carry this server's public app id"
+        )
+    token = request.headers.get(CUSTOMER_TOKEN_HEADER)
+    if token is None:
+        return ClientAccess(app, None)
+    try:
+        claims = check_customer_token(app, token, now)
+    except InvalidToken as exc:
+        raise ApiError(401, exc.problem.value, exc.message) from None
+    return ClientAccess(app, claims)
+
+
+def server_app_id(request: Request, ctx: ServiceContext) -> str:
+    """Authenticate a server API request (`Authorization: Bearer <secret key>`)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip() or len(key) > 200:
+        raise ApiError(
+            401,
+            "secret_key_required",
+            "send the app's secret key as 'Authorization: Bearer <secret key>'",
+        )
+    app_id = app_service.app_for_secret_key(ctx, key.strip())
+    if app_id is None:
+        raise ApiError(401, "invalid_secret_key", "the secret key is unknown or revoked")
+    return app_id

@@ -1,0 +1,40 @@
+"""Server settings, read from the environment (the CLI sets them from its flags)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from revenipe.storage.database import DEFAULT_DATABASE_URL
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    database_url: str = DEFAULT_DATABASE_URL
+    max_body_bytes: int = 64 * 1024
+    anonymous_logins_per_minute_per_address: int = 30
+    anonymous_logins_per_minute_per_app: int = 1200
+    app_cache_seconds: float = 2.0
+
+    @classmethod
+    def from_env(cls) -> ServerSettings:
+        return cls(
+            database_url=os.environ.get("REVENIPE_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            max_body_bytes=_int_env("REVENIPE_MAX_BODY_BYTES", 64 * 1024),
+            anonymous_logins_per_minute_per_address=_int_env(
+                "REVENIPE_ANON_LOGINS_PER_MINUTE_PER_ADDRESS", 30
+            ),
+            anonymous_logins_per_minute_per_app=_int_env(
+                "REVENIPE_ANON_LOGINS_PER_MINUTE_PER_APP", 1200
+            ),
+        )
