@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -46,9 +47,12 @@ def _parse_time(text: str) -> datetime:
     return moment
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,40}")
+
+
 def _parse_int(text: str) -> int:
     # Only plain integers: "5.0", "1e3", "true" are refused, not coerced.
-    if not text.lstrip("-").isdigit():
+    if not _INTEGER.fullmatch(text):
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
     return int(text)
 

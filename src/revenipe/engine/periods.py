@@ -28,8 +28,14 @@ _FIXED = {Interval.DAY: timedelta(days=1), Interval.WEEK: timedelta(weeks=1)}
 
 def require_utc(moment: datetime, *, field: str = "time") -> datetime:
     """Timezone-aware datetimes only; returned converted to UTC."""
+    if not isinstance(moment, datetime):
+        raise RevenipeError(
+            ErrorCode.INVALID_ARGUMENT, f"{field} must be a datetime, got {moment!r}", field=field
+        )
     if moment.tzinfo is None or moment.utcoffset() is None:
-        raise RevenipeError(ErrorCode.INVALID_ARGUMENT, f"{field} must be timezone-aware")
+        raise RevenipeError(
+            ErrorCode.INVALID_ARGUMENT, f"{field} must be timezone-aware", field=field
+        )
     return moment.astimezone(UTC)
 
 
@@ -120,7 +126,10 @@ def parse_duration(text: str) -> Duration:
     )
     if duration.is_zero:
         raise ValueError(f"duration must be longer than zero: {text!r}")
-    if (duration.months > MAX_DURATION_MONTHS or duration.days > MAX_DURATION_DAYS
-            or duration.seconds > MAX_DURATION_SECONDS):
+    if (
+        duration.months > MAX_DURATION_MONTHS
+        or duration.days > MAX_DURATION_DAYS
+        or duration.seconds > MAX_DURATION_SECONDS
+    ):
         raise ValueError(f"duration is longer than 1000 years: {text!r}")
     return duration

@@ -38,9 +38,11 @@ def verify(ctx: ServiceContext, app_id: str | None = None) -> VerifyReport:
     """Check every invariant; the report names each broken row."""
     report = VerifyReport()
     with ctx.db.read() as conn:
+        if app_id is not None:
+            ctx.require_app(conn, app_id)
 
         def scoped(table: Table, query: Select[Any]) -> Select[Any]:
-            return query.where(table.c.app_id == app_id) if app_id else query
+            return query.where(table.c.app_id == app_id) if app_id is not None else query
 
         running: dict[str, int] = defaultdict(int)
         entry_query = scoped(ledger_entries, select(ledger_entries).order_by(ledger_entries.c.id))

@@ -153,8 +153,9 @@ def insert_customer_if_new(conn: Connection, customer: CustomerRow) -> bool:
     """Insert unless (app, external id) exists; True when this call created it."""
     dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     statement = dialect_insert(customers).values(**_fields(customer))
-    result = conn.execute(statement.on_conflict_do_nothing())
-    return bool(result.rowcount)
+    # rowcount is not reliable for INSERT through psycopg 3 (-1): ask for the row back.
+    result = conn.execute(statement.on_conflict_do_nothing().returning(customers.c.id))
+    return result.first() is not None
 
 
 def find_customer(
