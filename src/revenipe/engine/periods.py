@@ -36,7 +36,12 @@ def require_utc(moment: datetime, *, field: str = "time") -> datetime:
         raise RevenipeError(
             ErrorCode.INVALID_ARGUMENT, f"{field} must be timezone-aware", field=field
         )
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise RevenipeError(
+            ErrorCode.INVALID_ARGUMENT, f"{field} is out of the supported range", field=field
+        ) from None
 
 
 def add_months(moment: datetime, months: int) -> datetime:

@@ -78,7 +78,7 @@ def read_unverified_app(token: str) -> str | None:
 
 
 def _decode_payload(token: str) -> dict[str, object]:
-    parts = token.split(".") if isinstance(token, str) else []
+    parts = token.split(".") if isinstance(token, str) and token.isascii() else []
     if len(token) > MAX_TOKEN_LENGTH or len(parts) != 3 or parts[0] != TOKEN_PREFIX:
         raise InvalidToken(TokenProblem.MALFORMED, "the customer token is malformed")
     try:

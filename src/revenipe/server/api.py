@@ -8,11 +8,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from revenipe.catalog import parse_catalog
 from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.periods import require_utc
 from revenipe.server import schemas
 from revenipe.server.client_protocol import ERRORS, IdempotencyKey
 from revenipe.server.runtime import Runtime
@@ -27,7 +28,9 @@ from revenipe.services.customers import CustomerRef
 from revenipe.wire import customer_to_wire, ledger_entry_to_wire, timestamp, usage_event_to_wire
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Cursor = Annotated[str | None, Query(max_length=64)]
+Cursor = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z]{3}_[0-9a-f]{1,40}$")]
+CatalogIdQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9_.\-]{1,64}$")]
+TimeQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[0-9T:.+\-Z ]{4,64}$")]
 
 
 def _parse_time(value: str | None, field: str) -> datetime | None:
@@ -43,7 +46,7 @@ def _parse_time(value: str | None, field: str) -> datetime | None:
             f"{field} must be an ISO-8601 time with a zone, e.g. 2026-11-25T10:00:00Z",
             field=field,
         )
-    return moment
+    return require_utc(moment, field=field)
 
 
 def _external(external_id: str) -> CustomerRef:
@@ -103,7 +106,10 @@ def build_router(runtime: Runtime) -> APIRouter:
         return JSONResponse({"key_id": key_id, "secret_key": key}, 201)
 
     @router.delete("/secret_keys/{key_id}", status_code=204, summary="Revoke a secret key")
-    def revoke_key(key_id: str, request: Request) -> JSONResponse:
+    def revoke_key(
+        key_id: Annotated[str, Path(max_length=64, pattern=r"^key_[0-9a-f]{1,40}$")],
+        request: Request,
+    ) -> JSONResponse:
         app_service.revoke_secret_key(ctx, app_of(request), key_id)
         return JSONResponse(None, 204)
 
@@ -314,9 +320,9 @@ def build_router(runtime: Runtime) -> APIRouter:
     def usage_events(
         request: Request,
         customer: Annotated[str | None, Query(max_length=256)] = None,
-        id: Annotated[str | None, Query(max_length=64)] = None,
-        since: Annotated[str | None, Query(max_length=64)] = None,
-        until: Annotated[str | None, Query(max_length=64)] = None,
+        id: CatalogIdQuery = None,
+        since: TimeQuery = None,
+        until: TimeQuery = None,
         cursor: Cursor = None,
         limit: Limit = 100,
     ) -> JSONResponse:
@@ -371,7 +377,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     def ledger(
         request: Request,
         customer: Annotated[str | None, Query(max_length=256)] = None,
-        cursor: Annotated[int | None, Query(ge=0)] = None,
+        cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
         limit: Limit = 1000,
     ) -> JSONResponse:
         entries = history_service.ledger_export(

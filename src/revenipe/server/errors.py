@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from revenipe.catalog import CatalogError
 from revenipe.engine.errors import ErrorCode, RevenipeError
+
+logger = logging.getLogger("revenipe.server")
 
 STATUS_BY_CODE = {
     ErrorCode.APP_NOT_FOUND: 404,
@@ -72,6 +75,17 @@ def install_error_handlers(app: FastAPI) -> None:
                 code = "invalid_value"
             problems.append(f"{path}: {error.get('msg', 'invalid')}")
         return JSONResponse(error_body(code, "; ".join(problems) or "invalid request"), 400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: log it whole, answer without internals.
+        logger.error("unhandled error", exc_info=exc)
+        return JSONResponse(
+            error_body(
+                "internal_error", "the server failed to handle this request; the error was logged"
+            ),
+            500,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -2,9 +2,10 @@
 
 The client protocol names the app by its public id and the customer by `client_id` in
 the body; anyone who has the app id can name any `client_id`. Under the `enforce`
-policy (the default) every client request must also carry a customer token minted by
-the app's backend, and every customer or source id in the request must belong to that
-token's customer. Refusals say why without revealing anything about other customers.
+policy (the default) every client request that names a customer must also carry a
+customer token minted by the app's backend, and every customer or source id in the
+request must belong to that token's customer (the product list names no customer and
+needs only the app id). Refusals say why without revealing anything about other customers.
 """
 
 from __future__ import annotations

@@ -1,0 +1,241 @@
+"""The HTTP server, in-process, over the `backend` fixture (SQLite and PostgreSQL).
+
+`world` builds two apps, A and B, both with the demo catalog, through the server API
+itself: in A, alice (the free tier, plus a `welcome` bonus and a `pack_50`) and bob (the
+free tier, plus `welcome`); in B, carol (the free tier, plus `welcome`). Every customer
+gets a customer token minted with `POST /v1/customers/{external_id}/tokens`.
+
+The server shares the backend's `ServiceContext`, so the `clock` fixture is the
+server's clock too (tokens expire when the test advances it).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+import revenipe
+from revenipe.server.app import create_app
+from revenipe.server.settings import ServerSettings
+from revenipe.storage.schema import (
+    access_sources,
+    customers,
+    grants,
+    ledger_entries,
+    reversals,
+    secret_keys,
+    usage_events,
+)
+
+from support import DEMO_CATALOG, assert_verified
+
+with warnings.catch_warnings():
+    # Starlette warns that its test client will move to httpx2; the API is the same.
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+TOKEN_HEADER = "X-Revenipe-Customer-Token"
+ANONYMOUS_LOGINS_PER_MINUTE = 5
+
+
+@dataclass
+class Customer:
+    external_id: str
+    client_id: str
+    """Revenipe's internal id (what the client protocol calls `client_id`)."""
+    token: str
+    sources: dict[str, str] = field(default_factory=dict)
+    """Access source ids by product id."""
+
+
+@dataclass
+class Tenant:
+    """One app, seen from outside: its public id, its secret key and its customers."""
+
+    app_id: str
+    secret_key: str
+    signing_secret: str
+    customers: dict[str, Customer] = field(default_factory=dict)
+
+    def api(self) -> dict[str, str]:
+        """Headers of a server API request (secret key)."""
+        return {"Authorization": f"Bearer {self.secret_key}"}
+
+    def client(self, token: str | None = None) -> dict[str, str]:
+        """Headers of a client protocol request (public app id, and a token if given)."""
+        headers = {"Authorization": self.app_id}
+        if token is not None:
+            headers[TOKEN_HEADER] = token
+        return headers
+
+    def as_customer(self, external_id: str) -> dict[str, str]:
+        """Client headers carrying `external_id`'s own token."""
+        return self.client(self.customers[external_id].token)
+
+
+@dataclass
+class World:
+    backend: revenipe.Backend
+    http: TestClient
+    a: Tenant
+    b: Tenant
+
+    @property
+    def tenants(self) -> tuple[Tenant, Tenant]:
+        return (self.a, self.b)
+
+
+def assert_error(
+    response: httpx.Response, status: int | tuple[int, ...], code: str | None = None
+) -> dict[str, Any]:
+    """An error answer: the status, and a JSON body with a non-empty `code` and `message`."""
+    statuses = (status,) if isinstance(status, int) else status
+    assert response.status_code in statuses, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert isinstance(body, dict), body
+    assert isinstance(body.get("code"), str) and body["code"], body
+    assert isinstance(body.get("message"), str) and body["message"], body
+    if code is not None:
+        assert body["code"] == code, body
+    return body
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, (response.status_code, response.text)
+    return response.json()
+
+
+def _all_pages(http: TestClient, tenant: Tenant, path: str, key: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+        page = ok(http.get(path, params=params, headers=tenant.api()))
+        items.extend(page[key])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+
+
+def snapshot(world: World) -> dict[str, Any]:
+    """What both apps hold, as the server API shows it: the ledger, the usage events, the
+    customers and each customer's balances."""
+    seen: dict[str, Any] = {}
+    for name, tenant in (("A", world.a), ("B", world.b)):
+        seen[f"{name}/ledger"] = _all_pages(world.http, tenant, "/v1/ledger", "entries")
+        seen[f"{name}/usage_events"] = _all_pages(
+            world.http, tenant, "/v1/usage_events", "usage_events"
+        )
+        seen[f"{name}/customers"] = _all_pages(world.http, tenant, "/v1/customers", "customers")
+        for customer in tenant.customers.values():
+            state = ok(
+                world.http.get(f"/v1/customers/{customer.external_id}", headers=tenant.api())
+            )
+            seen[f"{name}/{customer.external_id}"] = {
+                "entitlements": sorted(
+                    (e["entitlement_id"], e["access_source_id"], e["remaining"])
+                    for e in state["entitlements"]
+                ),
+                "usage_keys": state["usage_keys"],
+            }
+    return seen
+
+
+def assert_unchanged(
+    world: World, before: dict[str, Any], *, ignore: set[str] | frozenset[str] = frozenset()
+) -> None:
+    """Nothing changed since `before` (a `snapshot`), but the `ignore`d keys; the ledger
+    invariants hold."""
+    after = snapshot(world)
+    assert after.keys() == before.keys()
+    for key in before.keys() - ignore:
+        assert after[key] == before[key], key
+    assert_verified(world.backend)
+
+
+def fingerprint(world: World) -> dict[str, Any]:
+    """A cheap check that nothing was written: row counts per app and every grant's
+    balance, straight from the database (one read transaction)."""
+    app_ids = [t.app_id for t in world.tenants]
+    seen: dict[str, Any] = {}
+    with world.backend.database.read() as conn:
+        for table in (
+            customers,
+            access_sources,
+            grants,
+            ledger_entries,
+            usage_events,
+            reversals,
+            secret_keys,
+        ):
+            query = (
+                select(table.c.app_id, func.count())
+                .where(table.c.app_id.in_(app_ids))
+                .group_by(table.c.app_id)
+            )
+            seen[table.name] = dict(tuple(row) for row in conn.execute(query))
+        balances = select(grants.c.id, grants.c.balance, grants.c.status).where(
+            grants.c.app_id.in_(app_ids)
+        )
+        seen["balances"] = sorted(tuple(row) for row in conn.execute(balances))
+    return seen
+
+
+@pytest.fixture
+def server_settings(database_url: str) -> ServerSettings:
+    return ServerSettings(
+        database_url=database_url,
+        anonymous_logins_per_minute_per_address=ANONYMOUS_LOGINS_PER_MINUTE,
+    )
+
+
+@pytest.fixture
+def http(backend: revenipe.Backend, server_settings: ServerSettings) -> Iterator[TestClient]:
+    asgi = create_app(server_settings, context=backend.context)
+    with TestClient(asgi, raise_server_exceptions=False) as client:
+        yield client
+
+
+def _tenant(backend: revenipe.Backend, http: TestClient, name: str) -> Tenant:
+    created = backend.create_app(name, revenipe.load_catalog(DEMO_CATALOG))
+    return Tenant(created.app.id, created.secret_key, created.app.token_signing_secret)
+
+
+def _add_customer(http: TestClient, tenant: Tenant, external_id: str, *products: str) -> None:
+    minted = ok(http.post(f"/v1/customers/{external_id}/tokens", headers=tenant.api()), 201)
+    customer = Customer(external_id, minted["client_id"], minted["token"])
+    state = ok(http.get(f"/v1/customers/{external_id}", headers=tenant.api()))
+    for subscription in state["subscriptions"]:
+        customer.sources[subscription["product_id"]] = subscription["access_source_id"]
+    for product_id in products:
+        granted = ok(
+            http.post(
+                f"/v1/customers/{external_id}/grants",
+                json={"product_id": product_id},
+                headers=tenant.api(),
+            ),
+            201,
+        )
+        assert granted["client_id"] == customer.client_id
+        customer.sources[product_id] = granted["access_source_id"]
+    tenant.customers[external_id] = customer
+
+
+@pytest.fixture
+def world(backend: revenipe.Backend, http: TestClient) -> World:
+    a = _tenant(backend, http, "app A")
+    b = _tenant(backend, http, "app B")
+    _add_customer(http, a, "alice", "welcome", "pack_50")
+    _add_customer(http, a, "bob", "welcome")
+    _add_customer(http, b, "carol", "welcome")
+    for tenant in (a, b):
+        for customer in tenant.customers.values():
+            assert set(customer.sources) >= {"free", "welcome"}, customer
+    return World(backend, http, a, b)
