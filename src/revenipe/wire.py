@@ -102,7 +102,8 @@ def product_to_wire(product: Product, catalog: Catalog) -> dict[str, Any]:
     return {
         "product_id": product.id,
         "name": product.name,
-        "description": product.description,
+        # The published client decodes descriptions as non-null strings.
+        "description": product.description or "",
         "price": product.price,
         "type": product.type.value,
         "recurring_interval": product.recurring_interval.value
@@ -114,7 +115,7 @@ def product_to_wire(product: Product, catalog: Catalog) -> dict[str, Any]:
             {
                 "entitlement_id": g.entitlement_id,
                 "name": catalog.entitlements_by_id[g.entitlement_id].name,
-                "description": catalog.entitlements_by_id[g.entitlement_id].description,
+                "description": catalog.entitlements_by_id[g.entitlement_id].description or "",
             }
             for g in product.grants
         ],

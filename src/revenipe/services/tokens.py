@@ -40,12 +40,11 @@ def mint_customer_token(
 
 
 def issue_token(app: repo.AppRow, customer_id: str, expires_at: datetime) -> MintedToken:
-    """Sign a token for an already known customer."""
-    token = sign_token(
-        app.token_signing_secret,
-        TokenClaims(app.id, customer_id, expires_at.replace(microsecond=0)),
-    )
-    return MintedToken(token, customer_id, expires_at.replace(microsecond=0))
+    """Sign a token for an already known customer (expiry rounded up to a whole second)."""
+    if expires_at.microsecond:
+        expires_at = expires_at.replace(microsecond=0) + timedelta(seconds=1)
+    token = sign_token(app.token_signing_secret, TokenClaims(app.id, customer_id, expires_at))
+    return MintedToken(token, customer_id, expires_at)
 
 
 def check_customer_token(app: repo.AppRow, token: str, now: datetime) -> TokenClaims:

@@ -166,8 +166,9 @@ def _migration_lock(database: Database) -> Iterator[None]:
         if not path or path == ":memory:":
             yield
             return
-        # flock on the database file itself: independent of SQLite's own fcntl locks.
-        with open(path, "ab") as lock_file:
+        # A lock file of its own: opening and closing the database file itself would
+        # drop the POSIX locks SQLite holds on it in this process (see fcntl(2)).
+        with open(f"{path}.lock", "a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
                 yield
