@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 import revenipe
+
 from support import DEMO_CATALOG, Clock
 
 POSTGRES_ADMIN_URL = os.environ.get(

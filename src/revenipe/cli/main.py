@@ -434,7 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if backend is not None:
             backend.close()
     if result is not None or text:
-        print(json.dumps(result, indent=2) if as_json else text)
+        try:
+            print(json.dumps(result, indent=2) if as_json else text, flush=True)
+        except BrokenPipeError:  # e.g. `revenipe ... | head`: the reader left early
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return status
 
 
