@@ -21,8 +21,12 @@ def utc(*args: int) -> datetime:
 def test_monthly_anchor_on_31st_clamps_and_comes_back() -> None:
     anchor = utc(2026, 1, 31, 9)
     starts = [period_start(anchor, Interval.MONTH, k) for k in range(4)]
-    assert starts == [utc(2026, 1, 31, 9), utc(2026, 2, 28, 9), utc(2026, 3, 31, 9),
-                      utc(2026, 4, 30, 9)]
+    assert starts == [
+        utc(2026, 1, 31, 9),
+        utc(2026, 2, 28, 9),
+        utc(2026, 3, 31, 9),
+        utc(2026, 4, 30, 9),
+    ]
 
 
 def test_leap_year_february() -> None:
@@ -38,26 +42,31 @@ def test_periods_are_half_open() -> None:
     assert period_index(anchor, Interval.MONTH, boundary) == 1
 
 
-moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
-                       timezones=st.just(UTC))
+moments = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
 
 
 @given(anchor=moments, moment=moments, interval=st.sampled_from(list(Interval)))
-def test_period_index_brackets_the_moment(anchor: datetime, moment: datetime,
-                                          interval: Interval) -> None:
+def test_period_index_brackets_the_moment(
+    anchor: datetime, moment: datetime, interval: Interval
+) -> None:
     index = period_index(anchor, interval, moment)
     assert period_start(anchor, interval, index) <= moment
     assert moment < period_start(anchor, interval, index + 1)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("P30D", Duration(days=30)),
-    ("P1M", Duration(months=1)),
-    ("P1Y2M", Duration(months=14)),
-    ("P2W", Duration(days=14)),
-    ("PT12H", Duration(seconds=12 * 3600)),
-    ("P1DT1H1M1S", Duration(days=1, seconds=3661)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("P30D", Duration(days=30)),
+        ("P1M", Duration(months=1)),
+        ("P1Y2M", Duration(months=14)),
+        ("P2W", Duration(days=14)),
+        ("PT12H", Duration(seconds=12 * 3600)),
+        ("P1DT1H1M1S", Duration(days=1, seconds=3661)),
+    ],
+)
 def test_parse_duration(text: str, expected: Duration) -> None:
     assert parse_duration(text) == expected
     assert parse_duration(expected.isoformat()) == expected
