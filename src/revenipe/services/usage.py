@@ -173,18 +173,45 @@ def track(
     refusals are answers with `success=False` and a `RefusalCode` in `error`.
     """
     request = _validate(tracked_id, value, access_source_id, idempotency_key)
+    try:
+        return _track_once(ctx, app_id, ref, request, create_customer)
+    except repo.IdempotencyKeyTaken:
+        # A concurrent track with the same key committed while this one waited for the
+        # customer's lock (PostgreSQL's lock re-check does not refresh joined rows); the
+        # unique index refused the second event. Again: this time it is a replay.
+        return _track_once(ctx, app_id, ref, request, create_customer)
+
+
+def _track_once(
+    ctx: ServiceContext, app_id: str, ref: CustomerRef, request: _Request, create_customer: bool
+) -> TrackResult:
     now = ctx.now()
     with ctx.db.write() as conn:
-        app = ctx.require_app(conn, app_id)
-        customer = locked_customer(ctx, conn, app, ref, create=create_customer, now=now)
-        if request.idempotency_key is not None:
-            previous = repo.find_usage_event(
-                conn, app.id, customer_id=customer.id, idempotency_key=request.idempotency_key
+        # The common case, one round trip: the customer exists; lock it, read the app's
+        # catalog version and any usage event already under this idempotency key.
+        lock = repo.lock_for_track(
+            conn,
+            app_id if isinstance(app_id, str) else "",
+            customer_id=ref.customer_id,
+            external_id=ref.external_id,
+            idempotency_key=request.idempotency_key,
+        )
+        if lock is None:
+            app = ctx.require_app(conn, app_id)
+            customer = locked_customer(ctx, conn, app, ref, create=create_customer, now=now)
+            lock = repo.lock_for_track(
+                conn,
+                app.id,
+                customer_id=customer.id,
+                external_id=None,
+                idempotency_key=request.idempotency_key,
             )
-            if previous is not None:
-                return _replay(previous, request)
-        evaluation = _evaluate(conn, ctx.catalog(conn, app), customer.id, request, now)
-        return _record(conn, app.id, customer.id, request, evaluation, now)
+            assert lock is not None
+        if lock.previous is not None:
+            return _replay(lock.previous, request)
+        catalog = ctx.catalogs.get(conn, app_id, lock.catalog_version)
+        evaluation = _evaluate(conn, catalog, lock.customer_id, request, now)
+        return _record(conn, app_id, lock.customer_id, request, evaluation, now)
 
 
 def _replay(previous: repo.UsageEventRow, request: _Request) -> TrackResult:

@@ -92,8 +92,9 @@ class Database:
 def _busy_as_error() -> Iterator[None]:
     try:
         yield
-    except OperationalError as exc:
-        if isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig):
+    except (OperationalError, sqlite3.OperationalError) as exc:
+        cause = exc.orig if isinstance(exc, OperationalError) else exc
+        if isinstance(cause, sqlite3.OperationalError) and "locked" in str(cause):
             raise RevenipeError(
                 ErrorCode.DATABASE_BUSY,
                 f"the database stayed locked by another writer for more than "
@@ -127,7 +128,9 @@ def open_database(url: str = DEFAULT_DATABASE_URL, *, migrate: bool = True) -> D
         engine = create_engine(parsed, **kwargs)
         _configure_sqlite(engine, synchronous)
     else:
-        engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # No pre-ping: it costs a round trip per transaction. A connection the server
+        # dropped fails its transaction (answered as an error) and is replaced.
+        engine = create_engine(parsed, pool_size=10, max_overflow=20, pool_recycle=3600)
     database = Database(engine=engine, url=url)
     if migrate:
         migrate_to_latest(database)

@@ -7,11 +7,13 @@ serializes them per customer on PostgreSQL (SQLite serializes all writers alread
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Row, and_, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -25,6 +27,15 @@ from revenipe.engine.grants import (
     Rollover,
 )
 from revenipe.engine.periods import Interval
+from revenipe.storage.driver_sql import (
+    Sql,
+    execute,
+    execute_many,
+    fetch_all,
+    placeholders,
+    time_in,
+    time_out,
+)
 from revenipe.storage.schema import (
     access_sources,
     apps,
@@ -289,6 +300,39 @@ def _grant_from_row(r: Any) -> GrantRow:
     return GrantRow(grant, r.entitlement_type)
 
 
+_GRANT_COLUMNS = (
+    "id, entitlement_id, source_id, amount, balance, priority, created_at, period_start, "
+    "expires_at, reset_interval, reset_anchor, rollover_min, rollover_max, status, "
+    "entitlement_type"
+)
+
+
+def _grant_from_tuple(r: tuple[Any, ...]) -> GrantRow:
+    reset = None
+    if r[9] is not None:
+        reset = ResetRule(Interval(r[9]), _time(r[10]), Rollover(r[11], r[12]))
+    grant = Grant(
+        id=r[0],
+        entitlement_id=r[1],
+        source_id=r[2],
+        amount=r[3],
+        balance=r[4],
+        priority=r[5],
+        created_at=_time(r[6]),
+        period_start=_time(r[7]),
+        expires_at=time_out(r[8]),
+        reset=reset,
+        status=GrantStatus(r[13]),
+    )
+    return GrantRow(grant, r[14])
+
+
+def _time(value: Any) -> datetime:
+    moment = time_out(value)
+    assert moment is not None
+    return moment
+
+
 def active_grants(
     conn: Connection,
     customer_id: str,
@@ -297,14 +341,29 @@ def active_grants(
     source_id: str | None = None,
 ) -> list[GrantRow]:
     """The customer's grants not yet known to be expired (they may still need settling)."""
-    query = select(grants).where(
-        grants.c.customer_id == customer_id, grants.c.status == GrantStatus.ACTIVE.value
+    text = (
+        f"SELECT {_GRANT_COLUMNS} FROM grants "
+        "WHERE customer_id = %(customer_id)s AND status = 'active'"
     )
+    params: dict[str, Any] = {"customer_id": customer_id}
     if entitlement_ids is not None:
-        query = query.where(grants.c.entitlement_id.in_(entitlement_ids))
+        listed, more = placeholders("e", entitlement_ids)
+        text += f" AND entitlement_id IN ({listed})"
+        params.update(more)
     if source_id is not None:
-        query = query.where(grants.c.source_id == source_id)
-    return [_grant_from_row(r) for r in conn.execute(query)]
+        text += " AND source_id = %(source_id)s"
+        params["source_id"] = source_id
+    return [_grant_from_tuple(r) for r in fetch_all(conn, _sql(text), params)]
+
+
+_SQL_CACHE: dict[str, Sql] = {}
+
+
+def _sql(text: str) -> Sql:
+    cached = _SQL_CACHE.get(text)
+    if cached is None:
+        cached = _SQL_CACHE[text] = Sql(text)
+    return cached
 
 
 def grants_by_id(conn: Connection, grant_ids: Iterable[str]) -> dict[str, GrantRow]:
@@ -323,36 +382,37 @@ def has_any_grant(
     return conn.execute(query.limit(1)).first() is not None
 
 
+_SAVE_GRANT = Sql(
+    "UPDATE grants SET balance = %(balance)s, period_start = %(period_start)s, "
+    "status = %(status)s WHERE id = %(id)s"
+)
+
+
 def save_grant_states(conn: Connection, states: Sequence[Grant]) -> None:
-    if not states:
-        return
-    conn.execute(
-        update(grants)
-        .where(grants.c.id == _bind("b_id"))
-        .values(
-            balance=_bind("b_balance"),
-            period_start=_bind("b_period_start"),
-            status=_bind("b_status"),
-        ),
+    execute_many(
+        conn,
+        _SAVE_GRANT,
         [
             {
-                "b_id": g.id,
-                "b_balance": g.balance,
-                "b_period_start": g.period_start,
-                "b_status": g.status.value,
+                "id": g.id,
+                "balance": g.balance,
+                "period_start": time_in(conn, g.period_start),
+                "status": g.status.value,
             }
             for g in states
         ],
     )
 
 
-def _bind(name: str) -> Any:
-    from sqlalchemy import bindparam
-
-    return bindparam(name)
-
-
 # --- ledger ------------------------------------------------------------------------
+
+
+_INSERT_ENTRY = Sql(
+    "INSERT INTO ledger_entries (app_id, customer_id, grant_id, kind, amount, balance_after, "
+    "usage_event_id, reversal_id, effective_at, recorded_at) VALUES (%(app_id)s, "
+    "%(customer_id)s, %(grant_id)s, %(kind)s, %(amount)s, %(balance_after)s, "
+    "%(usage_event_id)s, %(reversal_id)s, %(effective_at)s, %(recorded_at)s)"
+)
 
 
 def insert_entries(
@@ -365,10 +425,10 @@ def insert_entries(
     usage_event_id: str | None = None,
     reversal_id: str | None = None,
 ) -> None:
-    if not entries:
-        return
-    conn.execute(
-        insert(ledger_entries),
+    recorded_at = time_in(conn, now)
+    execute_many(
+        conn,
+        _INSERT_ENTRY,
         [
             {
                 "app_id": app_id,
@@ -379,8 +439,8 @@ def insert_entries(
                 "balance_after": e.balance_after,
                 "usage_event_id": usage_event_id if e.kind is EntryKind.CONSUMED else None,
                 "reversal_id": reversal_id if e.kind is EntryKind.REVERSED else None,
-                "effective_at": e.effective_at,
-                "recorded_at": now,
+                "effective_at": time_in(conn, e.effective_at),
+                "recorded_at": recorded_at,
             }
             for e in entries
         ],
@@ -450,8 +510,93 @@ class UsageEventRow:
     created_at: datetime
 
 
+_INSERT_USAGE_EVENT = Sql(
+    "INSERT INTO usage_events (id, app_id, customer_id, tracked_id, access_source_id, "
+    "requested, consumed, reversed, remaining, success, error, idempotency_key, created_at) "
+    "VALUES (%(id)s, %(app_id)s, %(customer_id)s, %(tracked_id)s, %(access_source_id)s, "
+    "%(requested)s, %(consumed)s, %(reversed)s, %(remaining)s, %(success)s, %(error)s, "
+    "%(idempotency_key)s, %(created_at)s)"
+)
+
+
+class IdempotencyKeyTaken(Exception):
+    """Another transaction committed a usage event under the same key first."""
+
+
 def insert_usage_event(conn: Connection, event: UsageEventRow) -> None:
-    conn.execute(insert(usage_events).values(**_fields(event)))
+    """Insert; raise `IdempotencyKeyTaken` if the (customer, key) pair exists already."""
+    params = _fields(event)
+    params["created_at"] = time_in(conn, event.created_at)
+    try:
+        execute(conn, _INSERT_USAGE_EVENT, params)
+    except (sqlite3.IntegrityError, psycopg.errors.UniqueViolation) as exc:
+        # Both drivers name the constraint or its column: "...idempotency..."
+        if event.idempotency_key is not None and "idempotency" in str(exc):
+            raise IdempotencyKeyTaken(event.idempotency_key) from exc
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class TrackLock:
+    """What a track needs before deciding: the locked customer, the app's catalog
+    version, and the usage event already recorded under the idempotency key, if any."""
+
+    customer_id: str
+    catalog_version: int
+    previous: UsageEventRow | None
+
+
+_LOCK_FOR_TRACK = """
+    SELECT c.id, a.catalog_version, u.id, u.tracked_id, u.access_source_id, u.requested,
+           u.consumed, u.reversed, u.remaining, u.success, u.error, u.created_at
+    FROM customers c JOIN apps a ON a.id = c.app_id
+    LEFT JOIN usage_events u ON u.customer_id = c.id AND u.idempotency_key = %(key)s
+    WHERE c.app_id = %(app_id)s AND c.{column} = %(customer)s
+"""
+_LOCK_BY_ID = Sql(_LOCK_FOR_TRACK.format(column="id"), row_lock="FOR UPDATE OF c")
+_LOCK_BY_EXTERNAL_ID = Sql(_LOCK_FOR_TRACK.format(column="external_id"), row_lock="FOR UPDATE OF c")
+
+
+def lock_for_track(
+    conn: Connection,
+    app_id: str,
+    *,
+    customer_id: str | None,
+    external_id: str | None,
+    idempotency_key: str | None,
+) -> TrackLock | None:
+    """Lock an existing customer and read what a track needs, in one round trip."""
+    statement = _LOCK_BY_ID if customer_id is not None else _LOCK_BY_EXTERNAL_ID
+    rows = fetch_all(
+        conn,
+        statement,
+        {
+            "app_id": app_id,
+            "customer": customer_id if customer_id is not None else external_id,
+            "key": idempotency_key,
+        },
+    )
+    if not rows:
+        return None
+    r = rows[0]
+    previous = None
+    if r[2] is not None:
+        previous = UsageEventRow(
+            id=r[2],
+            app_id=app_id,
+            customer_id=r[0],
+            tracked_id=r[3],
+            access_source_id=r[4],
+            requested=r[5],
+            consumed=r[6],
+            reversed=r[7],
+            remaining=r[8],
+            success=bool(r[9]),
+            error=r[10],
+            idempotency_key=idempotency_key,
+            created_at=_time(r[11]),
+        )
+    return TrackLock(customer_id=r[0], catalog_version=r[1], previous=previous)
 
 
 def find_usage_event(
