@@ -58,7 +58,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     ctx = runtime.ctx
 
     def app_of(request: Request) -> str:
-        return server_app_id(request, ctx)
+        return server_app_id(request, runtime.secret_keys)
 
     # --- app ---------------------------------------------------------------------------
 
@@ -111,6 +111,7 @@ def build_router(runtime: Runtime) -> APIRouter:
         request: Request,
     ) -> JSONResponse:
         app_service.revoke_secret_key(ctx, app_of(request), key_id)
+        runtime.secret_keys.forget_all()
         return JSONResponse(None, 204)
 
     # --- catalog -------------------------------------------------------------------------

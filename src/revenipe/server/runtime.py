@@ -8,7 +8,7 @@ from fastapi import Request
 
 from revenipe.server.errors import ApiError
 from revenipe.server.limits import RateLimiter
-from revenipe.server.security import AppCache
+from revenipe.server.security import AppCache, SecretKeyCache
 from revenipe.server.settings import ServerSettings
 from revenipe.services.context import ServiceContext
 
@@ -18,11 +18,13 @@ class Runtime:
     ctx: ServiceContext
     settings: ServerSettings
     app_cache: AppCache = field(init=False)
+    secret_keys: SecretKeyCache = field(init=False)
     anonymous_by_address: RateLimiter = field(init=False)
     anonymous_by_app: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         self.app_cache = AppCache(self.ctx, self.settings.app_cache_seconds)
+        self.secret_keys = SecretKeyCache(self.ctx, self.settings.app_cache_seconds)
         self.anonymous_by_address = RateLimiter(
             self.settings.anonymous_logins_per_minute_per_address
         )

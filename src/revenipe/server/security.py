@@ -100,7 +100,33 @@ def client_access(request: Request, app_cache: AppCache, now: datetime) -> Clien
     return ClientAccess(app, claims)
 
 
-def server_app_id(request: Request, ctx: ServiceContext) -> str:
+class SecretKeyCache:
+    """Valid secret keys (by hash) for a few seconds, so that an API call does not pay a
+    database read to authenticate. A key revoked through this process is forgotten at
+    once; other processes stop accepting it within `ttl_seconds`."""
+
+    def __init__(self, ctx: ServiceContext, ttl_seconds: float) -> None:
+        self.ctx = ctx
+        self.ttl = ttl_seconds
+        self._entries: dict[str, tuple[float, str]] = {}
+
+    def app_id(self, secret_key: str) -> str | None:
+        now = time.monotonic()
+        cached = self._entries.get(secret_key)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        app_id = app_service.app_for_secret_key(self.ctx, secret_key)
+        if app_id is not None:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[secret_key] = (now, app_id)
+        return app_id
+
+    def forget_all(self) -> None:
+        self._entries.clear()
+
+
+def server_app_id(request: Request, keys: SecretKeyCache) -> str:
     """Authenticate a server API request (`Authorization: Bearer <secret key>`)."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
@@ -110,7 +136,7 @@ def server_app_id(request: Request, ctx: ServiceContext) -> str:
             "secret_key_required",
             "send the app's secret key as 'Authorization: Bearer <secret key>'",
         )
-    app_id = app_service.app_for_secret_key(ctx, key.strip())
+    app_id = keys.app_id(key.strip())
     if app_id is None:
         raise ApiError(401, "invalid_secret_key", "the secret key is unknown or revoked")
     return app_id
