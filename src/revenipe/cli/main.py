@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", parents=[common], help="check ledger invariants")
     verify.add_argument("--app")
     verify.set_defaults(handler=_verify)
+
+    from revenipe.bench.cli import add_parser as add_bench_parser
+
+    add_bench_parser(commands)
     return parser
 
 

@@ -1,0 +1,113 @@
+"""What runs inside a bench worker process: one caller calling in a loop.
+
+A caller is either the raw-SQL limit (`sql`) or a track through the embedded API
+(`track`). Connections and backends are opened on first use and kept in the worker
+process for the next jobs. Every call carries a fresh idempotency key.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from revenipe.bench import sql_limit
+from revenipe.bench.pool import worker_state
+
+
+@dataclass(frozen=True)
+class CallerSpec:
+    """Who calls what: picklable, sent to the worker processes."""
+
+    kind: Literal["sql", "track"]
+    url: str
+    app_id: str = ""
+    tracked_id: str = "credits"
+    value: int = 1
+
+
+@dataclass
+class CallerRun:
+    """One caller's measured loop: latencies in seconds and monotonic start/end times."""
+
+    latencies: list[float] = field(default_factory=list)
+    started: float = 0.0
+    ended: float = 0.0
+    errors: int = 0
+    refused: int = 0
+    first_error: str | None = None
+
+
+class _Caller(Protocol):
+    def call(self, key: str, value: int, idempotency_key: str) -> bool: ...
+
+
+class _TrackCaller:
+    """Tracks through the embedded API, as an app opens it once per process (the bench
+    created and migrated the database already)."""
+
+    def __init__(self, spec: CallerSpec) -> None:
+        from revenipe.embedded import Backend
+        from revenipe.storage.database import open_database
+
+        self.backend = Backend(open_database(spec.url, migrate=False))
+        self.app = self.backend.app(spec.app_id)
+        self.tracked_id = spec.tracked_id
+
+    def call(self, key: str, value: int, idempotency_key: str) -> bool:
+        result = self.app.track(key, self.tracked_id, value, idempotency_key=idempotency_key)
+        return result.success
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _caller(spec: CallerSpec) -> _Caller:
+    cache_key = f"caller:{spec.kind}:{spec.url}:{spec.app_id}:{spec.tracked_id}"
+    cached: _Caller | None = worker_state.get(cache_key)
+    if cached is not None:
+        return cached
+    caller = sql_limit.open_caller(spec.url) if spec.kind == "sql" else _TrackCaller(spec)
+    worker_state[cache_key] = caller
+    return caller
+
+
+def run_calls(
+    spec: CallerSpec,
+    keys: list[str],
+    tag: str,
+    start_at: float = 0.0,
+    duration: float | None = None,
+    max_calls: int | None = None,
+) -> CallerRun:
+    """Call round-robin over `keys` from `start_at` (monotonic) for `duration` seconds
+    or `max_calls` calls, whichever ends first."""
+    caller = _caller(spec)
+    delay = start_at - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    run = CallerRun(started=time.monotonic())
+    deadline = run.started + duration if duration is not None else float("inf")
+    limit = max_calls if max_calls is not None else 1 << 62
+    clock = time.perf_counter
+    latencies = run.latencies
+    count = len(keys)
+    n = 0
+    while n < limit:
+        key = keys[n % count]
+        begin = clock()
+        try:
+            ok = caller.call(key, spec.value, f"{tag}-{n}")
+        except Exception as exc:
+            run.errors += 1
+            if run.first_error is None:
+                run.first_error = f"{type(exc).__name__}: {exc}"
+        else:
+            latencies.append(clock() - begin)
+            if not ok:
+                run.refused += 1
+        n += 1
+        if time.monotonic() >= deadline:
+            break
+    run.ended = time.monotonic()
+    return run

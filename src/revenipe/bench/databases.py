@@ -1,0 +1,106 @@
+"""Throw-away databases to measure on: SQLite files in a temporary folder, or fresh
+PostgreSQL databases created through an admin URL and dropped at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from revenipe.engine.errors import ErrorCode, RevenipeError
+
+START_POSTGRES_HINT = (
+    "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, "
+    "give --postgres-url of a server where the user may CREATE DATABASE, "
+    "or measure SQLite only with --database sqlite"
+)
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy-style PostgreSQL URL as libpq (psycopg) takes it."""
+    for prefix in ("postgresql+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return url
+
+
+@dataclass
+class BenchDatabases:
+    """Where one database kind's measurements run; creates and removes databases."""
+
+    kind: str
+    """"sqlite" or "postgresql"."""
+    admin_url: str | None = None
+    last_version: str | None = None
+    _folder: Path | None = None
+    _created: list[str] = field(default_factory=list)
+    _tag: str = field(default_factory=lambda: secrets.token_hex(4))
+
+    def new_url(self, name: str) -> str:
+        """A URL of a new, empty database (revenipe creates the schema when opening it)."""
+        if self.kind == "sqlite":
+            if self._folder is None:
+                self._folder = Path(tempfile.mkdtemp(prefix="revenipe_bench_"))
+            return f"sqlite:///{self._folder / (name + '.db')}"
+        assert self.admin_url is not None
+        database = f"revenipe_bench_{self._tag}_{name}"
+        with self._admin() as admin:
+            admin.execute(f'CREATE DATABASE "{database}"')
+        self._created.append(database)
+        url = make_url(libpq_url(self.admin_url)).set(database=database)
+        return url.render_as_string(hide_password=False)
+
+    def version(self) -> str:
+        if self.kind == "sqlite":
+            self.last_version = sqlite3.sqlite_version
+        else:
+            with self._admin() as admin:
+                row = admin.execute("SHOW server_version").fetchone()
+            self.last_version = str(row[0]) if row else "unknown"
+        return self.last_version
+
+    def check_reachable(self) -> None:
+        """Raise a clear error when the PostgreSQL server cannot be used."""
+        if self.kind == "postgresql":
+            try:
+                with self._admin():
+                    pass
+            except psycopg.Error as exc:
+                raise RevenipeError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"PostgreSQL is not reachable at {self.admin_url}: "
+                    f"{' '.join(str(exc).split())}; {START_POSTGRES_HINT}",
+                ) from None
+
+    @contextlib.contextmanager
+    def _admin(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+        assert self.admin_url is not None
+        with psycopg.connect(libpq_url(self.admin_url), autocommit=True, connect_timeout=5) as conn:
+            yield conn
+
+    def cleanup(self) -> None:
+        """Drop every database this object created (forcing out leftover sessions)."""
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+        if self._created:
+            with self._admin() as admin:
+                for database in self._created:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            self._created.clear()
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a `sqlite:///path` URL."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise ValueError(f"not a SQLite file URL: {url}")
+    return url[len(prefix) :]

@@ -1,0 +1,69 @@
+"""How much the bench measures: the quick and the full plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PARTS = ("sql_limit", "inprocess", "http", "scale")
+DATABASES = ("sqlite", "postgresql")
+DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    duration_s: float
+    """Length of each in-process and raw-SQL scenario (all its rounds)."""
+    rounds: int
+    """Rounds in which compared scenarios alternate (raw SQL and in-process; the scale's
+    small and large database; HTTP track and no-op)."""
+    warmup_calls: int
+    """Calls each caller makes before a scenario is measured."""
+    customers: int
+    """Customers (and raw-SQL balance rows) in each many-customers scenario."""
+    concurrency: int
+    """Callers in the concurrent scenarios (processes), and 'moderate load' for p99."""
+    http_customers: int
+    http_duration_s: int
+    """Seconds of each HTTP load run, per round (the load generator counts whole seconds)."""
+    http_rounds: int
+    http_connections: int
+    scale_sizes: tuple[int, int]
+    """Customers (and about twice as many ledger entries) at the small and large scale."""
+    scale_customers: int
+    """Customers created through the API and tracked at each scale."""
+    scale_calls: int
+    """Tracks timed at each scale (one caller)."""
+
+
+QUICK = Plan(
+    name="quick",
+    duration_s=0.4,
+    rounds=2,
+    warmup_calls=10,
+    customers=30,
+    concurrency=2,
+    http_customers=30,
+    http_duration_s=1,
+    http_rounds=1,
+    http_connections=16,
+    scale_sizes=(1_000, 100_000),
+    scale_customers=6,
+    scale_calls=200,
+)
+
+FULL = Plan(
+    name="full",
+    duration_s=6.0,
+    rounds=6,
+    warmup_calls=100,
+    customers=300,
+    concurrency=2,
+    http_customers=200,
+    http_duration_s=2,
+    http_rounds=3,
+    http_connections=16,
+    scale_sizes=(1_000, 1_000_000),
+    scale_customers=20,
+    scale_calls=3000,
+)

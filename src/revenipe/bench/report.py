@@ -1,0 +1,225 @@
+"""The bench's output: one JSON-able object, and the same as a readable table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from revenipe.bench.plan import Plan
+
+if TYPE_CHECKING:
+    from revenipe.bench.http import HttpSetup
+
+NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+# name -> (what it is, target as text, check)
+TARGETS: dict[str, tuple[str, Callable[[str], str], Callable[[str, float], bool]]] = {
+    "inprocess_vs_sql": (
+        "in-process track / raw-SQL limit, throughput, 2 callers",
+        lambda _: ">= 0.50",
+        lambda _, v: v >= 0.5,
+    ),
+    "http_vs_noop": (
+        "HTTP track / no-op endpoint, throughput, 1 worker",
+        lambda _: ">= 0.50",
+        lambda _, v: v >= 0.5,
+    ),
+    "scale_1e6_vs_1e3": (
+        "track p50 latency at the large size / at 10^3",
+        lambda _: "<= 1.25",
+        lambda _, v: v <= 1.25,
+    ),
+    "p99_ms": (
+        "in-process track p99 (ms), 2 callers",
+        lambda db: "< 5 ms" if db == "sqlite" else "< 10 ms",
+        lambda db, v: v < (5.0 if db == "sqlite" else 10.0),
+    ),
+}
+
+
+def _get(data: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _ratio(numerator: Any, denominator: Any) -> float | None:
+    if not isinstance(numerator, int | float) or not isinstance(denominator, int | float):
+        return None
+    return round(numerator / denominator, 3) if denominator else None
+
+
+def _ratios(db: dict[str, Any]) -> dict[str, float | None]:
+    def tput(*path: str) -> Any:
+        return _get(db, *path, "throughput_per_s")
+
+    return {
+        "inprocess_vs_sql": _ratio(
+            tput("inprocess", "concurrent"), tput("sql_limit", "concurrent")
+        ),
+        "inprocess_vs_sql_single": _ratio(tput("inprocess", "single"), tput("sql_limit", "single")),
+        "inprocess_vs_sql_hot": _ratio(tput("inprocess", "hot"), tput("sql_limit", "hot")),
+        "http_vs_noop": _ratio(
+            tput("http", "workers_1", "track"), tput("http", "workers_1", "noop")
+        ),
+        "http_vs_noop_2_workers": _ratio(
+            tput("http", "workers_2", "track"), tput("http", "workers_2", "noop")
+        ),
+        "http_vs_inprocess_single": _ratio(
+            tput("http", "workers_1", "track"), tput("inprocess", "single")
+        ),
+        "scale_1e6_vs_1e3": _ratio(
+            _get(db, "scale", "large", "p50_ms"), _get(db, "scale", "small", "p50_ms")
+        ),
+        "scale_1e6_vs_1e3_p99": _ratio(
+            _get(db, "scale", "large", "p99_ms"), _get(db, "scale", "small", "p99_ms")
+        ),
+    }
+
+
+def build_report(
+    *,
+    plan: Plan,
+    parts: tuple[str, ...],
+    machine: dict[str, Any],
+    started_at: datetime,
+    elapsed_s: float,
+    databases: dict[str, dict[str, Any]],
+    http_setup: HttpSetup | None,
+) -> dict[str, Any]:
+    ratios = {kind: _ratios(db) for kind, db in databases.items()}
+    p99 = {kind: _get(db, "inprocess", "concurrent", "p99_ms") for kind, db in databases.items()}
+    targets: dict[str, dict[str, Any]] = {}
+    for kind in databases:
+        targets[kind] = {}
+        for name, (what, target, check) in TARGETS.items():
+            value = p99[kind] if name == "p99_ms" else ratios[kind][name]
+            targets[kind][name] = {
+                "what": what,
+                "value": value,
+                "target": target(kind),
+                "met": None if value is None else check(kind, value),
+            }
+    large = plan.scale_sizes[1]
+    notes = []
+    if "scale" in parts and large != 1_000_000:
+        notes.append(
+            f"scale: the large size is {large:,} customers, not 10^6 (plan {plan.name}); "
+            "scale_1e6_vs_1e3 compares it with 10^3"
+        )
+    if http_setup is not None and http_setup.note:
+        notes.append(http_setup.note)
+    return {
+        "plan": plan.name,
+        "parts": list(parts),
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "elapsed_s": round(elapsed_s, 1),
+        "machine": machine,
+        "settings": asdict(plan),
+        "http_generator": http_setup.to_json() if http_setup is not None else None,
+        "databases": databases,
+        "ratios": ratios,
+        "p99_ms": p99,
+        "targets": targets,
+        "notes": notes,
+    }
+
+
+# --- text ------------------------------------------------------------------------------
+
+_ROWS = (
+    ("sql_limit", "single", "raw-SQL limit"),
+    ("sql_limit", "concurrent", "raw-SQL limit"),
+    ("sql_limit", "hot", "raw-SQL limit"),
+    ("inprocess", "single", "in-process track"),
+    ("inprocess", "concurrent", "in-process track"),
+    ("inprocess", "hot", "in-process track"),
+    ("http", "workers_1/track", "HTTP"),
+    ("http", "workers_1/noop", "HTTP"),
+    ("http", "workers_2/track", "HTTP"),
+    ("http", "workers_2/noop", "HTTP"),
+    ("scale", "small", "scale"),
+    ("scale", "large", "scale"),
+)
+_WIDTH = 62
+
+
+def _cell(figures: Any) -> str:
+    if not isinstance(figures, dict):
+        return f"{'-':>9} {'-':>7} {'-':>7}"
+    return (
+        f"{figures['throughput_per_s']:>9,.0f} {figures['p50_ms']:>7.2f} {figures['p99_ms']:>7.2f}"
+    )
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _row(name: str, cells: list[str], width: int) -> str:
+    return f"{name[:_WIDTH]:<{_WIDTH}}" + "".join(f" {c:>{width}}" for c in cells)
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """The report as a table: figures per database side by side, then ratios, targets."""
+    machine = report["machine"]
+    databases = report["databases"]
+    kinds = list(databases)
+    lines = [
+        f"revenipe bench, {report['plan']} plan, started {report['started_at']}, "
+        f"took {report['elapsed_s']:.0f} s",
+        f"machine: {machine['cpu_count']} CPUs ({machine.get('cpu_model') or 'unknown'}), "
+        f"{machine.get('memory_gib')} GiB; Python {machine['python']}, "
+        f"SQLite {machine['sqlite']}, PostgreSQL {machine.get('postgresql') or '-'}",
+    ]
+    generator = report.get("http_generator")
+    if generator:
+        ceiling = generator.get("ceiling") or {}
+        lines.append(
+            f"HTTP load generator: {generator['description']}; its ceiling (against a "
+            f"trivial responder): {ceiling.get('throughput_per_s', 0):,.0f} requests/s"
+        )
+    lines += [
+        "",
+        _row("calls per second, p50 and p99 latency in ms", [NAMES[k] for k in kinds], 25),
+    ]
+    for part, path, title in _ROWS:
+        found = [_get(databases[kind], part, *path.split("/")) for kind in kinds]
+        label = next((f["label"] for f in found if isinstance(f, dict)), None)
+        if label is not None:
+            lines.append(_row(f"{title}: {label}", [_cell(f) for f in found], 25))
+    if any("http" in databases[kind] for kind in kinds):
+        lines += [
+            "",
+            _row("HTTP runs: CPU % of one core, server / generator", [NAMES[k] for k in kinds], 14),
+        ]
+        for path in ("workers_1/track", "workers_1/noop", "workers_2/track", "workers_2/noop"):
+            found = [_get(databases[kind], "http", *path.split("/")) for kind in kinds]
+            label = next((f["label"] for f in found if isinstance(f, dict)), None)
+            cells = [
+                f"{f['server_cpu_pct']} / {f['generator_cpu_pct']}" if isinstance(f, dict) else "-"
+                for f in found
+            ]
+            if label is not None:
+                lines.append(_row(f"  {label}", cells, 14))
+    lines += ["", _row("ratios, within this run", [NAMES[k] for k in kinds], 14)]
+    for name in report["ratios"][kinds[0]] if kinds else ():
+        lines.append(_row(f"  {name}", [_format(report["ratios"][k].get(name)) for k in kinds], 14))
+    lines += ["", _row("targets of issue 5", [NAMES[k] for k in kinds], 22)]
+    for name in TARGETS:
+        cells = []
+        for kind in kinds:
+            entry = report["targets"][kind][name]
+            verdict = {True: "met", False: "MISSED", None: "n/a"}[entry["met"]]
+            cells.append(f"{_format(entry['value'])} ({entry['target']}) {verdict}")
+        lines.append(_row(f"  {name}", cells, 22))
+    lines += [f"note: {note}" for note in report.get("notes", [])]
+    return "\n".join(lines)

@@ -1,0 +1,216 @@
+"""One bench run: every part, on every asked database, with the same worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import revenipe
+from revenipe.bench import http, scale, sql_limit, workload
+from revenipe.bench.callers import CallerSpec
+from revenipe.bench.databases import BenchDatabases
+from revenipe.bench.plan import DATABASES, DEFAULT_POSTGRES_ADMIN_URL, PARTS, Plan
+from revenipe.bench.pool import WorkerPool, close_worker_state
+from revenipe.bench.report import build_report
+from revenipe.bench.scenarios import Scenario, measure_interleaved, split
+
+Progress = Callable[[str], None]
+CALLER_MODULES = ("revenipe.bench.callers", "revenipe.embedded", "psycopg")
+
+
+@dataclass(frozen=True)
+class Options:
+    plan: Plan
+    databases: tuple[str, ...] = DATABASES
+    postgres_url: str = DEFAULT_POSTGRES_ADMIN_URL
+    parts: tuple[str, ...] = PARTS
+    generator: str = "auto"
+    """HTTP load generator: auto (wrk if installed, else Python), wrk or python."""
+
+
+@dataclass
+class _Context:
+    options: Options
+    pool: WorkerPool
+    progress: Progress
+    http_setup: http.HttpSetup | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def plan(self) -> Plan:
+        return self.options.plan
+
+
+def run_bench(
+    options: Options, progress: Progress | None = None, *, pool: WorkerPool | None = None
+) -> dict[str, Any]:
+    """Measure, and return one JSON-able object with every figure, ratio and target.
+
+    Callers run in `pool` if given (it needs `options.plan.concurrency` processes
+    preloading `CALLER_MODULES`), else in a pool of this run's own."""
+    say = progress or (lambda _: None)
+    started = time.monotonic()
+    started_at = datetime.now(UTC)
+    databases = {kind: _databases(kind, options) for kind in options.databases}
+    for dbs in databases.values():
+        dbs.check_reachable()
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(WorkerPool(options.plan.concurrency, preload=CALLER_MODULES))
+        context = _Context(options, pool, say)
+        pool.wait_ready()  # nothing else competes for the CPU while measuring
+        if "http" in options.parts:
+            context.http_setup = http.prepare(options.plan, options.generator, say)
+        for kind, dbs in databases.items():
+            try:
+                context.results[kind] = _bench_database(context, kind, dbs)
+            finally:
+                pool.run_everywhere(close_worker_state)
+                dbs.cleanup()
+        if context.http_setup is not None:
+            context.http_setup.cleanup()
+    machine = _machine({kind: dbs.last_version for kind, dbs in databases.items()})
+    return build_report(
+        plan=options.plan,
+        parts=options.parts,
+        machine=machine,
+        started_at=started_at,
+        elapsed_s=time.monotonic() - started,
+        databases=context.results,
+        http_setup=context.http_setup,
+    )
+
+
+def _databases(kind: str, options: Options) -> BenchDatabases:
+    if kind not in DATABASES:
+        raise ValueError(f"unknown database kind {kind!r}")
+    return BenchDatabases(kind, options.postgres_url if kind == "postgresql" else None)
+
+
+def _bench_database(context: _Context, kind: str, dbs: BenchDatabases) -> dict[str, Any]:
+    plan = context.plan
+    parts = context.options.parts
+    say = context.progress
+    out: dict[str, Any] = {"version": dbs.version()}
+    url = dbs.new_url("main")
+    with revenipe.open(url) as backend:
+        created = backend.create_app("bench", workload.catalog())
+        app = backend.app(created.app.id)
+        if {"sql_limit", "inprocess"} & set(parts):
+            out.update(_limit_and_inprocess(context, kind, url, app))
+        if "http" in parts:
+            assert context.http_setup is not None
+            say(f"{kind}: http: setting up {plan.http_customers} customers")
+            customers = workload.add_customers(
+                app, workload.customer_names("http", plan.http_customers)
+            )
+            out["http"] = http.bench_http(
+                context.http_setup, kind, url, created.secret_key, customers, say
+            )
+    if "scale" in parts:
+        stages = scale.build_stages(dbs, plan, kind, say)
+        out["scale"] = scale.measure_stages(stages, context.pool, plan, kind, say)
+    return out
+
+
+def _limit_and_inprocess(
+    context: _Context, kind: str, url: str, app: revenipe.App
+) -> dict[str, dict[str, Any]]:
+    """The raw-SQL limit and the in-process track, each scenario of one measured in
+    rounds alternating with the same scenario of the other."""
+    plan = context.plan
+    parts = context.options.parts
+    n = plan.concurrency
+    say = context.progress
+    sql = CallerSpec(kind="sql", url=url, value=workload.TRACK_VALUE)
+    track = CallerSpec(
+        kind="track",
+        url=url,
+        app_id=app.app_id,
+        tracked_id=workload.TRACKED_ID,
+        value=workload.TRACK_VALUE,
+    )
+    pairs: dict[str, dict[str, Scenario]] = {"single": {}, "concurrent": {}, "hot": {}}
+    if "sql_limit" in parts:
+        ids = sql_limit.prepare(url, plan.customers)
+        pairs["single"]["sql_limit"] = Scenario("1 caller, many balances", sql, [ids])
+        pairs["concurrent"]["sql_limit"] = Scenario(
+            f"{n} callers, many balances", sql, split(ids, n)
+        )
+        pairs["hot"]["sql_limit"] = Scenario(f"{n} callers, one balance", sql, [ids[:1]] * n)
+    if "inprocess" in parts:
+        say(f"{kind}: inprocess: setting up {2 * plan.customers + n + 1} customers")
+        names = workload.customer_names
+        single = workload.add_customers(app, names("single", plan.customers))
+        many = workload.add_customers(app, names("many", plan.customers))
+        hot = workload.add_customers(app, ["hot"])
+        warm = [[name] for name in workload.add_customers(app, names("warm", n))]
+        pairs["single"]["inprocess"] = Scenario("1 caller, many customers", track, [single], warm)
+        pairs["concurrent"]["inprocess"] = Scenario(
+            f"{n} callers, many customers", track, split(many, n), warm
+        )
+        pairs["hot"]["inprocess"] = Scenario(
+            f"{n} callers, one hot customer", track, [hot] * n, warm
+        )
+    results: dict[str, dict[str, Any]] = {
+        part: {} for part in ("sql_limit", "inprocess") if part in parts
+    }
+    for name, pair in pairs.items():
+        say(f"{kind}: {' vs '.join(pair)}, {name}: {plan.rounds} alternating rounds")
+        measured = measure_interleaved(
+            context.pool,
+            list(pair.values()),
+            rounds=plan.rounds,
+            duration=plan.duration_s,
+            warmup_calls=plan.warmup_calls,
+        )
+        for part, figures in zip(pair, measured, strict=True):
+            results[part][name] = figures.to_json()
+    return results
+
+
+def _machine(versions: dict[str, str | None]) -> dict[str, Any]:
+    import sqlite3
+
+    import psycopg
+    import sqlalchemy
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gib": _memory_gib(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": versions.get("postgresql"),
+        "psycopg": psycopg.__version__,
+        "sqlalchemy": sqlalchemy.__version__,
+        "revenipe": revenipe.__version__,
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _memory_gib() -> float | None:
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES")
+        size = os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return round(pages * size / 2**30, 1)
