@@ -45,9 +45,14 @@ class Backend:
     def database(self) -> Database:
         return self.context.db
 
-    def create_app(self, name: str, catalog: Catalog | None = None) -> app_service.CreatedApp:
-        """Create an app (tenant). The returned secret key is shown only once."""
-        return app_service.create_app(self.context, name, catalog)
+    def create_app(
+        self, name: str, catalog: Catalog | None = None, *, sandbox: bool = False
+    ) -> app_service.CreatedApp:
+        """Create an app (tenant). The returned secret key is shown only once.
+
+        A `sandbox` app sells through the built-in sandbox provider and has a test clock.
+        """
+        return app_service.create_app(self.context, name, catalog, sandbox=sandbox)
 
     def list_apps(self) -> list[AppRow]:
         return app_service.list_apps(self.context)

@@ -11,6 +11,14 @@ from typing import Any
 
 from revenipe.catalog import Catalog, Product
 from revenipe.services.customers import CustomerState, SourceState
+from revenipe.services.purchases import (
+    AttachOutcome,
+    CancelOutcome,
+    CheckoutSession,
+    PaymentSheet,
+    PlanChangeOutcome,
+    StartedPurchase,
+)
 from revenipe.storage.repository import UsageEventRow
 
 
@@ -53,9 +61,29 @@ def _expires_at(s: SourceState) -> str | None:
     return timestamp(s.source.expires_at)
 
 
+def _renews_at(s: SourceState) -> str | None:
+    if s.source.cancel_at_period_end or s.source.expires_at is not None:
+        return None
+    return timestamp(s.period_end)
+
+
+def _pending_change(s: SourceState) -> dict[str, Any] | None:
+    change = s.pending_change
+    if change is None:
+        return None
+    return {
+        "change_id": change.change_id,
+        "type": change.type.value,
+        "billing_mode": change.billing_mode.value,
+        "status": change.status.value,
+        "from_product_id": change.from_product_id,
+        "to_product_id": change.to_product_id,
+        "effective_at": timestamp(change.effective_at),
+    }
+
+
 def _subscription(s: SourceState) -> dict[str, Any]:
     assert s.product is not None
-    will_cancel = bool(s.source.cancel_at_period_end)
     return {
         "access_source_id": s.source.id,
         "product_id": s.product.id,
@@ -63,12 +91,12 @@ def _subscription(s: SourceState) -> dict[str, Any]:
         "status": s.source.status,
         "provider": s.source.provider,
         "is_trial": s.source.status == "trialing",
-        "renews_at": None if will_cancel else timestamp(s.period_end),
+        "renews_at": _renews_at(s),
         "expires_at": _expires_at(s),
-        "will_cancel_at_period_end": will_cancel,
-        "can_cancel": False,
-        "pending_change": None,
-        "payment_method_attached": False,
+        "will_cancel_at_period_end": bool(s.source.cancel_at_period_end),
+        "can_cancel": s.can_cancel,
+        "pending_change": _pending_change(s),
+        "payment_method_attached": bool(s.source.payment_method_attached),
     }
 
 
@@ -81,8 +109,8 @@ def _add_on(s: SourceState) -> dict[str, Any]:
         "status": s.source.status,
         "billing_type": "recurring" if s.product.recurring_interval else "one_time",
         "expires_at": _expires_at(s),
-        "renews_at": timestamp(s.period_end),
-        "can_cancel": False,
+        "renews_at": _renews_at(s),
+        "can_cancel": s.can_cancel,
     }
 
 
@@ -152,3 +180,90 @@ def ledger_entry_to_wire(row: dict[str, Any]) -> dict[str, Any]:
         "effective_at": timestamp(row["effective_at"]),
         "recorded_at": timestamp(row["recorded_at"]),
     }
+
+
+def _present(values: dict[str, Any]) -> dict[str, Any]:
+    """Optional members of a purchase answer are left out, not null (at most one is set)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _checkout(session: CheckoutSession | None) -> dict[str, Any] | None:
+    if session is None:
+        return None
+    return {"session_id": session.session_id, "checkout_url": session.checkout_url}
+
+
+def _payment_sheet(sheet: PaymentSheet | None) -> dict[str, Any] | None:
+    if sheet is None:
+        return None
+    return _present(
+        {
+            "customer_id": sheet.customer_id,
+            "customer_ephemeral_key_secret": sheet.customer_ephemeral_key_secret,
+            "payment_intent_client_secret": sheet.payment_intent_client_secret,
+            "subscription_id": sheet.subscription_id,
+            "setup_intent_client_secret": sheet.setup_intent_client_secret,
+        }
+    )
+
+
+def started_purchase_to_wire(started: StartedPurchase) -> dict[str, Any]:
+    setup = started.setup
+    direct = started.subscription
+    return _present(
+        {
+            "purchase_method": started.purchase_method,
+            "product_id": started.product_id,
+            "product_type": started.product_type,
+            "checkout": _checkout(started.checkout),
+            "payment_sheet": _payment_sheet(started.payment_sheet),
+            "setup": None
+            if setup is None
+            else {
+                "customer_id": setup.customer_id,
+                "ephemeral_key": setup.ephemeral_key,
+                "setup_intent_id": setup.setup_intent_id,
+                "setup_intent_client_secret": setup.setup_intent_client_secret,
+            },
+            "subscription": None
+            if direct is None
+            else _present(
+                {
+                    "subscription_id": direct.subscription_id,
+                    "status": direct.status,
+                    "trial_end": timestamp(direct.trial_end),
+                }
+            ),
+        }
+    )
+
+
+def cancel_to_wire(outcome: CancelOutcome) -> dict[str, Any]:
+    return {
+        "success": outcome.success,
+        "status": outcome.status,
+        "will_cancel_at_period_end": outcome.will_cancel_at_period_end,
+        "cancels_at": timestamp(outcome.cancels_at),
+        "message": outcome.message,
+    }
+
+
+def plan_change_to_wire(outcome: PlanChangeOutcome) -> dict[str, Any]:
+    return {
+        "success": outcome.success,
+        "change_type": outcome.change_type,
+        "billing_mode": outcome.billing_mode,
+        "status": outcome.status,
+        "effective_at": timestamp(outcome.effective_at),
+        "message": outcome.message,
+    }
+
+
+def attach_to_wire(outcome: AttachOutcome) -> dict[str, Any]:
+    return _present(
+        {
+            "mode": outcome.mode,
+            "checkout": _checkout(outcome.checkout),
+            "payment_sheet": _payment_sheet(outcome.payment_sheet),
+        }
+    )

@@ -138,14 +138,19 @@ class Servers:
         self.catalog_file = catalog_file
         self.running: list[Server] = []
 
-    def start(self, *, workers: int = 1, reuse: Server | None = None) -> Server:
+    def start(
+        self, *, workers: int = 1, reuse: Server | None = None, sandbox: bool = False
+    ) -> Server:
         """A new, healthy server process; `reuse` names a running server on the same
-        database whose app (created by its first start) the new one serves too."""
-        server = self.launch(workers=workers, reuse=reuse)
+        database whose app (created by its first start) the new one serves too;
+        `sandbox` makes that first app a sandbox app."""
+        server = self.launch(workers=workers, reuse=reuse, sandbox=sandbox)
         self.wait_healthy(server)
         return server
 
-    def launch(self, *, workers: int = 1, reuse: Server | None = None) -> Server:
+    def launch(
+        self, *, workers: int = 1, reuse: Server | None = None, sandbox: bool = False
+    ) -> Server:
         """Start a server process; without `reuse`, wait only until it has created the
         app (so that a second process may be launched on the same database at once)."""
         port = _free_port()
@@ -162,6 +167,7 @@ class Servers:
             str(self.catalog_file),
             "--workers",
             str(workers),
+            *(["--sandbox"] if sandbox else []),
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("REVENIPE_DATABASE_URL", None)

@@ -485,11 +485,15 @@ def _provoke_errors(server: Server, decoder: Decoder, token: str, client_id: str
             ("body a list", 400, http.post(TRACK, json=[track])),
             ("idempotency key reused", 409, _reuse_key(http, track)),
             (
-                "start purchase",
-                501,
+                "start purchase, no provider configured",
+                409,
                 http.post("/v1/customer/purchase/start_purchase", json=purchase),
             ),
-            ("cancel", 501, http.post("/v1/customer/purchase/subscription/cancel", json=cancel)),
+            (
+                "cancel an unknown subscription",
+                404,
+                http.post("/v1/customer/purchase/subscription/cancel", json=cancel),
+            ),
             ("unknown path", 404, http.get("/v1/customer/nothing-here")),
             ("wrong method", 405, http.get(AUTH)),
             ("body too large", 413, http.post(TRACK, content=too_large)),

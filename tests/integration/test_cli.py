@@ -227,7 +227,8 @@ def is_int(value: object) -> bool:
 def test_apps_create_returns_app_id_and_secret_key(cli: Cli) -> None:
     catalog = cli.file("catalog.yaml", CATALOG_V1)
     created = cli.json("apps", "create", "--name", "Photo app", "--catalog", catalog)
-    assert set(created) == {"app_id", "secret_key", "catalog_version"}
+    assert set(created) == {"app_id", "secret_key", "catalog_version", "sandbox"}
+    assert created["sandbox"] is False
     assert created["app_id"].startswith("app_")
     assert created["secret_key"].startswith("sk_") and len(created["secret_key"]) > 30
     assert created["catalog_version"] == 1 and is_int(created["catalog_version"])
@@ -236,6 +237,9 @@ def test_apps_create_returns_app_id_and_secret_key(cli: Cli) -> None:
     mine = [a for a in listed if a["app_id"] == created["app_id"]]
     assert [(a["name"], a["catalog_version"]) for a in mine] == [("Photo app", 1)]
     assert all(created["secret_key"] not in json.dumps(a) for a in listed)
+
+    sandbox = cli.json("apps", "create", "--name", "Try out", "--sandbox")
+    assert sandbox["sandbox"] is True
 
     # Human output shows the key once, with the warning.
     status, out, err = cli.run("apps", "create", "--name", "Other", "--catalog", catalog)
@@ -728,3 +732,21 @@ def test_global_options_before_the_command(cli: Cli) -> None:
     status, out, err = cli.run_raw("--database-url", cli.url, "--json", "verify", "--app", app_id)
     assert status == 0, err
     assert json.loads(out)["ok"] is True
+
+
+def test_sandbox_clock_moves_forward_for_sandbox_apps_only(cli: Cli) -> None:
+    sandbox = cli.json("apps", "create", "--name", "Try out", "--sandbox")["app_id"]
+    live = cli.json("apps", "create", "--name", "Live")["app_id"]
+    assert cli.json("sandbox", "clock", "--app", sandbox)["clock_offset_seconds"] == 0
+    moved = cli.json("sandbox", "advance", "--app", sandbox, "--days", "31", "--hours", "1")
+    assert moved["clock_offset_seconds"] == 31 * 86_400 + 3_600 and moved["app_id"] == sandbox
+    assert cli.json("sandbox", "clock", "--app", sandbox)["now"] >= moved["now"]
+    status, _, err = cli.run("sandbox", "advance", "--app", live, "--days", "1")
+    assert status == 2 and "sandbox_only" in err
+    for bad in (["--days", "-1"], ["--days", "0"], ["--days", "1.5"]):
+        status, _, err = cli.run("sandbox", "advance", "--app", sandbox, *bad)
+        assert status == 2, (bad, err)
+    assert (
+        cli.json("sandbox", "clock", "--app", sandbox)["clock_offset_seconds"]
+        == moved["clock_offset_seconds"]
+    )

@@ -28,6 +28,7 @@ from revenipe.storage.schema import (
     customers,
     grants,
     ledger_entries,
+    purchase_attempts,
     reversals,
     secret_keys,
     usage_events,
@@ -41,6 +42,20 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 TOKEN_HEADER = "X-Revenipe-Customer-Token"
+SERVER_CATALOG = (
+    DEMO_CATALOG
+    + """\
+  - id: basic
+    name: Basic
+    type: subscription
+    recurring_interval: month
+    price: 500
+    grants:
+      - entitlement: monthly_credits
+        amount: 300
+        reset: period
+"""
+)
 ANONYMOUS_LOGINS_PER_MINUTE = 5
 
 
@@ -174,6 +189,7 @@ def fingerprint(world: World) -> dict[str, Any]:
             usage_events,
             reversals,
             secret_keys,
+            purchase_attempts,
         ):
             query = (
                 select(table.c.app_id, func.count())
@@ -204,7 +220,8 @@ def http(backend: revenipe.Backend, server_settings: ServerSettings) -> Iterator
 
 
 def _tenant(backend: revenipe.Backend, http: TestClient, name: str) -> Tenant:
-    created = backend.create_app(name, revenipe.load_catalog(DEMO_CATALOG))
+    # Sandbox apps: purchases go through the built-in sandbox, so they can be tested here.
+    created = backend.create_app(name, revenipe.load_catalog(SERVER_CATALOG), sandbox=True)
     return Tenant(created.app.id, created.secret_key, created.app.token_signing_secret)
 
 
@@ -226,6 +243,36 @@ def _add_customer(http: TestClient, tenant: Tenant, external_id: str, *products:
         assert granted["client_id"] == customer.client_id
         customer.sources[product_id] = granted["access_source_id"]
     tenant.customers[external_id] = customer
+
+
+def subscribe(http: TestClient, tenant: Tenant, external_id: str, product_id: str) -> str:
+    """Buy `product_id` for a customer through the sandbox's hosted checkout, as a
+    browser would (request the page, submit its pay form): the new access source's id."""
+    customer = tenant.customers[external_id]
+    started = ok(
+        http.post(
+            "/v1/customer/purchase/start_purchase",
+            json={
+                "customer_id": customer.client_id,
+                "product_id": product_id,
+                "purchase_method": "hosted_checkout",
+            },
+            headers=tenant.as_customer(external_id),
+        )
+    )
+    url = started["checkout"]["checkout_url"]
+    page = http.get(url)
+    assert page.status_code == 200 and 'id="pay"' in page.text, page.text
+    paid = http.post(f"{url}/pay", follow_redirects=False)
+    assert paid.status_code == 200, paid.text
+    state = ok(http.get(f"/v1/customers/{external_id}", headers=tenant.api()))
+    (source_id,) = (
+        s["access_source_id"]
+        for s in state["subscriptions"] + state["add_ons"]
+        if s["product_id"] == product_id and s["provider"] == "sandbox"
+    )
+    customer.sources[product_id] = source_id
+    return str(source_id)
 
 
 @pytest.fixture

@@ -68,12 +68,14 @@ _PRODUCT_FIELDS = (
     "default",
     "app_store_product_id",
     "play_store_product_id",
+    "stripe_price_id",
+    "trial",
     "grants",
 )
 _METERED_GRANT_FIELDS = ("entitlement", "amount", "reset", "rollover", "expires_after", "priority")
 _BOOLEAN_GRANT_FIELDS = ("entitlement", "expires_after")
 _ROLLOVER_FIELDS = ("min", "max")
-_STORE_FIELDS = ("app_store_product_id", "play_store_product_id")
+_STORE_FIELDS = ("app_store_product_id", "play_store_product_id", "stripe_price_id")
 
 _CURRENCY = re.compile(r"[a-z]{3}")
 # Newlines and tabs are fine in a description (YAML block scalars), not in a name.
@@ -309,6 +311,12 @@ class _Checker:
             None,
         )
         grants = self.product_grants(fields, path, has_interval=has_interval)
+        trial = self.duration(fields, "trial", path)
+        if trial is not None and fields.get("recurring_interval") is None:
+            self.report(
+                f"{path}.trial",
+                "a trial is the free start of a recurring product; this product does not recur",
+            )
         if product_id is None or name is None or product_type is None or grants is None:
             return None
         return Product(
@@ -323,6 +331,8 @@ class _Checker:
             default=bool(default),
             app_store_product_id=store_ids["app_store_product_id"],
             play_store_product_id=store_ids["play_store_product_id"],
+            stripe_price_id=store_ids["stripe_price_id"],
+            trial=trial,
         )
 
     def recurring_interval(

@@ -72,6 +72,15 @@ class Product:
     default: bool = False
     app_store_product_id: str | None = None
     play_store_product_id: str | None = None
+    stripe_price_id: str | None = None
+    """The Stripe Price this product is sold at (else Checkout is given `price`)."""
+    trial: Duration | None = None
+    """A free start before the first paid period (recurring products only)."""
+
+    @property
+    def purchasable(self) -> bool:
+        """Default products are given to everyone; every other product can be bought."""
+        return not self.default
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,8 @@ def _product_document(product: Product) -> dict[str, Any]:
             "default": product.default,
             "app_store_product_id": product.app_store_product_id,
             "play_store_product_id": product.play_store_product_id,
+            "stripe_price_id": product.stripe_price_id,
+            "trial": product.trial.isoformat() if product.trial else None,
             "grants": grants,
         }
     )

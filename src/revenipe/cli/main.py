@@ -22,6 +22,7 @@ from revenipe.catalog.loader import catalog_from_file
 from revenipe.embedded import Backend
 from revenipe.embedded import open as open_backend
 from revenipe.engine.errors import RevenipeError
+from revenipe.services import sandbox as sandbox_service
 from revenipe.services.apps import set_token_policy
 from revenipe.services.tokens import mint_customer_token
 from revenipe.storage.database import DEFAULT_DATABASE_URL
@@ -85,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     create = apps.add_parser("create", parents=[common], help="create an app")
     create.add_argument("--name", required=True)
     create.add_argument("--catalog", metavar="FILE", help="apply this catalog file")
+    create.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="sell through the built-in sandbox (no payment network) and have a test clock",
+    )
     create.set_defaults(handler=_apps_create)
     listing = apps.add_parser("list", parents=[common], help="list apps")
     listing.set_defaults(handler=_apps_list)
@@ -174,7 +180,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="catalog for the app created on first start (or the only app)",
     )
     serve.add_argument("--workers", type=_parse_int, default=1)
+    serve.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="make the app created on first start a sandbox app (sandbox checkout, test clock)",
+    )
+    serve.add_argument(
+        "--public-url",
+        help="this server's address as browsers reach it (sandbox checkout pages); "
+        "default: the address of each request",
+    )
     serve.set_defaults(handler=_serve)
+
+    sandbox = commands.add_parser("sandbox", help="a sandbox app's test clock").add_subparsers(
+        dest="sandbox_command", required=True, metavar="SUBCOMMAND"
+    )
+    advance = sandbox.add_parser(
+        "advance",
+        parents=[common],
+        help="move a sandbox app's clock forward (renewals, trial ends, expiry follow)",
+    )
+    advance.add_argument("--app", required=True)
+    advance.add_argument("--days", type=_parse_int, default=0)
+    advance.add_argument("--hours", type=_parse_int, default=0)
+    advance.add_argument("--seconds", type=_parse_int, default=0)
+    advance.set_defaults(handler=_sandbox_advance)
+    clock = sandbox.add_parser("clock", parents=[common], help="a sandbox app's current time")
+    clock.add_argument("--app", required=True)
+    clock.set_defaults(handler=_sandbox_clock)
 
     verify = commands.add_parser("verify", parents=[common], help="check ledger invariants")
     verify.add_argument("--app")
@@ -194,11 +227,12 @@ Handler = Callable[[argparse.Namespace, Backend | None], tuple[Any, str, int]]
 def _apps_create(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:
     assert backend is not None
     catalog = catalog_from_file(args.catalog) if args.catalog else None
-    created = backend.create_app(args.name, catalog)
+    created = backend.create_app(args.name, catalog, sandbox=args.sandbox)
     result = {
         "app_id": created.app.id,
         "secret_key": created.secret_key,
         "catalog_version": created.app.catalog_version,
+        "sandbox": created.app.sandbox,
     }
     text = (
         f"app id:     {created.app.id}\nsecret key: {created.secret_key}\n"
@@ -215,6 +249,7 @@ def _apps_list(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, 
             "name": a.name,
             "token_policy": a.token_policy,
             "catalog_version": a.catalog_version,
+            "sandbox": a.sandbox,
             "created_at": timestamp(a.created_at),
         }
         for a in backend.list_apps()
@@ -239,6 +274,28 @@ def _tokens_mint(args: argparse.Namespace, backend: Backend | None) -> tuple[Any
         "expires_at": timestamp(minted.expires_at),
     }
     return result, minted.token, 0
+
+
+def _clock_result(state: sandbox_service.ClockState) -> tuple[Any, str, int]:
+    result = {
+        "app_id": state.app_id,
+        "now": timestamp(state.now),
+        "clock_offset_seconds": state.clock_offset_seconds,
+    }
+    return result, f"{state.app_id}: now {result['now']}", 0
+
+
+def _sandbox_advance(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:
+    assert backend is not None
+    if min(args.days, args.hours, args.seconds) < 0:
+        raise CommandError("time only moves forward: --days, --hours and --seconds are >= 0")
+    seconds = args.days * 86_400 + args.hours * 3_600 + args.seconds
+    return _clock_result(sandbox_service.advance_clock(backend.context, args.app, seconds))
+
+
+def _sandbox_clock(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:
+    assert backend is not None
+    return _clock_result(sandbox_service.clock(backend.context, args.app))
 
 
 def _serve(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:

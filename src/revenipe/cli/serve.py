@@ -17,8 +17,10 @@ def prepare_and_serve(backend: Backend, args: argparse.Namespace) -> None:
     catalog = catalog_from_file(args.catalog) if args.catalog else None
     apps = backend.list_apps()
     if not apps:
-        created = backend.create_app("Default app", catalog)
+        created = backend.create_app("Default app", catalog, sandbox=args.sandbox)
         _say(f"Created app {created.app.id}")
+        if args.sandbox:
+            _say("  a sandbox app: sandbox checkout pages, and a test clock")
         _say(f"  secret key (shown once, keep it): {created.secret_key}")
         apps = [created.app]
     elif catalog is not None:
@@ -32,8 +34,14 @@ def prepare_and_serve(backend: Backend, args: argparse.Namespace) -> None:
             f"Catalog version {applied.version} "
             f"{'applied' if applied.changed else 'unchanged'} for app {apps[0].id}"
         )
+    elif args.sandbox and not all(app.sandbox for app in apps):
+        raise SystemExit(
+            "--sandbox makes the app created on first start a sandbox app; this database "
+            "has a live app already (create a sandbox app with `revenipe apps create --sandbox`)"
+        )
     for app in apps:
-        _say(f"App {app.id} ({app.name}): token policy {app.token_policy}")
+        kind = " (sandbox: test clock, sandbox checkout)" if app.sandbox else ""
+        _say(f"App {app.id} ({app.name}): token policy {app.token_policy}{kind}")
         if app.token_policy == TokenPolicy.OPEN.value:
             _say(
                 f"  WARNING: app {app.id} runs the open token policy: anyone who knows its "
@@ -48,6 +56,8 @@ def prepare_and_serve(backend: Backend, args: argparse.Namespace) -> None:
     import uvicorn
 
     os.environ["REVENIPE_DATABASE_URL"] = args.database_url
+    if args.public_url:
+        os.environ["REVENIPE_PUBLIC_URL"] = args.public_url
     uvicorn.run(
         "revenipe.server.app:create_app_from_env",
         factory=True,

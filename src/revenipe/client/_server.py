@@ -193,6 +193,24 @@ class _Calls:
         return Call("POST", "v1/catalog/validate", _json_object, body=_catalog(document))
 
     @staticmethod
+    def sandbox_clock() -> Call[JSONObject]:
+        return Call("GET", "v1/sandbox/clock", _json_object)
+
+    @staticmethod
+    def advance_sandbox_clock(days: int, hours: int, seconds: int) -> Call[JSONObject]:
+        body = {
+            "days": _optional_int("days", days, minimum=0),
+            "hours": _optional_int("hours", hours, minimum=0),
+            "seconds": _optional_int("seconds", seconds, minimum=0),
+        }
+        if not any(body.values()):
+            raise InvalidArgumentError("advance the clock by some time: days, hours or seconds")
+        # Moving time is not idempotent: resent only when the request surely never left.
+        return Call(
+            "POST", "v1/sandbox/clock/advance", _json_object, body=body, retry=Retry.BEFORE_SENT
+        )
+
+    @staticmethod
     def request(
         method: Literal["GET", "POST", "PUT"],
         relative_path: str,
@@ -340,6 +358,17 @@ class RevenipeServerClient:
     def validate_catalog(self, document: Mapping[str, Any]) -> JSONObject:
         """Validates `document` without applying it."""
         return self._execute(_Calls.validate_catalog(document))
+
+    def sandbox_clock(self) -> JSONObject:
+        """A sandbox app's current time (`now`) and how far its test clock is ahead."""
+        return self._execute(_Calls.sandbox_clock())
+
+    def advance_sandbox_clock(
+        self, *, days: int = 0, hours: int = 0, seconds: int = 0
+    ) -> JSONObject:
+        """Moves a sandbox app's test clock forward; renewals, trial ends and expiry
+        that fall in between happen as they would have in real time."""
+        return self._execute(_Calls.advance_sandbox_clock(days, hours, seconds))
 
     def request(
         self,
@@ -496,6 +525,17 @@ class AsyncRevenipeServerClient:
     async def validate_catalog(self, document: Mapping[str, Any]) -> JSONObject:
         """Validates `document` without applying it."""
         return await self._execute(_Calls.validate_catalog(document))
+
+    async def sandbox_clock(self) -> JSONObject:
+        """A sandbox app's current time (`now`) and how far its test clock is ahead."""
+        return await self._execute(_Calls.sandbox_clock())
+
+    async def advance_sandbox_clock(
+        self, *, days: int = 0, hours: int = 0, seconds: int = 0
+    ) -> JSONObject:
+        """Moves a sandbox app's test clock forward; renewals, trial ends and expiry
+        that fall in between happen as they would have in real time."""
+        return await self._execute(_Calls.advance_sandbox_clock(days, hours, seconds))
 
     async def request(
         self,

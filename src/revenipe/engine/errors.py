@@ -44,6 +44,21 @@ class ErrorCode(StrEnum):
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     REVERSAL_EXCEEDS_CONSUMED = "reversal_exceeds_consumed"
     DATABASE_BUSY = "database_busy"
+    ACCESS_SOURCE_NOT_FOUND = "access_source_not_found"
+    PRODUCT_NOT_PURCHASABLE = "product_not_purchasable"
+    SUBSCRIPTION_EXISTS = "subscription_exists"
+    SUBSCRIPTION_NOT_ACTIVE = "subscription_not_active"
+    SUBSCRIPTION_CANCELING = "subscription_canceling"
+    PLAN_CHANGE_NOT_ALLOWED = "plan_change_not_allowed"
+    NOT_A_TRIAL = "not_a_trial"
+    PURCHASES_NOT_CONFIGURED = "purchases_not_configured"
+    CHECKOUT_NOT_FOUND = "checkout_not_found"
+    CHECKOUT_CLOSED = "checkout_closed"
+    SANDBOX_ONLY = "sandbox_only"
+    PROVIDER_ERROR = "provider_error"
+    PROVIDER_NOT_CONFIGURED = "provider_not_configured"
+    WEBHOOK_REFUSED = "webhook_refused"
+    SOURCE_NOT_MANAGEABLE = "source_not_manageable"
 
 
 class RevenipeError(Exception):

@@ -26,11 +26,14 @@ class EntryKind(StrEnum):
     EXPIRED = "expired"
     REVERSED = "reversed"
     ADJUSTED = "adjusted"
+    REVOKED = "revoked"
+    """Taken back because the access source was refunded or disputed."""
 
 
 class GrantStatus(StrEnum):
     ACTIVE = "active"
     EXPIRED = "expired"
+    REVOKED = "revoked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,7 @@ def _apply_resets(grant: Grant, now: datetime) -> tuple[Grant, list[PendingEntry
         if period_start(rule.anchor, rule.interval, at_expiry) == grant.expires_at:
             at_expiry -= 1
         last_index = min(last_index, at_expiry)
-    index = period_index(rule.anchor, rule.interval, grant.period_start)
+    first_index = index = period_index(rule.anchor, rule.interval, grant.period_start)
     balance = grant.balance
     entries: list[PendingEntry] = []
     while index < last_index:
@@ -148,7 +151,67 @@ def _apply_resets(grant: Grant, now: datetime) -> tuple[Grant, list[PendingEntry
         boundary = period_start(rule.anchor, rule.interval, index)
         entries.append(PendingEntry(grant.id, EntryKind.RESET, after - balance, after, boundary))
         balance = after
+    if index == first_index:
+        # No boundary passed. The period may have begun off the grid (a grant made in a
+        # trial, whose first boundary is the anchor at the trial's end): keep its start.
+        return grant, entries
     new_start = period_start(rule.anchor, rule.interval, index)
     if new_start < grant.period_start:
         raise InvariantViolation(f"grant {grant.id} would move back in time")
     return replace(grant, balance=balance, period_start=new_start), entries
+
+
+def revoke(grant: Grant, now: datetime) -> tuple[Grant, list[PendingEntry]]:
+    """Take back what is left of a grant at `now` (its source was refunded or disputed).
+
+    The grant is settled to `now` first, so resets and expiry before `now` stay on record.
+    A revoked grant is final: no later renewal brings it back.
+    """
+    settled, entries = settle(grant, now)
+    if settled.status is GrantStatus.REVOKED:
+        return settled, entries
+    if settled.balance:
+        entries.append(PendingEntry(grant.id, EntryKind.REVOKED, -settled.balance, 0, now))
+    return replace(settled, balance=0, status=GrantStatus.REVOKED), entries
+
+
+def extend(
+    grant: Grant, expires_at: datetime | None, written_off: int
+) -> tuple[Grant, list[PendingEntry]]:
+    """Move a grant's expiry to `expires_at`, the new end of its source's access.
+
+    A grant its source's end had already written off comes back (a renewal confirmed
+    after the period it renews had ended): `written_off` is the leftover its expiry took.
+    At a reset boundary it comes back as that reset would have left it (rollover of the
+    leftover); elsewhere with the leftover itself. Either way one entry at the old expiry,
+    so the balance is what it would have been had the expiry never happened.
+    """
+    if grant.status is GrantStatus.REVOKED:
+        return grant, []
+    if grant.status is GrantStatus.ACTIVE:
+        return replace(grant, expires_at=expires_at), []
+    ended_at = grant.expires_at
+    if ended_at is None or (expires_at is not None and expires_at <= ended_at):
+        return grant, []
+    balance = written_off
+    period_began = grant.period_start
+    rule = grant.reset
+    if rule is not None:
+        index = period_index(rule.anchor, rule.interval, ended_at)
+        if period_start(rule.anchor, rule.interval, index) == ended_at and (
+            ended_at > grant.period_start
+        ):
+            balance = rule.rollover.balance_after_reset(grant.amount, written_off)
+            period_began = ended_at
+    entries = []
+    if balance:
+        kind = EntryKind.RESET if period_began == ended_at else EntryKind.ADJUSTED
+        entries.append(PendingEntry(grant.id, kind, balance, balance, ended_at))
+    revived = replace(
+        grant,
+        balance=balance,
+        period_start=period_began,
+        expires_at=expires_at,
+        status=GrantStatus.ACTIVE,
+    )
+    return revived, entries

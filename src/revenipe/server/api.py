@@ -22,6 +22,7 @@ from revenipe.services import apps as app_service
 from revenipe.services import catalogs as catalog_service
 from revenipe.services import customers as customer_service
 from revenipe.services import history as history_service
+from revenipe.services import sandbox as sandbox_service
 from revenipe.services import tokens as token_service
 from revenipe.services import usage as usage_service
 from revenipe.services.customers import CustomerRef
@@ -311,6 +312,21 @@ def build_router(runtime: Runtime) -> APIRouter:
             201,
         )
 
+    # --- sandbox test clock ------------------------------------------------------------------
+
+    @router.get("/sandbox/clock", response_model=schemas.ClockOut, summary="A sandbox app's time")
+    def sandbox_clock(request: Request) -> JSONResponse:
+        return JSONResponse(_clock(sandbox_service.clock(ctx, app_of(request))))
+
+    @router.post(
+        "/sandbox/clock/advance",
+        response_model=schemas.ClockOut,
+        summary="Move a sandbox app's clock forward (renewals, trials and expiry follow)",
+    )
+    def advance_sandbox_clock(body: schemas.ClockAdvance, request: Request) -> JSONResponse:
+        seconds = body.days * 86_400 + body.hours * 3_600 + body.seconds
+        return JSONResponse(_clock(sandbox_service.advance_clock(ctx, app_of(request), seconds)))
+
     # --- usage history, reversal, ledger ---------------------------------------------------
 
     @router.get(
@@ -404,4 +420,13 @@ def _app_settings(app: Any) -> dict[str, Any]:
         "name": app.name,
         "token_policy": app.token_policy,
         "catalog_version": app.catalog_version,
+        "sandbox": bool(app.sandbox),
+    }
+
+
+def _clock(state: sandbox_service.ClockState) -> dict[str, Any]:
+    return {
+        "app_id": state.app_id,
+        "now": timestamp(state.now),
+        "clock_offset_seconds": state.clock_offset_seconds,
     }

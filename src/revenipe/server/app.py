@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from revenipe import __version__
-from revenipe.server import api, client_protocol
+from revenipe.server import api, client_protocol, sandbox_pages
 from revenipe.server.errors import install_error_handlers
 from revenipe.server.limits import BodySizeLimit
 from revenipe.server.runtime import Runtime
@@ -30,6 +30,10 @@ Usage-based entitlements: credits, limits and feature access.
 Errors are JSON objects with `code` and `message`. A refused track is a 200 answer
 with `success: false`.
 """
+
+
+PUBLIC_PREFIXES = ("/v1/sandbox/payment_intents/", "/v1/sandbox/setup_intents/")
+"""Reached by customers' devices with a client secret, not an app id or a key."""
 
 
 def create_app(
@@ -53,6 +57,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(client_protocol.build_router(runtime))
     app.include_router(api.build_router(runtime))
+    app.include_router(sandbox_pages.build_router(runtime))
 
     @app.get("/v1/health", tags=["operations"], summary="Liveness (touches nothing)")
     def health() -> JSONResponse:
@@ -99,7 +104,8 @@ def _document_security_and_errors(app: FastAPI) -> None:
         for path, operations in document.get("paths", {}).items():
             for operation in operations.values():
                 operation.get("responses", {}).pop("422", None)
-                if path == "/v1/health":
+                if path == "/v1/health" or path.startswith(PUBLIC_PREFIXES):
+                    operation["security"] = []
                     continue
                 if path.startswith(("/v1/client/", "/v1/customer/")):
                     operation["security"] = [{"appId": [], "customerToken": []}, {"appId": []}]

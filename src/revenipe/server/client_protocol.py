@@ -16,19 +16,27 @@ from fastapi.responses import JSONResponse
 
 from revenipe.engine.errors import RevenipeError
 from revenipe.server import schemas
-from revenipe.server.errors import ApiError
 from revenipe.server.runtime import Runtime
 from revenipe.server.security import CUSTOMER_TOKEN_HEADER, ClientAccess, client_access
 from revenipe.services import catalogs as catalog_service
 from revenipe.services import customers as customer_service
+from revenipe.services import purchases as purchase_service
 from revenipe.services import usage as usage_service
 from revenipe.services.customers import CustomerRef
 from revenipe.services.tokens import DEFAULT_TOKEN_TTL_SECONDS, issue_token
-from revenipe.wire import customer_to_wire, entitlements_to_wire, product_to_wire
+from revenipe.wire import (
+    attach_to_wire,
+    cancel_to_wire,
+    customer_to_wire,
+    entitlements_to_wire,
+    plan_change_to_wire,
+    product_to_wire,
+    started_purchase_to_wire,
+)
 
 ANONYMOUS_ID = re.compile(r"^[0-9a-f]{32}$")
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": schemas.ErrorOut} for status in (400, 401, 403, 404, 409, 413, 429, 503)
+    status: {"model": schemas.ErrorOut} for status in (400, 401, 403, 404, 409, 413, 429, 502, 503)
 }
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
@@ -121,37 +129,91 @@ def build_router(runtime: Runtime) -> APIRouter:
         _, catalog = catalog_service.get_catalog(runtime.ctx, who.app.id)
         return JSONResponse({"products": [product_to_wire(p, catalog) for p in catalog.products]})
 
-    def not_yet(who: ClientAccess, customer_id: str) -> JSONResponse:
-        who.require_customer(customer_id)
-        raise ApiError(
-            501,
-            "purchases_unavailable",
-            "purchases are not available on this server yet: grant products "
-            "through the server API or the CLI",
-        )
+    def base_url(request: Request) -> str:
+        return runtime.settings.public_url or str(request.base_url)
 
-    @router.post("/v1/customer/purchase/start_purchase", summary="Start a purchase")
+    @router.post(
+        "/v1/customer/purchase/start_purchase",
+        response_model=schemas.StartPurchaseOut,
+        summary="Start a purchase",
+    )
     def start_purchase(body: schemas.StartPurchaseRequest, request: Request) -> JSONResponse:
-        return not_yet(access(request), body.customer_id)
+        who = access(request)
+        who.require_customer(body.customer_id)
+        started = purchase_service.start_purchase(
+            runtime.ctx,
+            who.app.id,
+            body.customer_id,
+            purchase_service.PurchaseRequest(
+                product_id=body.product_id,
+                purchase_method=body.purchase_method,
+                trial_payment_method_behavior=body.trial_payment_method_behavior,
+                success_url=body.success_url,
+                cancel_url=body.cancel_url,
+                extra_params=body.extra_params,
+            ),
+            public_base_url=base_url(request),
+        )
+        return JSONResponse(started_purchase_to_wire(started))
 
-    @router.post("/v1/customer/purchase/subscription/cancel", summary="Cancel a subscription")
+    @router.post(
+        "/v1/customer/purchase/subscription/cancel",
+        response_model=schemas.CancelOut,
+        summary="Cancel a subscription",
+    )
     def cancel(body: schemas.CancelRequest, request: Request) -> JSONResponse:
-        return not_yet(access(request), body.client_id)
+        who = access(request)
+        who.require_customer(body.client_id)
+        outcome = purchase_service.cancel_subscription(
+            runtime.ctx, who.app.id, body.client_id, body.source_id, body.cancel_mode
+        )
+        return JSONResponse(cancel_to_wire(outcome))
 
-    @router.post("/v1/customer/purchase/subscription/uncancel", summary="Undo a scheduled cancel")
+    @router.post(
+        "/v1/customer/purchase/subscription/uncancel",
+        response_model=schemas.UncancelOut,
+        summary="Undo a scheduled cancel",
+    )
     def uncancel(body: schemas.UncancelRequest, request: Request) -> JSONResponse:
-        return not_yet(access(request), body.client_id)
+        who = access(request)
+        who.require_customer(body.client_id)
+        purchase_service.uncancel_subscription(
+            runtime.ctx, who.app.id, body.client_id, body.source_id
+        )
+        return JSONResponse({"success": True})
 
-    @router.post("/v1/customer/purchase/subscription/change_plan", summary="Change plan")
+    @router.post(
+        "/v1/customer/purchase/subscription/change_plan",
+        response_model=schemas.ChangePlanOut,
+        summary="Change plan",
+    )
     def change_plan(body: schemas.ChangePlanRequest, request: Request) -> JSONResponse:
-        return not_yet(access(request), body.client_id)
+        who = access(request)
+        who.require_customer(body.client_id)
+        outcome = purchase_service.change_plan(
+            runtime.ctx, who.app.id, body.client_id, body.source_id, body.new_product_id
+        )
+        return JSONResponse(plan_change_to_wire(outcome))
 
     @router.post(
         "/v1/customer/purchase/subscriptions/attach/payment_method",
+        response_model=schemas.AttachPaymentMethodOut,
         summary="Attach a payment method to a trial",
     )
     def attach(body: schemas.AttachPaymentMethodRequest, request: Request) -> JSONResponse:
-        return not_yet(access(request), body.client_id)
+        who = access(request)
+        who.require_customer(body.client_id)
+        outcome = purchase_service.attach_payment_method(
+            runtime.ctx,
+            who.app.id,
+            body.client_id,
+            body.access_source_id,
+            body.mode,
+            success_url=body.success_url,
+            cancel_url=body.cancel_url,
+            public_base_url=base_url(request),
+        )
+        return JSONResponse(attach_to_wire(outcome))
 
     return router
 

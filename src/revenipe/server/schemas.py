@@ -199,6 +199,71 @@ class ErrorOut(BaseModel):
     message: str
 
 
+class CheckoutOut(BaseModel):
+    session_id: str
+    checkout_url: str
+
+
+class PaymentSheetOut(BaseModel):
+    customer_id: str
+    customer_ephemeral_key_secret: str
+    payment_intent_client_secret: str | None = None
+    subscription_id: str | None = None
+    setup_intent_client_secret: str | None = None
+
+
+class PaymentSetupOut(BaseModel):
+    customer_id: str
+    ephemeral_key: str
+    setup_intent_id: str
+    setup_intent_client_secret: str
+
+
+class DirectSubscriptionOut(BaseModel):
+    subscription_id: str
+    status: str
+    trial_end: Timestamp | None = None
+
+
+class StartPurchaseOut(BaseModel):
+    """At most one of checkout, payment_sheet, setup and subscription is present."""
+
+    purchase_method: str
+    product_id: str
+    product_type: str
+    checkout: CheckoutOut | None = None
+    payment_sheet: PaymentSheetOut | None = None
+    setup: PaymentSetupOut | None = None
+    subscription: DirectSubscriptionOut | None = None
+
+
+class CancelOut(BaseModel):
+    success: bool
+    status: str
+    will_cancel_at_period_end: bool
+    cancels_at: Timestamp | None
+    message: str | None
+
+
+class UncancelOut(BaseModel):
+    success: bool
+
+
+class ChangePlanOut(BaseModel):
+    success: bool
+    change_type: str
+    billing_mode: str
+    status: str
+    effective_at: Timestamp
+    message: str | None
+
+
+class AttachPaymentMethodOut(BaseModel):
+    mode: str
+    checkout: CheckoutOut | None = None
+    payment_sheet: PaymentSheetOut | None = None
+
+
 # --- server API ----------------------------------------------------------------------
 
 
@@ -348,6 +413,32 @@ class AppSettingsOut(BaseModel):
     name: str
     token_policy: str
     catalog_version: int
+    sandbox: bool
+
+
+class ClockOut(BaseModel):
+    app_id: str
+    now: Timestamp
+    clock_offset_seconds: int
+
+
+class ClockAdvance(ApiRequest):
+    """How far to move a sandbox app's clock forward (the parts add up)."""
+
+    days: Annotated[StrictInt, Field(ge=0, le=3660)] = 0
+    hours: Annotated[StrictInt, Field(ge=0, le=87_840)] = 0
+    seconds: Annotated[StrictInt, Field(ge=0, le=316_224_000)] = 0
+
+
+class IntentConfirm(ProtocolRequest):
+    client_secret: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    outcome: Literal["succeeded", "declined"] = "succeeded"
+
+
+class IntentConfirmed(BaseModel):
+    id: str
+    status: str
+    access_source_id: str | None
 
 
 class AppSettingsUpdate(ApiRequest):

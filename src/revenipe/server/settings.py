@@ -25,6 +25,9 @@ class ServerSettings:
     anonymous_logins_per_minute_per_address: int = 30
     anonymous_logins_per_minute_per_app: int = 1200
     app_cache_seconds: float = 2.0
+    public_url: str | None = None
+    """This server's address as customers' browsers reach it (sandbox checkout pages);
+    default: the address each request came to."""
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -37,4 +40,5 @@ class ServerSettings:
             anonymous_logins_per_minute_per_app=_int_env(
                 "REVENIPE_ANON_LOGINS_PER_MINUTE_PER_APP", 1200
             ),
+            public_url=os.environ.get("REVENIPE_PUBLIC_URL") or None,
         )

@@ -35,8 +35,14 @@ def hash_secret_key(secret_key: str) -> str:
     return hashlib.sha256(secret_key.encode()).hexdigest()
 
 
-def create_app(ctx: ServiceContext, name: str, catalog: Catalog | None = None) -> CreatedApp:
-    """Create an app with one secret key, and apply `catalog` to it if given."""
+def create_app(
+    ctx: ServiceContext, name: str, catalog: Catalog | None = None, *, sandbox: bool = False
+) -> CreatedApp:
+    """Create an app with one secret key, and apply `catalog` to it if given.
+
+    A sandbox app sells through the built-in sandbox provider (no payment network) and
+    has a test clock; whether an app is a sandbox is fixed when it is created.
+    """
     name = require_text(name, field="name", max_length=200)
     now = ctx.now()
     app = repo.AppRow(
@@ -46,6 +52,7 @@ def create_app(ctx: ServiceContext, name: str, catalog: Catalog | None = None) -
         token_signing_secret=secrets.token_hex(32),
         catalog_version=0,
         created_at=now,
+        sandbox=bool(sandbox),
     )
     secret_key = f"sk_{secrets.token_urlsafe(32)}"
     with ctx.db.write() as conn:

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection
 
@@ -25,6 +25,12 @@ def utc_now() -> datetime:
 def new_id(prefix: str) -> str:
     """A prefixed id that sorts by creation time (microseconds, then 48 random bits)."""
     return f"{prefix}_{time.time_ns() // 1000:014x}{secrets.token_hex(6)}"
+
+
+def app_time(server_now: datetime, clock_offset_seconds: int) -> datetime:
+    if not clock_offset_seconds:
+        return server_now
+    return server_now + timedelta(seconds=clock_offset_seconds)
 
 
 @dataclass
@@ -62,7 +68,15 @@ class ServiceContext:
     catalogs: CatalogCache = field(default_factory=CatalogCache)
 
     def now(self) -> datetime:
+        """The server's time (customer tokens, rate limits: never a test clock)."""
         return self.clock()
+
+    def now_for(self, app: repo.AppRow) -> datetime:
+        """The app's time: the server's, plus the test clock's lead in a sandbox app.
+
+        Everything a balance depends on (resets, expiry, renewals) runs on it.
+        """
+        return app_time(self.clock(), app.clock_offset_seconds)
 
     def require_app(self, conn: Connection, app_id: str) -> repo.AppRow:
         app = repo.get_app(conn, app_id) if isinstance(app_id, str) else None

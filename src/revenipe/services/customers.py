@@ -8,15 +8,19 @@ from enum import StrEnum
 
 from sqlalchemy import Connection
 
-from revenipe.catalog import Catalog, EntitlementType, Product, ProductType, ResetKind
+from revenipe.catalog import Catalog, EntitlementType, Product, ProductType
 from revenipe.engine.amounts import MAX_EXTERNAL_ID_LENGTH, require_amount, require_text
 from revenipe.engine.errors import ErrorCode, RevenipeError
-from revenipe.engine.grants import EntryKind, Grant, PendingEntry, ResetRule, settle
-from revenipe.engine.periods import Interval, period_index, period_start, require_utc
+from revenipe.engine.grants import Grant, settle
+from revenipe.engine.periods import period_index, period_start, require_utc
+from revenipe.engine.subscriptions import PendingChange
+from revenipe.services import access
 from revenipe.services.context import ServiceContext, new_id
 from revenipe.storage import repository as repo
 
 MAX_PRIORITY = 1_000_000
+MANAGED_PROVIDERS = ("sandbox", "stripe")
+"""Providers whose subscriptions customers change through this server (not the stores)."""
 
 
 class SourceKind(StrEnum):
@@ -73,6 +77,8 @@ def locked_customer(
         conn, app.id, customer_id=ref.customer_id, external_id=ref.external_id, lock=True
     )
     if customer is not None:
+        if customer.due_at is not None and customer.due_at <= now:
+            access.catch_up(conn, ctx.catalog(conn, app), customer.id, now)
         return customer
     if not create or ref.external_id is None:
         raise RevenipeError(ErrorCode.CUSTOMER_NOT_FOUND, "no such customer in this app")
@@ -101,7 +107,19 @@ def ensure_customer(
     if found is not None:
         return found
     with ctx.db.write() as conn:
-        return locked_customer(ctx, conn, app, ref, create=True, now=ctx.now(), anonymous=anonymous)
+        return locked_customer(
+            ctx, conn, app, ref, create=True, now=ctx.now_for(app), anonymous=anonymous
+        )
+
+
+def catch_up(ctx: ServiceContext, app_id: str, customer_id: str) -> None:
+    """Apply what fell due on the customer's sources (see `access.catch_up`), in a write
+    transaction of its own: for reads that found `due_at` passed."""
+    with ctx.db.write() as conn:
+        app = ctx.require_app(conn, app_id)
+        locked_customer(
+            ctx, conn, app, CustomerRef(customer_id=customer_id), create=False, now=ctx.now_for(app)
+        )
 
 
 def find_customer(ctx: ServiceContext, app_id: str, ref: CustomerRef) -> repo.CustomerRow:
@@ -146,9 +164,12 @@ def grant_product_in(
     expires_at: datetime | None = None,
     priority: int | None = None,
 ) -> GrantedSource:
-    """Give `product` to the customer: one access source, one grant per product grant."""
+    """Give `product` to the customer: one access source, one grant per product grant.
+
+    A default or manual grant of a subscription product renews for as long as it lasts
+    (no payment to wait for); `expires_at` ends it.
+    """
     interval = product.recurring_interval
-    period_end = period_start(now, interval, 1) if interval else None
     source = repo.SourceRow(
         id=new_id("src"),
         app_id=app_id,
@@ -159,89 +180,26 @@ def grant_product_in(
         status="active",
         started_at=now,
         current_period_start=now if interval else None,
-        current_period_end=period_end,
+        current_period_end=period_start(now, interval, 1) if interval else None,
         expires_at=expires_at,
         cancel_at_period_end=False,
         canceled_at=None,
         created_at=now,
     )
     repo.insert_source(conn, source)
-    grant_ids = []
-    for spec in product.grants:
-        entitlement = catalog.entitlements_by_id[spec.entitlement_id]
-        reset = None
-        if spec.reset is not ResetKind.NEVER:
-            reset_interval = interval if spec.reset is ResetKind.PERIOD else Interval(spec.reset)
-            assert reset_interval is not None, "catalog validation requires an interval"
-            reset = ResetRule(reset_interval, now, spec.rollover)
-        grant_expiry = spec.expires_after.after(now) if spec.expires_after else None
-        grant_expiry = _earliest(grant_expiry, expires_at)
-        grant_ids.append(
-            _insert_grant(
-                conn,
-                app_id,
-                customer_id,
-                source.id,
-                entitlement.id,
-                entitlement.type,
-                spec.amount or 0,
-                spec.priority if priority is None else priority,
-                now,
-                grant_expiry,
-                reset,
-            )
-        )
-    return GrantedSource(customer_id, source.id, tuple(grant_ids))
-
-
-def _insert_grant(
-    conn: Connection,
-    app_id: str,
-    customer_id: str,
-    source_id: str,
-    entitlement_id: str,
-    entitlement_type: EntitlementType,
-    amount: int,
-    priority: int,
-    now: datetime,
-    expires_at: datetime | None,
-    reset: ResetRule | None,
-) -> str:
-    grant = Grant(
-        id=new_id("grt"),
-        entitlement_id=entitlement_id,
-        source_id=source_id,
-        amount=amount,
-        balance=amount,
+    grant_ids = access.grant_product(
+        conn,
+        app_id,
+        customer_id,
+        source.id,
+        catalog,
+        product,
+        now,
+        now,
+        access_ends_at=expires_at,
         priority=priority,
-        created_at=now,
-        period_start=now,
-        expires_at=expires_at,
-        reset=reset,
     )
-    repo.insert_grant(conn, app_id, customer_id, repo.GrantRow(grant, entitlement_type.value))
-    if amount:
-        repo.insert_entries(
-            conn,
-            app_id,
-            customer_id,
-            [PendingEntry(grant.id, EntryKind.GRANTED, amount, amount, now)],
-            now,
-        )
-    # A grant that is born expired is written off at once, like any other expiry.
-    settled, entries = settle(grant, now)
-    if entries or settled.status is not grant.status:
-        repo.save_grant_states(conn, [settled])
-        repo.insert_entries(conn, app_id, customer_id, entries, now)
-    return grant.id
-
-
-def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
+    return GrantedSource(customer_id, source.id, grant_ids)
 
 
 def _check_priority(priority: int | None) -> int | None:
@@ -271,11 +229,11 @@ def grant_product(
 ) -> GrantedSource:
     """Manually give a catalog product to a customer (created if new, by external id)."""
     priority = _check_priority(priority)
-    now = ctx.now()
     if expires_at is not None:
         expires_at = require_utc(expires_at, field="expires_at")
     with ctx.db.write() as conn:
         app = ctx.require_app(conn, app_id)
+        now = ctx.now_for(app)
         catalog = ctx.catalog(conn, app)
         product = catalog.products_by_id.get(product_id) if isinstance(product_id, str) else None
         if product is None:
@@ -310,11 +268,11 @@ def grant_entitlement(
 ) -> GrantedSource:
     """Manually give an amount of a metered entitlement (or a boolean one, no amount)."""
     priority = _check_priority(priority)
-    now = ctx.now()
     if expires_at is not None:
         expires_at = require_utc(expires_at, field="expires_at")
     with ctx.db.write() as conn:
         app = ctx.require_app(conn, app_id)
+        now = ctx.now_for(app)
         catalog = ctx.catalog(conn, app)
         entitlement = (
             catalog.entitlements_by_id.get(entitlement_id)
@@ -353,7 +311,7 @@ def grant_entitlement(
             created_at=now,
         )
         repo.insert_source(conn, source)
-        grant_id = _insert_grant(
+        grant_id = access.insert_grant(
             conn,
             app.id,
             customer.id,
@@ -363,8 +321,8 @@ def grant_entitlement(
             amount or 0,
             0 if priority is None else priority,
             now,
-            expires_at,
-            None,
+            now,
+            access_ends_at=expires_at,
         )
         return GrantedSource(customer.id, source.id, (grant_id,))
 
@@ -395,6 +353,20 @@ class SourceState:
     period_start: datetime | None
     period_end: datetime | None
 
+    @property
+    def pending_change(self) -> PendingChange | None:
+        return access.pending_change_of(self.source)
+
+    @property
+    def can_cancel(self) -> bool:
+        """Whether the customer may cancel it here (a subscription bought through this
+        server's providers, not set to cancel already)."""
+        return (
+            self.source.kind == SourceKind.SUBSCRIPTION.value
+            and self.source.provider in MANAGED_PROVIDERS
+            and not self.source.cancel_at_period_end
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class CustomerState:
@@ -422,19 +394,27 @@ class CustomerState:
 
 
 def customer_state(ctx: ServiceContext, app_id: str, ref: CustomerRef) -> CustomerState:
-    """The customer's balances and sources as of now, computed from the timeline."""
-    now = ctx.now()
-    with ctx.db.read() as conn:
-        app = ctx.require_app(conn, app_id)
-        catalog = ctx.catalog(conn, app)
-        customer = repo.find_customer(
-            conn, app.id, customer_id=ref.customer_id, external_id=ref.external_id
-        )
-        if customer is None:
-            raise RevenipeError(ErrorCode.CUSTOMER_NOT_FOUND, "no such customer in this app")
-        grant_rows = repo.active_grants(conn, customer.id)
-        sources = repo.list_sources(conn, customer.id)
-    return build_state(customer, catalog, grant_rows, sources, now)
+    """The customer's balances and sources as of now, computed from the timeline.
+
+    When one of its sources has a change due (a sandbox renewal, a scheduled plan
+    change), that change is applied first, in a write transaction of its own.
+    """
+    for attempt in range(3):
+        with ctx.db.read() as conn:
+            app = ctx.require_app(conn, app_id)
+            now = ctx.now_for(app)
+            customer = repo.find_customer(
+                conn, app.id, customer_id=ref.customer_id, external_id=ref.external_id
+            )
+            if customer is None:
+                raise RevenipeError(ErrorCode.CUSTOMER_NOT_FOUND, "no such customer in this app")
+            if attempt == 2 or customer.due_at is None or customer.due_at > now:
+                catalog = ctx.catalog(conn, app)
+                grant_rows = repo.active_grants(conn, customer.id)
+                sources = repo.list_sources(conn, customer.id)
+                return build_state(customer, catalog, grant_rows, sources, now)
+        catch_up(ctx, app_id, customer.id)
+    raise AssertionError("unreachable")
 
 
 def build_state(
@@ -479,7 +459,9 @@ def build_state(
             continue
         product = catalog.products_by_id.get(source.product_id) if source.product_id else None
         start = end = None
-        if source.current_period_start is not None and product and product.recurring_interval:
+        if access.is_subscription(source):
+            start, end = source.current_period_start, source.current_period_end
+        elif source.current_period_start is not None and product and product.recurring_interval:
             interval = product.recurring_interval
             index = period_index(source.started_at, interval, now)
             start = period_start(source.started_at, interval, index)

@@ -24,7 +24,8 @@ from revenipe.engine.amounts import (
 from revenipe.engine.burn import BurnDecision, decide_burn, order_grants
 from revenipe.engine.errors import ErrorCode, RefusalCode, RevenipeError
 from revenipe.engine.grants import EntryKind, Grant, GrantStatus, PendingEntry, settle
-from revenipe.services.context import ServiceContext, new_id
+from revenipe.services import access, customers
+from revenipe.services.context import ServiceContext, app_time, new_id
 from revenipe.services.customers import CustomerRef, locked_customer
 from revenipe.storage import repository as repo
 
@@ -185,10 +186,9 @@ def track(
 def _track_once(
     ctx: ServiceContext, app_id: str, ref: CustomerRef, request: _Request, create_customer: bool
 ) -> TrackResult:
-    now = ctx.now()
     with ctx.db.write() as conn:
         # The common case, one round trip: the customer exists; lock it, read the app's
-        # catalog version and any usage event already under this idempotency key.
+        # catalog version and clock, and any usage event already under this key.
         lock = repo.lock_for_track(
             conn,
             app_id if isinstance(app_id, str) else "",
@@ -198,7 +198,9 @@ def _track_once(
         )
         if lock is None:
             app = ctx.require_app(conn, app_id)
-            customer = locked_customer(ctx, conn, app, ref, create=create_customer, now=now)
+            customer = locked_customer(
+                ctx, conn, app, ref, create=create_customer, now=ctx.now_for(app)
+            )
             lock = repo.lock_for_track(
                 conn,
                 app.id,
@@ -209,7 +211,10 @@ def _track_once(
             assert lock is not None
         if lock.previous is not None:
             return _replay(lock.previous, request)
+        now = app_time(ctx.now(), lock.clock_offset_seconds)
         catalog = ctx.catalogs.get(conn, app_id, lock.catalog_version)
+        if lock.due_at is not None and lock.due_at <= now:
+            access.catch_up(conn, catalog, lock.customer_id, now)
         evaluation = _evaluate(conn, catalog, lock.customer_id, request, now)
         return _record(conn, app_id, lock.customer_id, request, evaluation, now)
 
@@ -314,14 +319,20 @@ def check(
 ) -> CheckResult:
     """Would `track` succeed now? Which grants would pay how much? Changes nothing."""
     request = _validate(tracked_id, value, access_source_id, None)
-    now = ctx.now()
     with ctx.db.read() as conn:
         app = ctx.require_app(conn, app_id)
+        now = ctx.now_for(app)
         customer = repo.find_customer(
             conn, app.id, customer_id=ref.customer_id, external_id=ref.external_id
         )
         if customer is None:
             raise RevenipeError(ErrorCode.CUSTOMER_NOT_FOUND, "no such customer in this app")
+        due = customer.due_at is not None and customer.due_at <= now
+    if due:
+        customers.catch_up(ctx, app.id, customer.id)
+    with ctx.db.read() as conn:
+        app = ctx.require_app(conn, app_id)
+        now = ctx.now_for(app)
         evaluation = _evaluate(conn, ctx.catalog(conn, app), customer.id, request, now)
     decision = evaluation.decision
     by_id = {g.id: g for g in evaluation.settled}
@@ -385,15 +396,17 @@ def reverse(
             idempotency_key, field="idempotency_key", max_length=MAX_IDEMPOTENCY_KEY_LENGTH
         )
     event_id = require_text(usage_event_id, field="usage_event_id", max_length=64)
-    now = ctx.now()
     with ctx.db.write() as conn:
         app = ctx.require_app(conn, app_id)
+        now = ctx.now_for(app)
         event = repo.find_usage_event(conn, app.id, event_id=event_id)
         if event is None:
             raise RevenipeError(
                 ErrorCode.USAGE_EVENT_NOT_FOUND, f"no usage event {event_id!r} in this app"
             )
-        repo.find_customer(conn, app.id, customer_id=event.customer_id, lock=True)
+        locked_customer(
+            ctx, conn, app, CustomerRef(customer_id=event.customer_id), create=False, now=now
+        )
         # Re-read under the customer lock: a concurrent reversal may have committed.
         event = repo.find_usage_event(conn, app.id, event_id=event_id)
         assert event is not None

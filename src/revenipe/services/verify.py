@@ -87,8 +87,10 @@ def verify(ctx: ServiceContext, app_id: str | None = None) -> VerifyReport:
                 )
             if grant.balance < 0:
                 report.problems.append(f"grants.id={grant.id}: balance below zero")
-            if grant.status == "expired" and grant.balance != 0:
-                report.problems.append(f"grants.id={grant.id}: expired but holds {grant.balance}")
+            if grant.status in ("expired", "revoked") and grant.balance != 0:
+                report.problems.append(
+                    f"grants.id={grant.id}: {grant.status} but holds {grant.balance}"
+                )
 
         reversal_rows = list(conn.execute(scoped(reversals, select(reversals))))
         reversed_by_event: dict[str, int] = defaultdict(int)

@@ -43,9 +43,13 @@ from revenipe.storage.schema import (
     customers,
     grants,
     ledger_entries,
+    provider_customers,
+    provider_settings,
+    purchase_attempts,
     reversals,
     secret_keys,
     usage_events,
+    webhook_events,
 )
 
 # --- apps and keys ---------------------------------------------------------------
@@ -59,6 +63,10 @@ class AppRow:
     token_signing_secret: str
     catalog_version: int
     created_at: datetime
+    sandbox: bool = False
+    """A sandbox app sells through the built-in sandbox provider and has a test clock."""
+    clock_offset_seconds: int = 0
+    """How far the app's test clock is ahead of the server's (sandbox apps only)."""
 
 
 def insert_app(conn: Connection, app: AppRow) -> None:
@@ -76,6 +84,14 @@ def list_apps(conn: Connection) -> list[AppRow]:
 
 def set_app_fields(conn: Connection, app_id: str, **values: Any) -> None:
     conn.execute(update(apps).where(apps.c.id == app_id).values(**values))
+
+
+def advance_app_clock(conn: Connection, app_id: str, seconds: int) -> None:
+    conn.execute(
+        update(apps)
+        .where(apps.c.id == app_id)
+        .values(clock_offset_seconds=apps.c.clock_offset_seconds + seconds)
+    )
 
 
 def insert_secret_key(
@@ -158,6 +174,9 @@ class CustomerRow:
     external_id: str
     anonymous: bool
     created_at: datetime
+    due_at: datetime | None = None
+    """The next instant one of its access sources changes by itself (sandbox renewals,
+    scheduled plan changes): operations catch the customer up first when it has passed."""
 
 
 def insert_customer_if_new(conn: Connection, customer: CustomerRow) -> bool:
@@ -218,6 +237,19 @@ class SourceRow:
     cancel_at_period_end: bool
     canceled_at: datetime | None
     created_at: datetime
+    provider_ref: str | None = None
+    """The provider's id for it (Stripe subscription or payment, store transaction)."""
+    trial_end: datetime | None = None
+    ended_at: datetime | None = None
+    billing_anchor: datetime | None = None
+    billing_interval: str | None = None
+    payment_method_attached: bool = False
+    pending_change: str | None = None
+    """JSON of the engine's `PendingChange`, or None."""
+    due_at: datetime | None = None
+    provider_state_at: datetime | None = None
+    """When the provider's state last applied was current (orders provider events)."""
+    updated_at: datetime | None = None
 
 
 def insert_source(conn: Connection, source: SourceRow) -> None:
@@ -231,6 +263,45 @@ def get_source(conn: Connection, customer_id: str, source_id: str) -> SourceRow 
         )
     ).first()
     return SourceRow(**row._mapping) if row else None
+
+
+def find_source_by_ref(
+    conn: Connection, app_id: str, provider: str, provider_ref: str
+) -> SourceRow | None:
+    row = conn.execute(
+        select(access_sources).where(
+            access_sources.c.app_id == app_id,
+            access_sources.c.provider == provider,
+            access_sources.c.provider_ref == provider_ref,
+        )
+    ).first()
+    return SourceRow(**row._mapping) if row else None
+
+
+def update_source(conn: Connection, source: SourceRow) -> None:
+    """Write every field of `source` (an access source's state changes as a whole)."""
+    values = _fields(source)
+    del values["id"]
+    conn.execute(update(access_sources).where(access_sources.c.id == source.id).values(**values))
+
+
+def sources_due(conn: Connection, customer_id: str, now: datetime) -> list[SourceRow]:
+    rows = conn.execute(
+        select(access_sources)
+        .where(access_sources.c.customer_id == customer_id, access_sources.c.due_at <= now)
+        .order_by(access_sources.c.due_at, access_sources.c.id)
+    )
+    return [SourceRow(**r._mapping) for r in rows]
+
+
+def refresh_customer_due(conn: Connection, customer_id: str) -> None:
+    """Set the customer's `due_at` to the soonest `due_at` of its sources."""
+    soonest = (
+        select(func.min(access_sources.c.due_at))
+        .where(access_sources.c.customer_id == customer_id)
+        .scalar_subquery()
+    )
+    conn.execute(update(customers).where(customers.c.id == customer_id).values(due_at=soonest))
 
 
 def list_sources(conn: Connection, customer_id: str) -> list[SourceRow]:
@@ -251,6 +322,11 @@ class GrantRow:
 
     grant: Grant
     entitlement_type: str
+    term_expires_at: datetime | None = None
+    """The grant's own expiry (its product's `expires_after`); `grant.expires_at` is the
+    sooner of that and the end of its source's access."""
+    follows_period: bool = False
+    """Resets with its subscription's billing period (`reset: period`)."""
 
 
 def insert_grant(conn: Connection, app_id: str, customer_id: str, row: GrantRow) -> None:
@@ -274,6 +350,8 @@ def insert_grant(conn: Connection, app_id: str, customer_id: str, row: GrantRow)
             rollover_max=g.reset.rollover.max if g.reset else 0,
             status=g.status.value,
             created_at=g.created_at,
+            term_expires_at=row.term_expires_at,
+            follows_period=row.follows_period,
         )
     )
 
@@ -297,7 +375,7 @@ def _grant_from_row(r: Any) -> GrantRow:
         reset=reset,
         status=GrantStatus(r.status),
     )
-    return GrantRow(grant, r.entitlement_type)
+    return GrantRow(grant, r.entitlement_type, r.term_expires_at, r.follows_period)
 
 
 _GRANT_COLUMNS = (
@@ -369,6 +447,34 @@ def _sql(text: str) -> Sql:
 def grants_by_id(conn: Connection, grant_ids: Iterable[str]) -> dict[str, GrantRow]:
     rows = conn.execute(select(grants).where(grants.c.id.in_(list(grant_ids))))
     return {r.id: _grant_from_row(r) for r in rows}
+
+
+def grants_of_source(conn: Connection, source_id: str) -> list[GrantRow]:
+    """Every grant an access source gave, whatever its status, oldest first."""
+    rows = conn.execute(
+        select(grants)
+        .where(grants.c.source_id == source_id)
+        .order_by(grants.c.created_at, grants.c.id)
+    )
+    return [_grant_from_row(r) for r in rows]
+
+
+def save_grant_terms(conn: Connection, rows: Sequence[GrantRow]) -> None:
+    """Write grants whose expiry or reset anchor changed along with their balance."""
+    for row in rows:
+        g = row.grant
+        conn.execute(
+            update(grants)
+            .where(grants.c.id == g.id)
+            .values(
+                balance=g.balance,
+                period_start=g.period_start,
+                status=g.status.value,
+                expires_at=g.expires_at,
+                reset_anchor=g.reset.anchor if g.reset else None,
+                term_expires_at=row.term_expires_at,
+            )
+        )
 
 
 def has_any_grant(
@@ -464,6 +570,17 @@ def ledger_page(
     return [dict(r._mapping) for r in rows]
 
 
+def last_entry(conn: Connection, grant_id: str, kind: EntryKind) -> int | None:
+    """The amount of the grant's latest entry of `kind`, or None if it has none."""
+    row = conn.execute(
+        select(ledger_entries.c.amount)
+        .where(ledger_entries.c.grant_id == grant_id, ledger_entries.c.kind == kind.value)
+        .order_by(ledger_entries.c.id.desc())
+        .limit(1)
+    ).first()
+    return int(row.amount) if row else None
+
+
 def consumption_of_event(conn: Connection, usage_event_id: str) -> list[tuple[str, int]]:
     """(grant id, units consumed) of one usage event, in the order they were drawn."""
     rows = conn.execute(
@@ -544,11 +661,14 @@ class TrackLock:
     customer_id: str
     catalog_version: int
     previous: UsageEventRow | None
+    clock_offset_seconds: int = 0
+    due_at: datetime | None = None
 
 
 _LOCK_FOR_TRACK = """
     SELECT c.id, a.catalog_version, u.id, u.tracked_id, u.access_source_id, u.requested,
-           u.consumed, u.reversed, u.remaining, u.success, u.error, u.created_at
+           u.consumed, u.reversed, u.remaining, u.success, u.error, u.created_at,
+           a.clock_offset_seconds, c.due_at
     FROM customers c JOIN apps a ON a.id = c.app_id
     LEFT JOIN usage_events u ON u.customer_id = c.id AND u.idempotency_key = %(key)s
     WHERE c.app_id = %(app_id)s AND c.{column} = %(customer)s
@@ -596,7 +716,13 @@ def lock_for_track(
             idempotency_key=idempotency_key,
             created_at=_time(r[11]),
         )
-    return TrackLock(customer_id=r[0], catalog_version=r[1], previous=previous)
+    return TrackLock(
+        customer_id=r[0],
+        catalog_version=r[1],
+        previous=previous,
+        clock_offset_seconds=r[12],
+        due_at=time_out(r[13]),
+    )
 
 
 def find_usage_event(
@@ -683,6 +809,182 @@ def find_reversal(conn: Connection, event_id: str, idempotency_key: str) -> Row[
             reversals.c.usage_event_id == event_id, reversals.c.idempotency_key == idempotency_key
         )
     ).first()
+
+
+# --- purchases, providers, webhooks ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseAttemptRow:
+    """A purchase begun and not necessarily finished: a checkout session, a payment or
+    setup intent (the sandbox's own, or a record of the provider's)."""
+
+    id: str
+    app_id: str
+    customer_id: str
+    provider: str
+    product_id: str | None
+    kind: str
+    """payment (a one-time product), subscription, or setup (a payment method)."""
+    method: str
+    status: str
+    client_secret_hash: str | None
+    source_id: str | None
+    success_url: str | None
+    cancel_url: str | None
+    trial: bool
+    details: str | None
+    created_at: datetime
+    expires_at: datetime
+    completed_at: datetime | None = None
+
+
+def insert_purchase_attempt(conn: Connection, attempt: PurchaseAttemptRow) -> None:
+    conn.execute(insert(purchase_attempts).values(**_fields(attempt)))
+
+
+def get_purchase_attempt(
+    conn: Connection, attempt_id: str, *, app_id: str | None = None
+) -> PurchaseAttemptRow | None:
+    query = select(purchase_attempts).where(purchase_attempts.c.id == attempt_id)
+    if app_id is not None:
+        query = query.where(purchase_attempts.c.app_id == app_id)
+    row = conn.execute(query).first()
+    return PurchaseAttemptRow(**row._mapping) if row else None
+
+
+def finish_purchase_attempt(
+    conn: Connection, attempt_id: str, status: str, now: datetime, source_id: str | None
+) -> bool:
+    """Close an open attempt; False if it was not open any more (someone else did)."""
+    result = conn.execute(
+        update(purchase_attempts)
+        .where(purchase_attempts.c.id == attempt_id, purchase_attempts.c.status == "open")
+        .values(status=status, completed_at=now, source_id=source_id)
+    )
+    return bool(result.rowcount)
+
+
+def get_provider_settings(conn: Connection, app_id: str, provider: str) -> str | None:
+    row = conn.execute(
+        select(provider_settings.c.settings).where(
+            provider_settings.c.app_id == app_id, provider_settings.c.provider == provider
+        )
+    ).first()
+    return str(row.settings) if row else None
+
+
+def put_provider_settings(
+    conn: Connection, app_id: str, provider: str, settings: str, now: datetime
+) -> None:
+    existing = get_provider_settings(conn, app_id, provider)
+    if existing is None:
+        conn.execute(
+            insert(provider_settings).values(
+                app_id=app_id, provider=provider, settings=settings, updated_at=now
+            )
+        )
+    else:
+        conn.execute(
+            update(provider_settings)
+            .where(provider_settings.c.app_id == app_id, provider_settings.c.provider == provider)
+            .values(settings=settings, updated_at=now)
+        )
+
+
+def provider_customer_id(
+    conn: Connection, app_id: str, provider: str, customer_id: str
+) -> str | None:
+    row = conn.execute(
+        select(provider_customers.c.provider_customer_id).where(
+            provider_customers.c.app_id == app_id,
+            provider_customers.c.provider == provider,
+            provider_customers.c.customer_id == customer_id,
+        )
+    ).first()
+    return str(row.provider_customer_id) if row else None
+
+
+def customer_for_provider_id(
+    conn: Connection, app_id: str, provider: str, provider_customer_id: str
+) -> str | None:
+    row = conn.execute(
+        select(provider_customers.c.customer_id).where(
+            provider_customers.c.app_id == app_id,
+            provider_customers.c.provider == provider,
+            provider_customers.c.provider_customer_id == provider_customer_id,
+        )
+    ).first()
+    return str(row.customer_id) if row else None
+
+
+def link_provider_customer(
+    conn: Connection,
+    app_id: str,
+    provider: str,
+    customer_id: str,
+    provider_customer_id: str,
+    now: datetime,
+) -> None:
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(
+        dialect_insert(provider_customers)
+        .values(
+            app_id=app_id,
+            provider=provider,
+            customer_id=customer_id,
+            provider_customer_id=provider_customer_id,
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+def record_webhook_event(
+    conn: Connection,
+    app_id: str,
+    provider: str,
+    event_id: str,
+    event_type: str,
+    outcome: str,
+    detail: str | None,
+    now: datetime,
+) -> bool:
+    """Remember a provider event; False if it was recorded before (apply it only once).
+
+    Called in the transaction that applies the event, so the event and its effects
+    commit together or not at all.
+    """
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    result = conn.execute(
+        dialect_insert(webhook_events)
+        .values(
+            app_id=app_id,
+            provider=provider,
+            event_id=event_id,
+            type=event_type,
+            outcome=outcome,
+            detail=detail,
+            received_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(webhook_events.c.event_id)
+    )
+    return result.first() is not None
+
+
+def set_webhook_outcome(
+    conn: Connection, app_id: str, provider: str, event_id: str, outcome: str, detail: str | None
+) -> None:
+    conn.execute(
+        update(webhook_events)
+        .where(
+            webhook_events.c.app_id == app_id,
+            webhook_events.c.provider == provider,
+            webhook_events.c.event_id == event_id,
+        )
+        .values(outcome=outcome, detail=detail)
+    )
 
 
 def _fields(row: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.sql.expression import false
 from sqlalchemy.types import TypeDecorator
 
 
@@ -73,6 +74,8 @@ apps = Table(
     Column("token_signing_secret", String(128), nullable=False),
     Column("catalog_version", Integer, nullable=False),
     Column("created_at", Time, nullable=False),
+    Column("sandbox", Boolean, nullable=False, server_default=false()),
+    Column("clock_offset_seconds", BigInteger, nullable=False, server_default="0"),
 )
 
 secret_keys = Table(
@@ -103,6 +106,7 @@ customers = Table(
     Column("external_id", String(256), nullable=False),
     Column("anonymous", Boolean, nullable=False),
     Column("created_at", Time, nullable=False),
+    Column("due_at", Time),
     UniqueConstraint("app_id", "external_id"),
 )
 
@@ -123,7 +127,18 @@ access_sources = Table(
     Column("cancel_at_period_end", Boolean, nullable=False),
     Column("canceled_at", Time),
     Column("created_at", Time, nullable=False),
+    Column("provider_ref", String(255)),
+    Column("trial_end", Time),
+    Column("ended_at", Time),
+    Column("billing_anchor", Time),
+    Column("billing_interval", String(8)),
+    Column("payment_method_attached", Boolean, nullable=False, server_default=false()),
+    Column("pending_change", Text),
+    Column("due_at", Time),
+    Column("provider_state_at", Time),
+    Column("updated_at", Time),
     Index("ix_access_sources_customer", "customer_id"),
+    UniqueConstraint("app_id", "provider", "provider_ref", name="uq_access_sources_provider_ref"),
 )
 
 grants = Table(
@@ -146,6 +161,8 @@ grants = Table(
     Column("rollover_max", BigInteger, nullable=False),
     Column("status", String(16), nullable=False),
     Column("created_at", Time, nullable=False),
+    Column("term_expires_at", Time),
+    Column("follows_period", Boolean, nullable=False, server_default=false()),
     CheckConstraint("balance >= 0", name="ck_grants_balance_not_negative"),
     Index("ix_grants_customer_entitlement", "customer_id", "entitlement_id", "status"),
 )
@@ -201,4 +218,61 @@ ledger_entries = Table(
     Index("ix_ledger_entries_grant", "grant_id"),
     Index("ix_ledger_entries_usage_event", "usage_event_id"),
     Index("ix_ledger_entries_customer", "customer_id", "id"),
+)
+
+purchase_attempts = Table(
+    "purchase_attempts",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("provider", String(16), nullable=False),
+    Column("product_id", String(64)),
+    Column("kind", String(16), nullable=False),
+    Column("method", String(24), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("client_secret_hash", String(64)),
+    Column("source_id", Id),
+    Column("success_url", Text),
+    Column("cancel_url", Text),
+    Column("trial", Boolean, nullable=False, server_default=false()),
+    Column("details", Text),
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False),
+    Column("completed_at", Time),
+    Index("ix_purchase_attempts_customer", "customer_id"),
+)
+
+provider_settings = Table(
+    "provider_settings",
+    metadata,
+    Column("app_id", Id, ForeignKey("apps.id"), primary_key=True),
+    Column("provider", String(16), primary_key=True),
+    Column("settings", Text, nullable=False),
+    Column("updated_at", Time, nullable=False),
+)
+
+provider_customers = Table(
+    "provider_customers",
+    metadata,
+    Column("app_id", Id, ForeignKey("apps.id"), primary_key=True),
+    Column("provider", String(16), primary_key=True),
+    Column("customer_id", Id, ForeignKey("customers.id"), primary_key=True),
+    Column("provider_customer_id", String(255), nullable=False),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint(
+        "app_id", "provider", "provider_customer_id", name="uq_provider_customers_ref"
+    ),
+)
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("app_id", Id, ForeignKey("apps.id"), primary_key=True),
+    Column("provider", String(16), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("type", String(128), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text),
+    Column("received_at", Time, nullable=False),
 )
