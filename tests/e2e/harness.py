@@ -48,6 +48,16 @@ E2E_CATALOG = (
       - entitlement: bonus_credits
         amount: 5
         reset: period
+  - id: trial_plan
+    name: Trial plan
+    type: subscription
+    recurring_interval: month
+    price: 800
+    trial: P7D
+    grants:
+      - entitlement: monthly_credits
+        amount: 200
+        reset: period
 """
 )
 

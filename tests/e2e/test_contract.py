@@ -288,6 +288,88 @@ class Decoder:
         self.string(e, "name", path)
         self.string(e, "description", path, NOT_NULLABLE_DESCRIPTION)
 
+    # -- purchases -------------------------------------------------------------------
+
+    def nested(
+        self,
+        obj: dict[str, Any],
+        key: str,
+        path: str,
+        item: Callable[[dict[str, Any], str], None],
+    ) -> bool:
+        """An optional object member: absent, or an object of the given shape."""
+        if key not in obj:
+            return False
+        value = obj[key]
+        if type(value) is not dict:
+            self.fail(f"{path}.{key}", f"expected an object, got {value!r}")
+            return False
+        item(value, f"{path}.{key}")
+        self.seen[key] = self.seen.get(key, 0) + 1
+        return True
+
+    def start_purchase(self, data: dict[str, Any], path: str = "StartPurchase") -> None:
+        for key in ("purchase_method", "product_id", "product_type"):
+            self.string(data, key, path)
+        present = [
+            self.nested(data, "checkout", path, self.checkout),
+            self.nested(data, "payment_sheet", path, self.payment_sheet),
+            self.nested(data, "setup", path, self.setup),
+            self.nested(data, "subscription", path, self.direct_subscription),
+        ]
+        if sum(present) > 1:
+            self.fail(path, "more than one of checkout, payment_sheet, setup, subscription")
+
+    def checkout(self, c: dict[str, Any], path: str) -> None:
+        self.string(c, "session_id", path)
+        self.string(c, "checkout_url", path)
+
+    def payment_sheet(self, p: dict[str, Any], path: str) -> None:
+        self.string(p, "customer_id", path)
+        self.string(p, "customer_ephemeral_key_secret", path)
+        for key in (
+            "payment_intent_client_secret",
+            "subscription_id",
+            "setup_intent_client_secret",
+        ):
+            self.opt_string(p, key, path)
+
+    def setup(self, s: dict[str, Any], path: str) -> None:
+        for key in (
+            "customer_id",
+            "ephemeral_key",
+            "setup_intent_id",
+            "setup_intent_client_secret",
+        ):
+            self.string(s, key, path)
+
+    def direct_subscription(self, s: dict[str, Any], path: str) -> None:
+        self.string(s, "subscription_id", path)
+        self.string(s, "status", path)
+        self.timestamp(s, "trial_end", path, required=False)
+
+    def cancel(self, c: dict[str, Any], path: str = "Cancel") -> None:
+        self.boolean(c, "success", path)
+        self.string(c, "status", path)
+        self.boolean(c, "will_cancel_at_period_end", path)
+        self.timestamp(c, "cancels_at", path, required=False)
+        self.opt_string(c, "message", path)
+
+    def uncancel(self, u: dict[str, Any], path: str = "Uncancel") -> None:
+        self.boolean(u, "success", path)
+
+    def change_plan(self, c: dict[str, Any], path: str = "ChangePlan") -> None:
+        self.boolean(c, "success", path)
+        for key in ("change_type", "billing_mode", "status"):
+            self.string(c, key, path)
+        self.timestamp(c, "effective_at", path, required=True)
+        self.opt_string(c, "message", path)
+
+    def attach(self, a: dict[str, Any], path: str = "AttachPaymentMethod") -> None:
+        self.string(a, "mode", path)
+        self.nested(a, "checkout", path, self.checkout)
+        self.nested(a, "payment_sheet", path, self.payment_sheet)
+
     def error(self, response: httpx.Response, what: str) -> None:
         """A non-2xx answer: a JSON object with a string `message` (and `code`)."""
         path = f"error {what} [{response.status_code}]"
@@ -650,3 +732,103 @@ def test_the_decoder_itself_rejects_bad_timestamps() -> None:
     decoder.timestamp({"t": "2026-11-25T10:00:00.123456+00:00"}, "t", "x", required=True)
     decoder.timestamp({"t": None}, "t", "x", required=False)
     assert len(decoder.problems) == 4, decoder.problems
+
+
+def test_purchase_answers_decode_strictly(servers: Servers) -> None:
+    """Every purchase endpoint's answer, from a sandbox server, in the protocol's shapes."""
+    server = servers.start(sandbox=True)
+    decoder = Decoder()
+    minted = mint_token(server, "contract-buyer")
+    client_id = minted["client_id"]
+    start = "/v1/customer/purchase/start_purchase"
+    with server.client(minted["token"]) as http:
+
+        def started(what: str, **body: Any) -> Any:
+            answer = _expect(
+                decoder, http.post(start, json={"customer_id": client_id, **body}), 200, what
+            )
+            if answer is not None:
+                decoder.start_purchase(answer, what)
+            return answer
+
+        started("StartPurchase checkout", product_id="pack_50", purchase_method="hosted_checkout")
+        sheet = started(
+            "StartPurchase payment sheet", product_id="pack_50", purchase_method="payment_sheet"
+        )
+        setup = started(
+            "StartPurchase trial setup",
+            product_id="trial_plan",
+            purchase_method="payment_sheet",
+            trial_payment_method_behavior="setup_intent",
+        )
+        assert sheet and "payment_sheet" in sheet and setup and "setup" in setup
+        direct = started(
+            "StartPurchase direct trial",
+            product_id="trial_plan",
+            purchase_method="payment_sheet",
+            trial_payment_method_behavior="direct",
+        )
+        assert direct and direct["subscription"]["status"] == "trialing", direct
+        source = direct["subscription"]["subscription_id"]
+        attach = _expect(
+            decoder,
+            http.post(
+                "/v1/customer/purchase/subscriptions/attach/payment_method",
+                json={"client_id": client_id, "access_source_id": source, "mode": "payment_sheet"},
+            ),
+            200,
+            "AttachPaymentMethod",
+        )
+        if attach is not None:
+            decoder.attach(attach)
+        change = _expect(
+            decoder,
+            http.post(
+                "/v1/customer/purchase/subscription/change_plan",
+                json={"client_id": client_id, "source_id": source, "new_product_id": "pro"},
+            ),
+            200,
+            "ChangePlan",
+        )
+        if change is not None:
+            decoder.change_plan(change)
+        cancel = _expect(
+            decoder,
+            http.post(
+                "/v1/customer/purchase/subscription/cancel",
+                json={"client_id": client_id, "source_id": source, "cancel_mode": "period_end"},
+            ),
+            200,
+            "Cancel",
+        )
+        if cancel is not None:
+            decoder.cancel(cancel)
+        refreshed = _expect(
+            decoder,
+            http.post("/v1/customer/refresh_entitlements", json={"client_id": client_id}),
+            200,
+            "Refresh (subscribed)",
+        )
+        if refreshed is not None:
+            decoder.refresh(refreshed, "Refresh (subscribed)")
+        uncancel = _expect(
+            decoder,
+            http.post(
+                "/v1/customer/purchase/subscription/uncancel",
+                json={"client_id": client_id, "source_id": source},
+            ),
+            200,
+            "Uncancel",
+        )
+        if uncancel is not None:
+            decoder.uncancel(uncancel)
+        for what, body in (
+            ("unknown product", {"product_id": "nope", "purchase_method": "hosted_checkout"}),
+            ("already subscribed", {"product_id": "pro", "purchase_method": "hosted_checkout"}),
+        ):
+            response = http.post(start, json={"customer_id": client_id, **body})
+            decoder.error(response, what)
+    for kind in ("checkout", "payment_sheet", "setup", "subscription"):
+        assert decoder.seen.get(kind, 0) > 0, f"no {kind} was decoded: {decoder.seen}"
+    assert decoder.seen.get("subscriptions", 0) > 0
+    assert not decoder.problems, "purchase contract deviations:\n" + "\n".join(decoder.problems)

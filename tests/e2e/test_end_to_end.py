@@ -28,7 +28,7 @@ from revenipe.wire import customer_to_wire
 
 from support import assert_verified
 
-PRODUCT_IDS = {"free", "pro", "pack_50", "welcome", "boost"}
+PRODUCT_IDS = {"free", "pro", "pack_50", "welcome", "boost", "trial_plan"}
 
 
 def test_seed_example_through_sdk_and_raw_http(servers: Servers) -> None:

@@ -209,6 +209,14 @@ CALLS: list[tuple[str, Callable[[Any], Any], str, str, Any]] = [
         "/v1/catalog/validate",
         {"entitlements": []},
     ),
+    ("sandbox_clock", lambda c: c.sandbox_clock(), "GET", "/v1/sandbox/clock", None),
+    (
+        "advance_sandbox_clock",
+        lambda c: c.advance_sandbox_clock(days=31, hours=2),
+        "POST",
+        "/v1/sandbox/clock/advance",
+        {"days": 31, "hours": 2, "seconds": 0},
+    ),
     (
         "request",
         lambda c: c.request("GET", "v1/ledger", params={"customer": "u1"}),
@@ -280,6 +288,13 @@ def test_track_carries_an_idempotency_key_reused_on_retries(api: Api) -> None:
     assert keys[3] == "job-9"
 
 
+def test_moving_the_clock_is_not_resent_once_it_may_have_arrived(api: Api) -> None:
+    api.recorder.replies.append(httpx.ReadTimeout)
+    with pytest.raises(TransportError):
+        api.run(api.client.advance_sandbox_clock(days=1))
+    assert len(api.recorder.requests) == 1
+
+
 def test_grants_are_not_resent_once_they_may_have_arrived(api: Api) -> None:
     api.recorder.replies.append(httpx.ReadTimeout)
     with pytest.raises(TransportError):
@@ -323,6 +338,9 @@ def test_errors_are_the_sdk_errors(api: Api) -> None:
         lambda c: c.list_usage_events(limit=0),
         lambda c: c.request("GET", "/v1/catalog"),
         lambda c: c.request("DELETE", "v1/catalog"),
+        lambda c: c.advance_sandbox_clock(),
+        lambda c: c.advance_sandbox_clock(days=-1),
+        lambda c: c.advance_sandbox_clock(hours=1.5),
     ],
 )
 def test_bad_arguments_are_refused_before_any_request(api: Api, call: Callable[[Any], Any]) -> None:
