@@ -442,3 +442,36 @@ def test_granted_sources_cannot_be_canceled_by_the_customer(world: World) -> Non
     assert_error(
         call(world, CHANGE, source_id=free, new_product_id="pro"), 409, "source_not_manageable"
     )
+
+
+def test_new_plan_terms_reach_subscribers_at_their_renewal(world: World) -> None:
+    source = subscribe(world.http, world.a, "alice", "pro")
+    track(world, 100)  # pro's, which expire soonest: 900 left
+    catalog = ok(world.http.get("/v1/catalog", headers=world.a.api()))["catalog"]
+    (pro,) = (p for p in catalog["products"] if p["id"] == "pro")
+    pro["grants"][0]["amount"] = 2000
+    ok(world.http.put("/v1/catalog", json=catalog, headers=world.a.api()))
+    assert credits(world) == 160 + 900, "nothing changes in the middle of a paid period"
+    advance(world, world.a, days=29)
+    sub = subscription(world, source)
+    assert sub is not None and sub["product_id"] == "pro"
+    # The new terms from the renewal on: 2000 (what the old grant had left ended with
+    # its terms; nothing is carried into the new ones).
+    assert credits(world) == 160 + 2000
+    advance(world, world.a, days=31)
+    # They renew as the new terms say: 2000, plus 500 of the unused 2000 carried over.
+    assert credits(world) == 110 + 2000 + 500
+    assert_verified(world.backend)
+
+
+def test_a_product_with_live_subscriptions_cannot_leave_the_catalog(world: World) -> None:
+    subscribe(world.http, world.a, "alice", "pro")
+    catalog = ok(world.http.get("/v1/catalog", headers=world.a.api()))["catalog"]
+    catalog["products"] = [p for p in catalog["products"] if p["id"] != "pro"]
+    response = world.http.put("/v1/catalog", json=catalog, headers=world.a.api())
+    body = assert_error(response, 409, "catalog_conflict")
+    assert "'pro'" in body["message"]
+    # Another app's subscriptions do not hold this app's catalog back.
+    other = ok(world.http.get("/v1/catalog", headers=world.b.api()))["catalog"]
+    other["products"] = [p for p in other["products"] if p["id"] != "pro"]
+    ok(world.http.put("/v1/catalog", json=other, headers=world.b.api()))

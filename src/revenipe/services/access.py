@@ -22,7 +22,7 @@ from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, EntitlementType, Product, ResetKind
 from revenipe.engine import subscriptions as lifecycle
-from revenipe.engine.errors import InvariantViolation
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.engine.grants import (
     EntryKind,
     Grant,
@@ -370,6 +370,15 @@ def update_subscription(
     changes = list(product_changes or ())
     if not changes and sub.product_id != before.product_id:
         changes = [ProductChange(now, before.product_id, sub.product_id)]
+    if (
+        not changes
+        and sub.period_start > before.period_start
+        and _terms_changed(conn, catalog, source, sub.product_id)
+    ):
+        # A new catalog version changed what this plan grants: existing subscribers get
+        # the new terms from the renewal on, never in the middle of a paid period
+        # (docs/adr/0004).
+        changes = [ProductChange(sub.period_start, sub.product_id, sub.product_id)]
     restart_at: datetime | None = None
     if not before.is_live and sub.is_live and sub.period_start > before.access_ends_at:
         restart_at = sub.period_start
@@ -388,6 +397,64 @@ def update_subscription(
     return updated
 
 
+def _terms(
+    entitlement_id: str,
+    amount: int,
+    priority: int,
+    reset: ResetRule | None,
+    follows_period: bool,
+    expiry: datetime | None,
+) -> tuple[object, ...]:
+    rule = (reset.interval.value, reset.rollover.min, reset.rollover.max) if reset else None
+    return (entitlement_id, amount, priority, rule, follows_period, expiry)
+
+
+def _terms_changed(
+    conn: Connection, catalog: Catalog, source: repo.SourceRow, product_id: str
+) -> bool:
+    """Whether the grants the source's product gives now differ from those it holds."""
+    product = catalog.products_by_id.get(product_id)
+    rows = repo.grants_of_source(conn, source.id)
+    if product is None or not rows:
+        return False
+    start = max(row.grant.created_at for row in rows)
+    held = [
+        _terms(
+            row.grant.entitlement_id,
+            row.grant.amount,
+            row.grant.priority,
+            row.grant.reset,
+            row.follows_period,
+            row.term_expires_at,
+        )
+        for row in rows
+        if row.grant.created_at == start
+    ]
+    offered = []
+    for spec in product.grants:
+        reset = None
+        if spec.reset is not ResetKind.NEVER:
+            interval = (
+                product.recurring_interval
+                if spec.reset is ResetKind.PERIOD
+                else Interval(spec.reset.value)
+            )
+            assert interval is not None
+            reset = ResetRule(interval, start, spec.rollover)
+        expiry = spec.expires_after.after(start) if spec.expires_after else None
+        offered.append(
+            _terms(
+                spec.entitlement_id,
+                spec.amount or 0,
+                spec.priority,
+                reset,
+                spec.reset is ResetKind.PERIOD,
+                expiry,
+            )
+        )
+    return sorted(held, key=repr) != sorted(offered, key=repr)
+
+
 def _grant_current(
     conn: Connection,
     catalog: Catalog,
@@ -398,8 +465,15 @@ def _grant_current(
     now: datetime,
 ) -> None:
     product = catalog.products_by_id.get(product_id)
-    if product is None:
-        raise InvariantViolation(f"product {product_id!r} left the catalog of a subscription")
+    if product is None or product.recurring_interval is None:
+        # Applying a catalog refuses this for live subscriptions; a provider may still
+        # report a product the catalog never had.
+        raise RevenipeError(
+            ErrorCode.PRODUCT_NOT_FOUND,
+            f"subscription {source.id} moves to product {product_id!r}, which is not a "
+            "recurring product of the app's catalog",
+            field="product_id",
+        )
     grant_product(
         conn,
         source.app_id,

@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog
 from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.subscriptions import LIVE_STATUSES
 from revenipe.services.context import ServiceContext
 from revenipe.storage import repository as repo
 
@@ -67,6 +68,17 @@ def _refuse_breaking_changes(conn: Connection, app_id: str, catalog: Catalog) ->
             problems.append(
                 f"entitlement {entitlement_id!r} is held by customers as "
                 f"{held_type} and cannot become {entitlement.type.value}"
+            )
+    for product_id in sorted(repo.subscribed_products(conn, app_id, sorted(LIVE_STATUSES))):
+        product = catalog.products_by_id.get(product_id)
+        if product is None:
+            problems.append(
+                f"product {product_id!r} has live subscriptions (or a plan change to it is "
+                "pending) and cannot be removed"
+            )
+        elif product.recurring_interval is None:
+            problems.append(
+                f"product {product_id!r} has live subscriptions and must keep a recurring_interval"
             )
     if problems:
         raise RevenipeError(ErrorCode.CATALOG_CONFLICT, "; ".join(problems), field="entitlements")

@@ -7,6 +7,7 @@ serializes them per customer on PostgreSQL (SQLite serializes all writers alread
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -162,6 +163,26 @@ def held_entitlements(conn: Connection, app_id: str) -> dict[str, str]:
         .distinct()
     )
     return {r.entitlement_id: r.entitlement_type for r in rows}
+
+
+def subscribed_products(conn: Connection, app_id: str, live_statuses: Sequence[str]) -> set[str]:
+    """Product ids that live subscriptions hold or will move to (a pending change)."""
+    rows = conn.execute(
+        select(access_sources.c.product_id, access_sources.c.pending_change)
+        .where(
+            access_sources.c.app_id == app_id,
+            access_sources.c.kind == "subscription",
+            access_sources.c.status.in_(list(live_statuses)),
+        )
+        .distinct()
+    )
+    held: set[str] = set()
+    for row in rows:
+        if row.product_id:
+            held.add(row.product_id)
+        if row.pending_change:
+            held.add(json.loads(row.pending_change)["to_product_id"])
+    return held
 
 
 # --- customers ---------------------------------------------------------------------
