@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 from datetime import UTC, datetime, timedelta
 
 import revenipe
@@ -81,3 +82,27 @@ products:
 def assert_verified(backend: revenipe.Backend, app_id: str | None = None) -> None:
     report = backend.verify(app_id)
     assert report.ok, "\n".join(report.problems)
+
+
+# --- the property tests' own time arithmetic (independent of the engine's) ---------
+
+
+def months_later(moment: datetime, months: int) -> datetime:
+    """`moment` plus whole calendar months, the day clamped to the month's last day."""
+    month_index = moment.month - 1 + months
+    year = moment.year + month_index // 12
+    month = month_index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def boundary(anchor: datetime, unit: str, index: int) -> datetime:
+    """Start of period `index`, always counted from the anchor."""
+    if unit == "day":
+        return anchor + timedelta(days=index)
+    if unit == "week":
+        return anchor + timedelta(days=7 * index)
+    if unit == "year":
+        return months_later(anchor, 12 * index)
+    assert unit == "month"
+    return months_later(anchor, index)

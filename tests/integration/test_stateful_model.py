@@ -22,7 +22,6 @@ A failure is shrunk to a short list of steps; shrinking can take a few minutes.
 
 from __future__ import annotations
 
-import calendar
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from hypothesis.stateful import (
 import revenipe
 from revenipe import ErrorCode, RevenipeError
 
-from support import Clock
+from support import Clock, boundary, months_later
 
 MAX_AMOUNT = 2**53 - 1
 EXAMPLES = int(os.environ.get("REVENIPE_STATEFUL_EXAMPLES", "25"))
@@ -191,28 +190,6 @@ PRODUCTS: dict[str, tuple[Spec, ...]] = {
     ),
 }
 DEFAULT_PRODUCTS = ("free",)
-
-# --- the model's own time arithmetic ---------------------------------------------
-
-
-def months_later(moment: datetime, months: int) -> datetime:
-    """`moment` plus whole calendar months, the day clamped to the month's last day."""
-    month_index = moment.month - 1 + months
-    year = moment.year + month_index // 12
-    month = month_index % 12 + 1
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    return moment.replace(year=year, month=month, day=day)
-
-
-def boundary(anchor: datetime, unit: str, index: int) -> datetime:
-    """Start of period `index`, always counted from the anchor."""
-    if unit == "day":
-        return anchor + timedelta(days=index)
-    if unit == "week":
-        return anchor + timedelta(days=7 * index)
-    assert unit == "month"
-    return months_later(anchor, index)
-
 
 FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 

@@ -414,7 +414,13 @@ def _terms_changed(
 ) -> bool:
     """Whether the grants the source's product gives now differ from those it holds."""
     product = catalog.products_by_id.get(product_id)
-    rows = repo.grants_of_source(conn, source.id)
+    # The grants of the source's current terms are the latest it was given; grants that
+    # ended the instant they began (a plan changed twice at once) are not among them.
+    rows = [
+        row
+        for row in repo.grants_of_source(conn, source.id)
+        if row.term_expires_at is None or row.term_expires_at > row.grant.created_at
+    ]
     if product is None or not rows:
         return False
     start = max(row.grant.created_at for row in rows)
