@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy import Connection
+
 from revenipe.catalog import Catalog, Product, ProductType
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.engine.subscriptions import LIVE_STATUSES, CancelMode
@@ -190,7 +192,7 @@ def _provider_named(name: str) -> PurchaseProvider:
     )
 
 
-def seller_of(conn: Any, app: repo.AppRow) -> str:
+def seller_of(conn: Connection, app: repo.AppRow) -> str:
     """The provider an app sells through, or `purchases_not_configured`."""
     if app.sandbox:
         return access.SANDBOX
@@ -265,7 +267,7 @@ def _purchasable(catalog: Catalog, product_id: Any) -> Product:
 
 
 def live_subscription(
-    conn: Any, catalog: Catalog, customer_id: str, product: Product
+    conn: Connection, catalog: Catalog, customer_id: str, product: Product
 ) -> repo.SourceRow | None:
     """The customer's live paid subscription that buying `product` would duplicate: any
     base plan for a subscription product, the same add-on for a recurring add-on."""
@@ -316,7 +318,7 @@ def start_purchase(
     return provider.start(ctx, order)
 
 
-def _customer(conn: Any, app_id: str, customer_id: str) -> repo.CustomerRow:
+def _customer(conn: Connection, app_id: str, customer_id: str) -> repo.CustomerRow:
     customer = repo.find_customer(conn, app_id, customer_id=customer_id)
     if customer is None:
         raise RevenipeError(ErrorCode.CUSTOMER_NOT_FOUND, "no such customer in this app")

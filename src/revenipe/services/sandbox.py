@@ -20,7 +20,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -165,7 +165,7 @@ class SandboxProvider:
                     provider=access.SANDBOX,
                 )
                 direct = DirectSubscription(source.id, sub.status.value, sub.trial_end)
-                return _replace(started, subscription=direct)
+                return replace(started, subscription=direct)
             details = dict(request.extra_params) if request.extra_params else None
             reserved = new_id("src") if order.recurring else None
             if request.purchase_method == "hosted_checkout":
@@ -184,7 +184,7 @@ class SandboxProvider:
                     details=details,
                 )
                 url = _checkout_url(order.public_base_url, attempt.id)
-                return _replace(started, checkout=CheckoutSession(attempt.id, url))
+                return replace(started, checkout=CheckoutSession(attempt.id, url))
             if order.with_trial:
                 # The trial needs a payment method on file, not a payment.
                 attempt = _open_attempt(
@@ -205,14 +205,14 @@ class SandboxProvider:
                     setup = PaymentSetup(
                         customer.id, _ephemeral_key(), attempt.id, attempt.client_secret
                     )
-                    return _replace(started, setup=setup)
+                    return replace(started, setup=setup)
                 sheet = PaymentSheet(
                     customer.id,
                     _ephemeral_key(),
                     subscription_id=reserved,
                     setup_intent_client_secret=attempt.client_secret,
                 )
-                return _replace(started, payment_sheet=sheet)
+                return replace(started, payment_sheet=sheet)
             attempt = _open_attempt(
                 conn,
                 customer,
@@ -231,7 +231,7 @@ class SandboxProvider:
                 payment_intent_client_secret=attempt.client_secret,
                 subscription_id=reserved,
             )
-            return _replace(started, payment_sheet=sheet)
+            return replace(started, payment_sheet=sheet)
 
     def cancel(self, ctx: ServiceContext, held: Held, mode: CancelMode) -> CancelOutcome:
         def cancel(sub: Subscription, now: datetime) -> Subscription:
@@ -325,12 +325,6 @@ class SandboxProvider:
                 customer.id, _ephemeral_key(), setup_intent_client_secret=attempt.client_secret
             )
             return AttachOutcome(mode, payment_sheet=sheet)
-
-
-def _replace(started: StartedPurchase, **values: Any) -> StartedPurchase:
-    from dataclasses import replace
-
-    return replace(started, **values)
 
 
 def _changes(outcomes: list[lifecycle.PlanChangeOutcome]) -> list[lifecycle.ProductChange]:
