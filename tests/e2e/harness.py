@@ -67,6 +67,10 @@ class Server:
     def describe(self) -> str:
         return f"revenipe serve at {self.base_url}, output:\n" + "".join(self.output)
 
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
     def api(self, **kwargs: Any) -> httpx.Client:
         """An httpx client for the server API (secret key)."""
         return httpx.Client(
@@ -137,18 +141,27 @@ class Servers:
         self.database_url = database_url
         self.catalog_file = catalog_file
         self.running: list[Server] = []
+        self.env: dict[str, str] = {}
+        """Extra environment of the servers started from now on (settings, limits)."""
+        self.start_timeout_s = START_TIMEOUT_S
+        """How long a start may take (longer for restarts under heavy load)."""
 
-    def start(self, *, workers: int = 1, reuse: Server | None = None) -> Server:
-        """A new, healthy server process; `reuse` names a running server on the same
-        database whose app (created by its first start) the new one serves too."""
-        server = self.launch(workers=workers, reuse=reuse)
+    def start(
+        self, *, workers: int = 1, reuse: Server | None = None, port: int | None = None
+    ) -> Server:
+        """A new, healthy server process; `reuse` names a server (running, or killed) on
+        the same database whose app (created by its first start) the new one serves too."""
+        server = self.launch(workers=workers, reuse=reuse, port=port)
         self.wait_healthy(server)
         return server
 
-    def launch(self, *, workers: int = 1, reuse: Server | None = None) -> Server:
+    def launch(
+        self, *, workers: int = 1, reuse: Server | None = None, port: int | None = None
+    ) -> Server:
         """Start a server process; without `reuse`, wait only until it has created the
-        app (so that a second process may be launched on the same database at once)."""
-        port = _free_port()
+        app (so that a second process may be launched on the same database at once).
+        `port` reuses a port (a restart after `kill`); by default a free one."""
+        port = port or _free_port()
         command = [
             sys.executable,
             "-m",
@@ -163,7 +176,7 @@ class Servers:
             "--workers",
             str(workers),
         ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("REVENIPE_DATABASE_URL", None)
         process = subprocess.Popen(
             command,
@@ -184,7 +197,7 @@ class Servers:
         if reuse is not None:
             server.app_id, server.secret_key = reuse.app_id, reuse.secret_key
             return server
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             app_id = _value_after(output, "Created app ")
             secret_key = _value_after(output, "secret key (shown once, keep it):")
@@ -197,13 +210,13 @@ class Servers:
             time.sleep(0.05)
         _fail_start(
             server,
-            f"printed no 'Created app' and secret key lines in {START_TIMEOUT_S:.0f} s "
+            f"printed no 'Created app' and secret key lines in {self.start_timeout_s:.0f} s "
             "(was the database empty?)",
         )
 
     def wait_healthy(self, server: Server) -> None:
         """Poll GET /v1/health until 200 (and, with workers, until every worker is up)."""
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout_s
         with httpx.Client(base_url=server.base_url, timeout=1.0, verify=TLS) as probe:
             while time.monotonic() < deadline:
                 if server.process.poll() is not None:
@@ -212,7 +225,7 @@ class Servers:
                 if _healthy(probe) and self._workers_ready(server.process.pid, server.workers):
                     return
                 time.sleep(0.05)
-        _fail_start(server, f"not healthy after {START_TIMEOUT_S:.0f} s")
+        _fail_start(server, f"not healthy after {self.start_timeout_s:.0f} s")
 
     def _workers_ready(self, pid: int, workers: int) -> bool:
         """With `--workers N` on SQLite: N child processes have opened the database file
@@ -229,6 +242,16 @@ class Servers:
                 continue
             opened += database in targets
         return opened >= workers
+
+    def kill(self, server: Server) -> None:
+        """SIGKILL the server and every worker in its process group, as a crash would."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=STOP_TIMEOUT_S)
+        if server in self.running:
+            self.running.remove(server)
+        if server.process.stdout is not None:
+            server.process.stdout.close()
 
     def stop_all(self) -> None:
         for server in reversed(self.running):
