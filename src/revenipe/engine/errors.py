@@ -44,6 +44,9 @@ class ErrorCode(StrEnum):
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     REVERSAL_EXCEEDS_CONSUMED = "reversal_exceeds_consumed"
     DATABASE_BUSY = "database_busy"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    """The database could not be reached or dropped the connection; the operation was
+    rolled back or its outcome is unknown: retry (with the same idempotency key)."""
 
 
 class RevenipeError(Exception):
