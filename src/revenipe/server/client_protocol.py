@@ -30,6 +30,8 @@ ANONYMOUS_ID = re.compile(r"^[0-9a-f]{32}$")
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": schemas.ErrorOut} for status in (400, 401, 403, 404, 409, 413, 429, 503)
 }
+# Until purchases are built, their endpoints answer 501 `purchases_unavailable`.
+NOT_YET: dict[int | str, dict[str, Any]] = {501: {"model": schemas.ErrorOut}}
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
@@ -130,25 +132,38 @@ def build_router(runtime: Runtime) -> APIRouter:
             "through the server API or the CLI",
         )
 
-    @router.post("/v1/customer/purchase/start_purchase", summary="Start a purchase")
+    @router.post(
+        "/v1/customer/purchase/start_purchase", summary="Start a purchase", responses=NOT_YET
+    )
     def start_purchase(body: schemas.StartPurchaseRequest, request: Request) -> JSONResponse:
         return not_yet(access(request), body.customer_id)
 
-    @router.post("/v1/customer/purchase/subscription/cancel", summary="Cancel a subscription")
+    @router.post(
+        "/v1/customer/purchase/subscription/cancel",
+        summary="Cancel a subscription",
+        responses=NOT_YET,
+    )
     def cancel(body: schemas.CancelRequest, request: Request) -> JSONResponse:
         return not_yet(access(request), body.client_id)
 
-    @router.post("/v1/customer/purchase/subscription/uncancel", summary="Undo a scheduled cancel")
+    @router.post(
+        "/v1/customer/purchase/subscription/uncancel",
+        summary="Undo a scheduled cancel",
+        responses=NOT_YET,
+    )
     def uncancel(body: schemas.UncancelRequest, request: Request) -> JSONResponse:
         return not_yet(access(request), body.client_id)
 
-    @router.post("/v1/customer/purchase/subscription/change_plan", summary="Change plan")
+    @router.post(
+        "/v1/customer/purchase/subscription/change_plan", summary="Change plan", responses=NOT_YET
+    )
     def change_plan(body: schemas.ChangePlanRequest, request: Request) -> JSONResponse:
         return not_yet(access(request), body.client_id)
 
     @router.post(
         "/v1/customer/purchase/subscriptions/attach/payment_method",
         summary="Attach a payment method to a trial",
+        responses=NOT_YET,
     )
     def attach(body: schemas.AttachPaymentMethodRequest, request: Request) -> JSONResponse:
         return not_yet(access(request), body.client_id)
