@@ -18,7 +18,7 @@ from revenipe.engine.errors import RevenipeError
 from revenipe.server import schemas
 from revenipe.server.errors import ApiError
 from revenipe.server.runtime import Runtime
-from revenipe.server.security import CUSTOMER_TOKEN_HEADER, ClientAccess, client_access
+from revenipe.server.security import CUSTOMER_TOKEN_HEADER, ClientAccess
 from revenipe.services import catalogs as catalog_service
 from revenipe.services import customers as customer_service
 from revenipe.services import usage as usage_service
@@ -39,7 +39,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(tags=["client protocol"], responses=ERRORS)
 
     def access(request: Request) -> ClientAccess:
-        return client_access(request, runtime.app_cache, runtime.ctx.now())
+        return runtime.client_access(request)
 
     @router.post(
         "/v1/client/auth",
