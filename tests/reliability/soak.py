@@ -223,6 +223,7 @@ def soak(
         catalog.write_text(E2E_CATALOG)
         servers = Servers(database_url, catalog)
         servers.env.update(NO_FLOOD_LIMITS)
+        servers.start_timeout_s = 120
         try:
             server = servers.start(workers=workers)
             accounts = open_accounts(server, 40, 10**12, "soak")
@@ -275,6 +276,10 @@ def _drive(
                 "track_p99_ms": round(_percentile(tracks, 0.99) * 1000, 2),
                 "errors": sum(interval.errors.values()),
                 "error_kinds": dict(interval.errors.most_common(5)),
+                "p99_ms_by_op": {
+                    op: round(_percentile(vs, 0.99) * 1000, 1)
+                    for op, vs in sorted(interval.latencies.items())
+                },
                 "rss_mib": round(_rss_kib(server.process.pid) / 1024, 1),
                 "load1": os.getloadavg()[0],
             }

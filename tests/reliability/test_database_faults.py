@@ -87,6 +87,7 @@ def test_postgres_cut_down_and_crashed_mid_load(
     url = PrivatePostgres.url_via(proxy.port)
     servers = Servers(url, catalog_file)
     servers.env.update(NO_FLOOD_LIMITS)
+    servers.start_timeout_s = 120  # two workers starting on a busy machine
     recoveries: dict[str, list[float]] = {"cut": [], "outage": [], "crash": []}
     try:
         server = servers.start(workers=2)
