@@ -77,6 +77,10 @@ class Server:
     def describe(self) -> str:
         return f"revenipe serve at {self.base_url}, output:\n" + "".join(self.output)
 
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
     def api(self, **kwargs: Any) -> httpx.Client:
         """An httpx client for the server API (secret key)."""
         return httpx.Client(
@@ -147,23 +151,38 @@ class Servers:
         self.database_url = database_url
         self.catalog_file = catalog_file
         self.running: list[Server] = []
+        self.env: dict[str, str] = {}
+        """Extra environment of the servers started from now on (settings, limits)."""
+        self.start_timeout_s = START_TIMEOUT_S
+        """How long a start may take (longer for restarts under heavy load)."""
 
     def start(
-        self, *, workers: int = 1, reuse: Server | None = None, sandbox: bool = False
+        self,
+        *,
+        workers: int = 1,
+        reuse: Server | None = None,
+        port: int | None = None,
+        sandbox: bool = False,
     ) -> Server:
-        """A new, healthy server process; `reuse` names a running server on the same
-        database whose app (created by its first start) the new one serves too;
+        """A new, healthy server process; `reuse` names a server (running, or killed) on
+        the same database whose app (created by its first start) the new one serves too;
         `sandbox` makes that first app a sandbox app."""
-        server = self.launch(workers=workers, reuse=reuse, sandbox=sandbox)
+        server = self.launch(workers=workers, reuse=reuse, port=port, sandbox=sandbox)
         self.wait_healthy(server)
         return server
 
     def launch(
-        self, *, workers: int = 1, reuse: Server | None = None, sandbox: bool = False
+        self,
+        *,
+        workers: int = 1,
+        reuse: Server | None = None,
+        port: int | None = None,
+        sandbox: bool = False,
     ) -> Server:
         """Start a server process; without `reuse`, wait only until it has created the
-        app (so that a second process may be launched on the same database at once)."""
-        port = _free_port()
+        app (so that a second process may be launched on the same database at once).
+        `port` reuses a port (a restart after `kill`); by default a free one."""
+        port = port or _free_port()
         command = [
             sys.executable,
             "-m",
@@ -179,7 +198,7 @@ class Servers:
             str(workers),
             *(["--sandbox"] if sandbox else []),
         ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("REVENIPE_DATABASE_URL", None)
         process = subprocess.Popen(
             command,
@@ -200,7 +219,7 @@ class Servers:
         if reuse is not None:
             server.app_id, server.secret_key = reuse.app_id, reuse.secret_key
             return server
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             app_id = _value_after(output, "Created app ")
             secret_key = _value_after(output, "secret key (shown once, keep it):")
@@ -213,13 +232,13 @@ class Servers:
             time.sleep(0.05)
         _fail_start(
             server,
-            f"printed no 'Created app' and secret key lines in {START_TIMEOUT_S:.0f} s "
+            f"printed no 'Created app' and secret key lines in {self.start_timeout_s:.0f} s "
             "(was the database empty?)",
         )
 
     def wait_healthy(self, server: Server) -> None:
         """Poll GET /v1/health until 200 (and, with workers, until every worker is up)."""
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout_s
         with httpx.Client(base_url=server.base_url, timeout=1.0, verify=TLS) as probe:
             while time.monotonic() < deadline:
                 if server.process.poll() is not None:
@@ -228,7 +247,7 @@ class Servers:
                 if _healthy(probe) and self._workers_ready(server.process.pid, server.workers):
                     return
                 time.sleep(0.05)
-        _fail_start(server, f"not healthy after {START_TIMEOUT_S:.0f} s")
+        _fail_start(server, f"not healthy after {self.start_timeout_s:.0f} s")
 
     def _workers_ready(self, pid: int, workers: int) -> bool:
         """With `--workers N` on SQLite: N child processes have opened the database file
@@ -245,6 +264,16 @@ class Servers:
                 continue
             opened += database in targets
         return opened >= workers
+
+    def kill(self, server: Server) -> None:
+        """SIGKILL the server and every worker in its process group, as a crash would."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=STOP_TIMEOUT_S)
+        if server in self.running:
+            self.running.remove(server)
+        if server.process.stdout is not None:
+            server.process.stdout.close()
 
     def stop_all(self) -> None:
         for server in reversed(self.running):

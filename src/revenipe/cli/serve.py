@@ -68,6 +68,8 @@ def prepare_and_serve(backend: Backend, args: argparse.Namespace) -> None:
         access_log=False,
         log_level="warning",
         server_header=False,
+        # httptools with a bound on the request head (uvicorn sets none).
+        http="revenipe.server.http_limits:BoundedHttpToolsProtocol",
     )
 
 

@@ -59,6 +59,9 @@ class ErrorCode(StrEnum):
     PROVIDER_NOT_CONFIGURED = "provider_not_configured"
     WEBHOOK_REFUSED = "webhook_refused"
     SOURCE_NOT_MANAGEABLE = "source_not_manageable"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    """The database could not be reached or dropped the connection; the operation was
+    rolled back or its outcome is unknown: retry (with the same idempotency key)."""
 
 
 class RevenipeError(Exception):

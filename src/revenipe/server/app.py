@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from revenipe import __version__
 from revenipe.server import api, client_protocol, sandbox_pages
 from revenipe.server.errors import install_error_handlers
-from revenipe.server.limits import BodySizeLimit
+from revenipe.server.limits import BodySizeLimit, ClientFloodLimit
 from revenipe.server.runtime import Runtime
 from revenipe.server.settings import ServerSettings
 from revenipe.services.context import ServiceContext, utc_now
@@ -63,7 +63,13 @@ def create_app(
     def health() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+    )
+    # Outermost: a flood is refused before its body is even read.
+    app.add_middleware(
+        ClientFloodLimit, by_address=runtime.client_by_address, by_app=runtime.client_by_app
+    )
     _document_security_and_errors(app)
     return app
 

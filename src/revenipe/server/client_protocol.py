@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from revenipe.engine.errors import RevenipeError
 from revenipe.server import schemas
 from revenipe.server.runtime import Runtime
-from revenipe.server.security import CUSTOMER_TOKEN_HEADER, ClientAccess, client_access
+from revenipe.server.security import CUSTOMER_TOKEN_HEADER, ClientAccess
 from revenipe.services import catalogs as catalog_service
 from revenipe.services import customers as customer_service
 from revenipe.services import purchases as purchase_service
@@ -45,7 +45,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(tags=["client protocol"], responses=ERRORS)
 
     def access(request: Request) -> ClientAccess:
-        return client_access(request, runtime.app_cache, runtime.ctx.now())
+        return runtime.client_access(request)
 
     @router.post(
         "/v1/client/auth",

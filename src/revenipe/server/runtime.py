@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from revenipe.server.errors import ApiError
-from revenipe.server.limits import RateLimiter
-from revenipe.server.security import AppCache, SecretKeyCache
+from revenipe.server.limits import RateLimiter, retry_after
+from revenipe.server.security import AppCache, ClientAccess, SecretKeyCache, client_access
 from revenipe.server.settings import ServerSettings
 from revenipe.services.context import ServiceContext
 
@@ -21,6 +21,9 @@ class Runtime:
     secret_keys: SecretKeyCache = field(init=False)
     anonymous_by_address: RateLimiter = field(init=False)
     anonymous_by_app: RateLimiter = field(init=False)
+    client_by_address: RateLimiter = field(init=False)
+    client_by_app: RateLimiter = field(init=False)
+    client_by_customer: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         self.app_cache = AppCache(self.ctx, self.settings.app_cache_seconds)
@@ -29,6 +32,28 @@ class Runtime:
             self.settings.anonymous_logins_per_minute_per_address
         )
         self.anonymous_by_app = RateLimiter(self.settings.anonymous_logins_per_minute_per_app)
+        self.client_by_address = _ten_second_buckets(
+            self.settings.client_requests_per_minute_per_address
+        )
+        self.client_by_app = _ten_second_buckets(self.settings.client_requests_per_minute_per_app)
+        self.client_by_customer = _ten_second_buckets(
+            self.settings.client_requests_per_minute_per_customer
+        )
+
+    def client_access(self, request: Request) -> ClientAccess:
+        """Authenticate a client-protocol request, then apply the per-customer limit
+        (after the token is verified: a forged token cannot spend a victim's budget)."""
+        who = client_access(request, self.app_cache, self.ctx.now())
+        if who.claims is not None:
+            wait = self.client_by_customer.take(f"{who.app.id}|{who.claims.customer_id}")
+            if wait > 0:
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    "too many requests for this customer; retry after the given seconds",
+                    headers={"Retry-After": retry_after(wait)},
+                )
+        return who
 
     def limit_anonymous_login(self, app_id: str, request: Request) -> None:
         address = request.client.host if request.client else "unknown"
@@ -43,3 +68,7 @@ class Runtime:
                 "too many anonymous logins; retry after the given seconds",
                 headers={"Retry-After": str(max(1, round(wait + 0.5)))},
             )
+
+
+def _ten_second_buckets(per_minute: int) -> RateLimiter:
+    return RateLimiter(per_minute, burst=max(1, per_minute // 6))

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from fastapi import Request
 
+from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.engine.tokens import InvalidToken, TokenClaims
 from revenipe.server.errors import ApiError
 from revenipe.services import apps as app_service
@@ -42,7 +43,11 @@ class AppCache:
             return cached[1]
         try:
             app: repo.AppRow | None = app_service.get_app(self.ctx, app_id)
-        except Exception:
+        except RevenipeError as exc:
+            # Only "no such app" is an answer; a database fault must not turn into
+            # "invalid app id" (cached, too): it propagates as the 503 it is.
+            if exc.code is not ErrorCode.APP_NOT_FOUND:
+                raise
             app = None
         if len(self._entries) > 10_000:
             self._entries.clear()

@@ -28,6 +28,12 @@ class ServerSettings:
     public_url: str | None = None
     """This server's address as customers' browsers reach it (sandbox checkout pages);
     default: the address each request came to."""
+    max_json_depth: int = 32
+    # Client-protocol requests (never the server API); 0 turns a limit off. A bucket
+    # holds ten seconds' worth, so a burst is allowed and a flood is not.
+    client_requests_per_minute_per_address: int = 6000
+    client_requests_per_minute_per_app: int = 0
+    client_requests_per_minute_per_customer: int = 1200
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -41,4 +47,14 @@ class ServerSettings:
                 "REVENIPE_ANON_LOGINS_PER_MINUTE_PER_APP", 1200
             ),
             public_url=os.environ.get("REVENIPE_PUBLIC_URL") or None,
+            max_json_depth=_int_env("REVENIPE_MAX_JSON_DEPTH", 32),
+            client_requests_per_minute_per_address=_int_env(
+                "REVENIPE_CLIENT_REQUESTS_PER_MINUTE_PER_ADDRESS", 6000
+            ),
+            client_requests_per_minute_per_app=_int_env(
+                "REVENIPE_CLIENT_REQUESTS_PER_MINUTE_PER_APP", 0
+            ),
+            client_requests_per_minute_per_customer=_int_env(
+                "REVENIPE_CLIENT_REQUESTS_PER_MINUTE_PER_CUSTOMER", 1200
+            ),
         )

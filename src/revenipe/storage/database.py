@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from revenipe.engine.errors import ErrorCode, RevenipeError
 
@@ -59,7 +60,7 @@ class Database:
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """One read-write transaction, committed on success, rolled back on error."""
-        with self.engine.connect() as conn, _busy_as_error():
+        with _busy_as_error(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             else:
@@ -74,7 +75,7 @@ class Database:
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         """One read-only transaction (a consistent snapshot on both dialects)."""
-        with self.engine.connect() as conn, _busy_as_error():
+        with _busy_as_error(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.exec_driver_sql("BEGIN")
             else:
@@ -90,17 +91,37 @@ class Database:
 
 @contextlib.contextmanager
 def _busy_as_error() -> Iterator[None]:
+    """Database faults as the expected errors they are: a lock held too long (SQLite),
+    a database that cannot be reached or that dropped the connection (PostgreSQL)."""
     try:
         yield
-    except (OperationalError, sqlite3.OperationalError) as exc:
-        cause = exc.orig if isinstance(exc, OperationalError) else exc
+    except (DBAPIError, sqlite3.OperationalError, psycopg.Error) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) else exc
         if isinstance(cause, sqlite3.OperationalError) and "locked" in str(cause):
             raise RevenipeError(
                 ErrorCode.DATABASE_BUSY,
                 f"the database stayed locked by another writer for more than "
                 f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s; nothing was changed, retry later",
             ) from exc
+        if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or _lost_connection(cause):
+            raise RevenipeError(
+                ErrorCode.DATABASE_UNAVAILABLE,
+                "the database could not be reached or dropped the connection; the operation "
+                "was rolled back or, if the connection dropped while committing, may have "
+                "been applied: retry it (with the same idempotency key)",
+            ) from exc
         raise
+
+
+def _lost_connection(error: object) -> bool:
+    """A PostgreSQL error that says the connection, not the statement, failed: no
+    connection at all, a connection closed or broken, or the server shutting down."""
+    if isinstance(error, psycopg.InterfaceError):
+        return True
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    state = error.sqlstate
+    return state is None or state.startswith(("08", "57P"))
 
 
 def open_database(url: str = DEFAULT_DATABASE_URL, *, migrate: bool = True) -> Database:

@@ -1,0 +1,60 @@
+"""A bound on the size of a request's head (request line and headers), in uvicorn.
+
+uvicorn's httptools protocol buffers a request's headers whole before the application
+sees any of them, with no limit: a client can send a 20 MB header, which costs the
+worker seconds of CPU and that much memory. `BoundedHttpToolsProtocol` counts what
+arrives while a request's head is incomplete and answers 431 (and closes) once it passes
+`MAX_HEAD_BYTES`. `revenipe serve` runs uvicorn with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MAX_HEAD_BYTES = int(os.environ.get("REVENIPE_MAX_HEADER_BYTES") or 64 * 1024)
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, refusing heads over MAX_HEAD_BYTES with 431."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes = 0
+        self._head_done = False
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._head_done = False
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._head_done:
+            # Counted per chunk read, so the bound holds to within one read.
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse()
+                return
+        super().data_received(data)
+
+    def _refuse(self) -> None:
+        body = json.dumps(
+            {
+                "code": "headers_too_large",
+                "message": f"request line and headers are over {MAX_HEAD_BYTES} bytes",
+            }
+        ).encode()
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + body
+        )
+        self.transport.close()
