@@ -55,6 +55,8 @@ class ErrorCode(StrEnum):
     CHECKOUT_NOT_FOUND = "checkout_not_found"
     CHECKOUT_CLOSED = "checkout_closed"
     SANDBOX_ONLY = "sandbox_only"
+    LIVE_ONLY = "live_only"
+    """Stripe is for live apps: a sandbox app sells through the sandbox, always."""
     PROVIDER_ERROR = "provider_error"
     PROVIDER_NOT_CONFIGURED = "provider_not_configured"
     WEBHOOK_REFUSED = "webhook_refused"

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from revenipe import __version__
-from revenipe.server import api, client_protocol, sandbox_pages
+from revenipe.server import api, client_protocol, sandbox_pages, stripe_routes
 from revenipe.server.errors import install_error_handlers
 from revenipe.server.limits import BodySizeLimit, ClientFloodLimit
 from revenipe.server.runtime import Runtime
@@ -32,8 +32,9 @@ with `success: false`.
 """
 
 
-PUBLIC_PREFIXES = ("/v1/sandbox/payment_intents/", "/v1/sandbox/setup_intents/")
-"""Reached by customers' devices with a client secret, not an app id or a key."""
+PUBLIC_PREFIXES = ("/v1/sandbox/payment_intents/", "/v1/sandbox/setup_intents/", "/v1/webhooks/")
+"""Reached by customers' devices with a client secret, or by providers with a signature,
+not with an app id or a key."""
 
 
 def create_app(
@@ -58,6 +59,7 @@ def create_app(
     app.include_router(client_protocol.build_router(runtime))
     app.include_router(api.build_router(runtime))
     app.include_router(sandbox_pages.build_router(runtime))
+    app.include_router(stripe_routes.build_router(runtime))
 
     @app.get("/v1/health", tags=["operations"], summary="Liveness (touches nothing)")
     def health() -> JSONResponse:

@@ -78,12 +78,14 @@ def insert_grant(
     access_ends_at: datetime | None = None,
     reset: ResetRule | None = None,
     follows_period: bool = False,
+    as_of: datetime | None = None,
 ) -> str:
     """One grant beginning at `start` (at or before `now`), brought up to `now`.
 
     The granted entry is effective at `start`; resets and expiry between `start` and
     `now` are written at once, so a grant made late is what it would have been if made
-    on time.
+    on time. `as_of` (between `start` and `now`) brings it only that far: for a grant
+    whose source is taken back at that instant next.
     """
     grant = Grant(
         id=new_id("grt"),
@@ -103,7 +105,7 @@ def insert_grant(
         entry = PendingEntry(grant.id, EntryKind.GRANTED, amount, amount, start)
         repo.insert_entries(conn, app_id, customer_id, [entry], now)
     # A grant that is born expired is written off at once, like any other expiry.
-    settled, entries = settle(grant, now)
+    settled, entries = settle(grant, as_of or now)
     if entries or settled != grant:
         repo.save_grant_states(conn, [settled])
         repo.insert_entries(conn, app_id, customer_id, entries, now)
@@ -123,6 +125,7 @@ def grant_product(
     access_ends_at: datetime | None = None,
     period_anchor: datetime | None = None,
     priority: int | None = None,
+    as_of: datetime | None = None,
 ) -> tuple[str, ...]:
     """The grants of `product` for one source, beginning at `start`.
 
@@ -156,6 +159,7 @@ def grant_product(
                 access_ends_at=access_ends_at,
                 reset=reset,
                 follows_period=follows_period,
+                as_of=as_of,
             )
         )
     return tuple(grant_ids)
@@ -505,8 +509,13 @@ def open_purchase(
     provider: str,
     provider_ref: str | None = None,
     source_id: str | None = None,
+    as_of: datetime | None = None,
 ) -> repo.SourceRow:
-    """A one-time purchase (a pack, a lifetime add-on): its grants from `purchased_at`."""
+    """A one-time purchase (a pack, a lifetime add-on): its grants from `purchased_at`.
+
+    `as_of` brings the new grants only up to that instant (see `insert_grant`): a
+    purchase first learned of after it was refunded, revoked at the refund next.
+    """
     source = repo.SourceRow(
         id=source_id or new_id("src"),
         app_id=customer.app_id,
@@ -527,20 +536,39 @@ def open_purchase(
     )
     repo.insert_source(conn, source)
     grant_product(
-        conn, customer.app_id, customer.id, source.id, catalog, product, purchased_at, now
+        conn,
+        customer.app_id,
+        customer.id,
+        source.id,
+        catalog,
+        product,
+        purchased_at,
+        now,
+        as_of=as_of,
     )
     return source
 
 
 def revoke_source(
-    conn: Connection, source: repo.SourceRow, now: datetime, *, status: str
+    conn: Connection,
+    source: repo.SourceRow,
+    now: datetime,
+    *,
+    status: str,
+    at: datetime | None = None,
 ) -> repo.SourceRow:
     """Take access back (a refund, a lost dispute): what every grant has left is revoked
-    by a ledger entry, and the source ends now. Units already consumed stay consumed."""
+    by a ledger entry, and the source ends. Units already consumed stay consumed.
+
+    `at` (at or before `now`, default `now`) is when the provider took it back: the
+    entries are effective then, so learning of a refund late changes nothing but when
+    it was recorded.
+    """
+    at = min(at or now, now)
     rows: list[repo.GrantRow] = []
     entries: list[PendingEntry] = []
     for row in repo.grants_of_source(conn, source.id):
-        revoked, new_entries = revoke(row.grant, now)
+        revoked, new_entries = revoke(row.grant, at)
         if revoked != row.grant:
             rows.append(replace(row, grant=revoked))
             entries.extend(new_entries)
@@ -549,8 +577,8 @@ def revoke_source(
     ended = replace(
         source,
         status=status,
-        ended_at=source.ended_at or now,
-        expires_at=earliest(source.expires_at, now),
+        ended_at=source.ended_at or at,
+        expires_at=earliest(source.expires_at, at),
         cancel_at_period_end=False,
         pending_change=None,
         due_at=None,

@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, parse_catalog
 from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.providers.stripe_gateway import StripeClients
 from revenipe.storage import repository as repo
 from revenipe.storage.database import Database
 
@@ -61,11 +62,13 @@ class CatalogCache:
 
 @dataclass
 class ServiceContext:
-    """The database, the clock (injectable for tests and sandbox clocks), the caches."""
+    """The database, the clock (injectable for tests and sandbox clocks), the caches,
+    and the Stripe clients (their HTTP client injectable for tests)."""
 
     db: Database
     clock: Callable[[], datetime] = utc_now
     catalogs: CatalogCache = field(default_factory=CatalogCache)
+    stripe: StripeClients = field(default_factory=StripeClients)
 
     def now(self) -> datetime:
         """The server's time (customer tokens, rate limits: never a test clock)."""

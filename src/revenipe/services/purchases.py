@@ -21,7 +21,13 @@ from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, Product, ProductType
 from revenipe.engine.errors import ErrorCode, RevenipeError
-from revenipe.engine.subscriptions import LIVE_STATUSES, CancelMode
+from revenipe.engine.subscriptions import (
+    LIVE_STATUSES,
+    CancelMode,
+    PendingChange,
+    Plan,
+    Subscription,
+)
 from revenipe.services import access
 from revenipe.services.context import ServiceContext
 from revenipe.storage import repository as repo
@@ -32,6 +38,7 @@ MAX_URL_LENGTH = 2048
 MAX_EXTRA_PARAMS = 20
 _URL = re.compile(r"^https?://[^\s]+$", re.IGNORECASE)
 
+STRIPE = "stripe"
 STORE_PROVIDERS = ("revenuecat",)
 """Sources sold by an app store: the customer manages them in the store."""
 
@@ -185,6 +192,10 @@ def _provider_named(name: str) -> PurchaseProvider:
         from revenipe.services.sandbox import SandboxProvider
 
         return SandboxProvider()
+    if name == STRIPE:
+        from revenipe.services.stripe_billing import StripeProvider
+
+        return StripeProvider()
     raise RevenipeError(
         ErrorCode.SOURCE_NOT_MANAGEABLE,
         f"subscriptions of provider {name!r} cannot be changed through this server",
@@ -196,11 +207,51 @@ def seller_of(conn: Connection, app: repo.AppRow) -> str:
     """The provider an app sells through, or `purchases_not_configured`."""
     if app.sandbox:
         return access.SANDBOX
+    if repo.get_provider_settings(conn, app.id, STRIPE) is not None:
+        return STRIPE
     raise RevenipeError(
         ErrorCode.PURCHASES_NOT_CONFIGURED,
         "this app sells nothing yet: configure Stripe (`revenipe stripe configure`, or PUT "
         "/v1/providers/stripe), or use a sandbox app (`revenipe apps create --sandbox`)",
     )
+
+
+def cancel_outcome(sub: Subscription) -> CancelOutcome:
+    """The answer to a cancel, from the subscription's state after it."""
+    if sub.cancel_at_period_end:
+        return CancelOutcome(
+            True,
+            sub.status.value,
+            True,
+            sub.period_end,
+            "the subscription ends at the end of its current period",
+        )
+    return CancelOutcome(True, sub.status.value, False, sub.ended_at, "canceled: access ended")
+
+
+_PLAN_CHANGE_MESSAGES = {
+    "pending": "the new plan starts at the end of the current period",
+    "access_applied": "the new plan applies now",
+    "canceled": "the pending plan change was dropped",
+}
+
+
+def plan_change_outcome(change: PendingChange) -> PlanChangeOutcome:
+    """The answer to a plan change, from the change as decided."""
+    return PlanChangeOutcome(
+        True,
+        change.type.value,
+        change.billing_mode.value,
+        change.status.value,
+        change.effective_at,
+        _PLAN_CHANGE_MESSAGES.get(change.status.value),
+    )
+
+
+def plan_of(product: Product) -> Plan:
+    """What the lifecycle needs of a recurring product."""
+    assert product.recurring_interval is not None, "only recurring products have a plan"
+    return Plan(product.id, product.recurring_interval, product.price or 0)
 
 
 # --- validation ----------------------------------------------------------------------------

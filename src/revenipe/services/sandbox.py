@@ -29,7 +29,7 @@ from sqlalchemy import Connection
 from revenipe.catalog import Catalog, Product
 from revenipe.engine import subscriptions as lifecycle
 from revenipe.engine.errors import ErrorCode, RevenipeError
-from revenipe.engine.subscriptions import CancelMode, Plan, Subscription
+from revenipe.engine.subscriptions import CancelMode, Subscription
 from revenipe.services import access
 from revenipe.services.context import ServiceContext, new_id
 from revenipe.services.customers import CustomerRef, locked_customer
@@ -44,18 +44,16 @@ from revenipe.services.purchases import (
     PaymentSheet,
     PlanChangeOutcome,
     StartedPurchase,
+    cancel_outcome,
     live_subscription,
+    plan_change_outcome,
+    plan_of,
 )
 from revenipe.storage import repository as repo
 
 CHECKOUT_LIFETIME = timedelta(hours=24)
 MAX_ADVANCE_SECONDS = 10 * 366 * 86_400
 CHECKOUT_PATH = "/v1/sandbox/checkout/"
-
-
-def plan_of(product: Product) -> Plan:
-    assert product.recurring_interval is not None, "only recurring products have a plan"
-    return Plan(product.id, product.recurring_interval, product.price or 0)
 
 
 def _hash(secret: str) -> str:
@@ -237,16 +235,7 @@ class SandboxProvider:
         def cancel(sub: Subscription, now: datetime) -> Subscription:
             return lifecycle.cancel(sub, mode, now)
 
-        sub = _change(ctx, held, cancel)
-        if sub.cancel_at_period_end:
-            return CancelOutcome(
-                True,
-                sub.status.value,
-                True,
-                sub.period_end,
-                "the subscription ends at the end of its current period",
-            )
-        return CancelOutcome(True, sub.status.value, False, sub.ended_at, "canceled: access ended")
+        return cancel_outcome(_change(ctx, held, cancel))
 
     def uncancel(self, ctx: ServiceContext, held: Held) -> None:
         _change(ctx, held, lambda sub, _now: lifecycle.uncancel(sub))
@@ -265,20 +254,7 @@ class SandboxProvider:
             return outcome.subscription
 
         _change(ctx, held, change, product_changes=lambda: _changes(outcomes))
-        decided = outcomes[-1].change
-        message = {
-            "pending": "the new plan starts at the end of the current period",
-            "access_applied": "the new plan applies now",
-            "canceled": "the pending plan change was dropped",
-        }.get(decided.status.value)
-        return PlanChangeOutcome(
-            True,
-            decided.type.value,
-            decided.billing_mode.value,
-            decided.status.value,
-            decided.effective_at,
-            message,
-        )
+        return plan_change_outcome(outcomes[-1].change)
 
     def attach_payment_method(
         self,

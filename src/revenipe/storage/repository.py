@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Row, and_, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -297,6 +297,14 @@ def find_source_by_ref(
         )
     ).first()
     return SourceRow(**row._mapping) if row else None
+
+
+def source_id_taken(conn: Connection, source_id: str) -> bool:
+    """Whether any access source, of any app, has this id (a reserved id is used once)."""
+    found = conn.execute(
+        select(access_sources.c.id).where(access_sources.c.id == source_id)
+    ).first()
+    return found is not None
 
 
 def update_source(conn: Connection, source: SourceRow) -> None:
@@ -913,6 +921,14 @@ def put_provider_settings(
         )
 
 
+def delete_provider_settings(conn: Connection, app_id: str, provider: str) -> None:
+    conn.execute(
+        delete(provider_settings).where(
+            provider_settings.c.app_id == app_id, provider_settings.c.provider == provider
+        )
+    )
+
+
 def provider_customer_id(
     conn: Connection, app_id: str, provider: str, customer_id: str
 ) -> str | None:
@@ -992,6 +1008,30 @@ def record_webhook_event(
         .returning(webhook_events.c.event_id)
     )
     return result.first() is not None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEventRow:
+    app_id: str
+    provider: str
+    event_id: str
+    type: str
+    outcome: str
+    detail: str | None
+    received_at: datetime
+
+
+def get_webhook_event(
+    conn: Connection, app_id: str, provider: str, event_id: str
+) -> WebhookEventRow | None:
+    row = conn.execute(
+        select(webhook_events).where(
+            webhook_events.c.app_id == app_id,
+            webhook_events.c.provider == provider,
+            webhook_events.c.event_id == event_id,
+        )
+    ).first()
+    return WebhookEventRow(**row._mapping) if row else None
 
 
 def set_webhook_outcome(
