@@ -86,3 +86,67 @@ def test_a_revocation_is_never_dated_in_the_future(
         ("revoked", clock.now),
     ]
     assert_verified(backend)
+
+
+def test_a_missed_renewal_and_a_later_plan_change_learned_at_once(
+    backend: revenipe.Backend, app: revenipe.App, clock: Clock
+) -> None:
+    """One state jump holds a renewal we never heard of (period end b) and a plan change
+    after it (c > b): the old plan's grants reset at b, then end at c."""
+    import dataclasses
+
+    from revenipe.engine import subscriptions as lifecycle
+    from revenipe.engine.periods import Interval
+
+    ctx = backend.context
+    customer = ensure_customer(ctx, app.app_id, "fay")
+    start = clock.now
+    with backend.database.write() as conn:
+        app_row = ctx.require_app(conn, app.app_id)
+        catalog = ctx.catalog(conn, app_row)
+        sub = lifecycle.start(
+            lifecycle.Plan("pro", Interval.MONTH, 1000), start, payment_method_attached=True
+        )
+        source = access.open_subscription(
+            conn,
+            catalog,
+            customer,
+            sub,
+            start,
+            start,
+            kind="subscription",
+            provider="stripe",
+            provider_ref="sub_jump",
+        )
+    b = sub.period_end
+    c = b + timedelta(days=10)
+    clock.now = c + timedelta(days=1)
+    with backend.database.write() as conn:
+        source = repo.get_source(conn, customer.id, source.id)
+        assert source is not None
+        second = lifecycle.advance(sub, b)[0]
+        moved = dataclasses.replace(second, product_id="free")  # as the provider reports it
+        catalog = ctx.catalog(conn, ctx.require_app(conn, app.app_id))
+        access.update_subscription(
+            conn,
+            catalog,
+            source,
+            moved,
+            clock.now,
+            product_changes=[lifecycle.ProductChange(c, "pro", "free")],
+        )
+    with backend.database.read() as conn:
+        rows = repo.grants_of_source(conn, source.id)
+        pro_grant = min(rows, key=lambda r: r.grant.created_at).grant.id
+        entries = [
+            (r["kind"], r["amount"], r["effective_at"])
+            for r in repo.ledger_page(conn, app.app_id, customer_id=customer.id)
+            if r["grant_id"] == pro_grant
+        ]
+    # pro's 1000 granted, refilled at b (500 of the unused 1000 carried), ended at c.
+    assert entries == [
+        ("granted", 1000, start),
+        ("reset", 500, b),
+        ("expired", -1500, c),
+    ], entries
+    assert_verified(backend)

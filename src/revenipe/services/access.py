@@ -387,6 +387,10 @@ def update_subscription(
     if not before.is_live and sub.is_live and sub.period_start > before.access_ends_at:
         restart_at = sub.period_start
     for change in changes:
+        if before.is_live:
+            # The old plan was paid through the change: a renewal reported with it (a
+            # missed period end) refills its grants before they end at the change.
+            move_access_end(conn, source, change.at, now)
         end_grants(conn, source, change.at, now)
         _grant_current(conn, catalog, source, sub, change.to_product_id, change.at, now)
     if restart_at is not None and not changes:
