@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from revenipe.catalog import parse_catalog
 from revenipe.engine.errors import ErrorCode, RevenipeError
@@ -113,7 +113,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     ) -> JSONResponse:
         app_service.revoke_secret_key(ctx, app_of(request), key_id)
         runtime.secret_keys.forget_all()
-        return JSONResponse(None, 204)
+        return Response(status_code=204)
 
     # --- catalog -------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, StrictStr
 from starlette.concurrency import run_in_threadpool
 
@@ -97,7 +97,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     )
     def delete_stripe(request: Request) -> JSONResponse:
         stripe_settings.remove(ctx, app_of(request))
-        return JSONResponse(None, 204)
+        return Response(status_code=204)
 
     @router.post(
         WEBHOOK_PREFIX + "{app_id}",
