@@ -673,6 +673,52 @@ def follow_history(
     return update_subscription(conn, catalog, source, target, now)
 
 
+def move_source(
+    conn: Connection,
+    source: repo.SourceRow,
+    customer: repo.CustomerRow,
+    at: datetime,
+    now: datetime,
+) -> repo.SourceRow:
+    """Move what a source gives to another customer at `at` (a store's transfer).
+
+    The old customer's grants are taken back at `at` (`revoked` entries; the source's
+    status becomes `transferred`) and the new customer's source holds, from `at`, what
+    each had left then, on the same terms (resets, expiry, priority): a balance moves,
+    it never doubles. The new source keeps the provider's reference; the old one's is
+    suffixed with the new source's id.
+    """
+    at = min(max(at, source.started_at), now)
+    moved = replace(
+        source,
+        id=new_id("src"),
+        customer_id=customer.id,
+        started_at=at,
+        created_at=now,
+        updated_at=now,
+    )
+    carried: list[repo.GrantRow] = []
+    for row in repo.grants_of_source(conn, source.id):
+        settled, _ = settle(row.grant, at)
+        if settled.status is GrantStatus.ACTIVE:
+            carried.append(replace(row, grant=settled))
+    renamed = replace(source, provider_ref=f"{source.provider_ref}>{moved.id}"[:255])
+    revoke_source(conn, renamed, now, status="transferred", at=at)
+    repo.insert_source(conn, moved)
+    for row in carried:
+        grant = replace(row.grant, id=new_id("grt"), source_id=moved.id, created_at=at)
+        repo.insert_grant(conn, customer.app_id, customer.id, replace(row, grant=grant))
+        if grant.balance:
+            entry = PendingEntry(grant.id, EntryKind.GRANTED, grant.balance, grant.balance, at)
+            repo.insert_entries(conn, customer.app_id, customer.id, [entry], now)
+        later, entries = settle(grant, now)
+        if entries or later != grant:
+            repo.save_grant_states(conn, [later])
+            repo.insert_entries(conn, customer.app_id, customer.id, entries, now)
+    repo.refresh_customer_due(conn, customer.id)
+    return moved
+
+
 # --- catching up ------------------------------------------------------------------------
 
 
