@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from revenipe.server.client_protocol import ERRORS
 from revenipe.server.runtime import Runtime
-from revenipe.server.schemas import ApiRequest
+from revenipe.server.schemas import ApiRequest, WebhookReceived
 from revenipe.server.security import server_app_id
 from revenipe.services import revenuecat_settings, revenuecat_webhooks
 from revenipe.services.revenuecat_settings import MAX_AUTHORIZATION_LENGTH
@@ -32,12 +32,6 @@ class RevenueCatSettingsUpdate(ApiRequest):
 class RevenueCatSettingsOut(BaseModel):
     configured: bool = Field(description="Whether an authorization value is set")
     webhook_url: str = Field(description="Where RevenueCat should send this app's events")
-
-
-class RevenueCatWebhookReceived(BaseModel):
-    received: bool
-    event_id: str
-    outcome: str = Field(description="applied, pending, ignored or duplicate")
 
 
 def _settings_out(status: revenuecat_settings.RevenueCatStatus, request: Request) -> dict[str, Any]:
@@ -90,7 +84,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     @router.post(
         WEBHOOK_PREFIX + "{app_id}",
         tags=["webhooks"],
-        response_model=RevenueCatWebhookReceived,
+        response_model=WebhookReceived,
         summary="RevenueCat's events for one app (authorized by the app's configured value)",
     )
     async def revenuecat_webhook(
