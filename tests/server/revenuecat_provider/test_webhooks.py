@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from revenipe.storage.schema import access_sources, grants, ledger_entries, webhook_events
 
 from ..conftest import Tenant, _add_customer, assert_error
+from ..test_purchases_sandbox import CANCEL, CHANGE
 from .conftest import BASIC, PACK_50, PACK_100, PRO, RcWorld, Store
 
 
@@ -232,6 +233,25 @@ def test_a_play_store_subscription_maps_by_its_subscription_id(rc_world: RcWorld
     (sub,) = [s for s in world.state("alice")["subscriptions"] if s["provider"] == "revenuecat"]
     assert (sub["product_id"], sub["status"], sub["can_cancel"]) == ("pro", "active", False)
     assert sub["renews_at"] is not None and sub["renews_at"].startswith("2026-03-01T10:00:00")
+    assert world.credits("alice") == 100 + 1000
+    # The store manages it: the client protocol's calls refuse to.
+    minted = world.http.post("/v1/customers/alice/tokens", headers=world.a.api())
+    assert minted.status_code == 201
+    world.a.customers["alice"].token = minted.json()["token"]
+    for path, extra in (
+        (CANCEL, {"cancel_mode": "immediately"}),
+        (CHANGE, {"new_product_id": "basic"}),
+    ):
+        answer = world.http.post(
+            path,
+            json={
+                "client_id": world.a.customers["alice"].client_id,
+                "source_id": sub["access_source_id"],
+                **extra,
+            },
+            headers=world.a.as_customer("alice"),
+        )
+        assert_error(answer, 409, "source_not_manageable")
     assert world.credits("alice") == 100 + 1000
 
 
