@@ -69,6 +69,8 @@ def test_milliseconds_round_trip_exactly(value: int) -> None:
         ({"transferred_from": [1]}, "event.transferred_from"),
         ({"transferred_to": ["x"] * 101}, "event.transferred_to"),
         ({"store": ""}, "event.store"),
+        ({"app_user_id": "user-42\n"}, "event.app_user_id"),
+        ({"aliases": ["user-42\x00"]}, "event.aliases"),
     ],
 )
 def test_a_wrong_field_is_refused_by_name(change: dict[str, object], named: str) -> None:

@@ -88,8 +88,15 @@ def _text(values: dict[str, Any], name: str, *, required: bool = False) -> str |
         if required:
             raise _refused(f"event.{name} is missing")
         return None
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
-        raise _refused(f"event.{name} must be a string of 1 to {MAX_ID_LENGTH} characters")
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_ID_LENGTH
+        or any(ord(c) < 32 for c in value)
+    ):
+        raise _refused(
+            f"event.{name} must be a string of 1 to {MAX_ID_LENGTH} characters, without "
+            "control characters"
+        )
     return value
 
 
@@ -111,7 +118,10 @@ def _user_ids(values: dict[str, Any], name: str) -> tuple[str, ...]:
     if (
         not isinstance(value, list)
         or len(value) > MAX_USER_IDS
-        or not all(isinstance(v, str) and 0 < len(v) <= MAX_ID_LENGTH for v in value)
+        or not all(
+            isinstance(v, str) and 0 < len(v) <= MAX_ID_LENGTH and all(ord(c) >= 32 for c in v)
+            for v in value
+        )
     ):
         raise _refused(
             f"event.{name} must be a list of at most {MAX_USER_IDS} app user ids (strings of "

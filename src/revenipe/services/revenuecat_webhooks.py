@@ -342,7 +342,6 @@ def _follow_subscription(
         return _Outcome("ignored", f"{reference} was {source.status}: its access is final")
     if history is None:
         return _Outcome("pending", f"{reference}: waiting for its INITIAL_PURCHASE")
-    target = history.target
     if source is None:
         assert history.opened_by.app_user_id is not None
         owner = _owner(ctx, conn, app, history.opened_by.app_user_id, now)
@@ -350,6 +349,17 @@ def _follow_subscription(
         owner = locked_customer(
             ctx, conn, app, CustomerRef(customer_id=source.customer_id), create=False, now=now
         )
+    # Under the holder's lock now: read again what an event of it committed meanwhile.
+    source = repo.find_source_by_ref(conn, app.id, PROVIDER, reference)
+    if source is not None and source.status in FINAL:
+        return _Outcome("ignored", f"{reference} was {source.status}: its access is final")
+    if source is not None and source.customer_id != owner.id:
+        owner = locked_customer(
+            ctx, conn, app, CustomerRef(customer_id=source.customer_id), create=False, now=now
+        )
+    history = _fold(catalog, _events_of(conn, app.id, subject))
+    assert history is not None, "events are never deleted"
+    target = history.target
     # A refund takes back what was left when it happened: nothing is evaluated past it.
     until = now if history.refunded_at is None else min(now, history.refunded_at)
     started_at = history.opened_by.purchased_at
