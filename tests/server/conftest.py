@@ -12,6 +12,7 @@ server's clock too (tokens expire when the test advances it).
 from __future__ import annotations
 
 import warnings
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +126,76 @@ def assert_error(
 def ok(response: httpx.Response, status: int = 200) -> Any:
     assert response.status_code == status, (response.status_code, response.text)
     return response.json()
+
+
+def customer_outcome(
+    backend: revenipe.Backend, http: TestClient, tenant: Tenant, name: str
+) -> dict[str, Any]:
+    """What a customer holds and every ledger entry per grant, without ids or recording
+    times: two ways of reaching the same story (events in order, or shuffled) compare
+    equal on it. Grants are keyed by (product, provider, entitlement, start)."""
+    customer_id = tenant.customers[name].client_id
+    with backend.database.read() as conn:
+        sources = {
+            r.id: r
+            for r in conn.execute(
+                select(access_sources).where(access_sources.c.customer_id == customer_id)
+            )
+        }
+        grant_rows = list(conn.execute(select(grants).where(grants.c.customer_id == customer_id)))
+        entries = list(
+            conn.execute(
+                select(ledger_entries)
+                .where(ledger_entries.c.customer_id == customer_id)
+                .order_by(ledger_entries.c.id)
+            )
+        )
+    grant_key = {
+        g.id: (
+            sources[g.source_id].product_id,
+            sources[g.source_id].provider,
+            g.entitlement_id,
+            g.created_at,
+        )
+        for g in grant_rows
+    }
+    per_grant: dict[Any, list[Any]] = defaultdict(list)
+    for e in entries:
+        per_grant[grant_key[e.grant_id]].append((e.kind, e.amount, e.balance_after, e.effective_at))
+    state = dict(ok(http.get(f"/v1/customers/{name}", headers=tenant.api())))
+    for key in ("subscriptions", "add_ons", "base_plans"):
+        for item in state[key]:
+            item.pop("access_source_id", None)
+            item.pop("source_id", None)
+            if item.get("pending_change"):
+                item["pending_change"].pop("change_id")
+    return {
+        "sources": sorted(
+            (
+                s.product_id,
+                s.provider,
+                s.kind,
+                s.status,
+                s.started_at,
+                s.ended_at,
+                s.current_period_start,
+                s.current_period_end,
+                s.cancel_at_period_end,
+                s.payment_method_attached,
+                s.trial_end,
+                s.billing_anchor,
+            )
+            for s in sources.values()
+        ),
+        "grants": sorted((k, g.status, g.balance) for g in grant_rows for k in [grant_key[g.id]]),
+        "ledger": dict(per_grant),
+        "balances": (
+            state["usage_keys"],
+            sorted((e["entitlement_id"], e["remaining"]) for e in state["entitlements"]),
+        ),
+        "subscriptions": state["subscriptions"],
+        "add_ons": state["add_ons"],
+    }
 
 
 def _all_pages(http: TestClient, tenant: Tenant, path: str, key: str) -> list[dict[str, Any]]:

@@ -214,10 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(handler=_verify)
 
     from revenipe.bench.cli import add_parser as add_bench_parser
+    from revenipe.cli.revenuecat import add_parser as add_revenuecat_parser
     from revenipe.cli.stripe import add_parser as add_stripe_parser
 
     add_bench_parser(commands)
     add_stripe_parser(commands, common)
+    add_revenuecat_parser(commands, common)
     return parser
 
 

@@ -60,6 +60,8 @@ class ErrorCode(StrEnum):
     PROVIDER_ERROR = "provider_error"
     PROVIDER_NOT_CONFIGURED = "provider_not_configured"
     WEBHOOK_REFUSED = "webhook_refused"
+    WEBHOOK_UNAUTHORIZED = "webhook_unauthorized"
+    """A webhook without the authorization the app configured for its provider."""
     SOURCE_NOT_MANAGEABLE = "source_not_manageable"
     DATABASE_UNAVAILABLE = "database_unavailable"
     """The database could not be reached or dropped the connection; the operation was

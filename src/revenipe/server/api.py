@@ -110,7 +110,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     def revoke_key(
         key_id: Annotated[str, Path(max_length=64, pattern=r"^key_[0-9a-f]{1,40}$")],
         request: Request,
-    ) -> JSONResponse:
+    ) -> Response:
         app_service.revoke_secret_key(ctx, app_of(request), key_id)
         runtime.secret_keys.forget_all()
         return Response(status_code=204)

@@ -10,7 +10,13 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from revenipe import __version__
-from revenipe.server import api, client_protocol, sandbox_pages, stripe_routes
+from revenipe.server import (
+    api,
+    client_protocol,
+    revenuecat_routes,
+    sandbox_pages,
+    stripe_routes,
+)
 from revenipe.server.errors import install_error_handlers
 from revenipe.server.limits import BodySizeLimit, ClientFloodLimit
 from revenipe.server.runtime import Runtime
@@ -60,6 +66,7 @@ def create_app(
     app.include_router(api.build_router(runtime))
     app.include_router(sandbox_pages.build_router(runtime))
     app.include_router(stripe_routes.build_router(runtime))
+    app.include_router(revenuecat_routes.build_router(runtime))
 
     @app.get("/v1/health", tags=["operations"], summary="Liveness (touches nothing)")
     def health() -> JSONResponse:

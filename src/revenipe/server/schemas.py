@@ -199,6 +199,18 @@ class ErrorOut(BaseModel):
     message: str
 
 
+class WebhookReceived(BaseModel):
+    """A provider's webhook delivery, answered 2xx: the provider stops sending it."""
+
+    received: bool
+    event_id: str
+    outcome: str = Field(
+        description="applied; ignored (recorded, nothing to change); pending (recorded, "
+        "waiting for an earlier event of the same subscription); or duplicate (applied once "
+        "already)"
+    )
+
+
 class CheckoutOut(BaseModel):
     session_id: str
     checkout_url: str

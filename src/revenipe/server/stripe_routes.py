@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from revenipe.server.client_protocol import ERRORS
 from revenipe.server.runtime import Runtime
-from revenipe.server.schemas import ApiRequest
+from revenipe.server.schemas import ApiRequest, WebhookReceived
 from revenipe.server.security import server_app_id
 from revenipe.services import stripe_settings, stripe_webhooks
 from revenipe.services.stripe_billing import COMPLETE_PATH
@@ -40,12 +40,6 @@ class StripeSettingsOut(BaseModel):
     secret_key_last4: str | None
     webhook_secret_set: bool
     webhook_url: str = Field(description="Where Stripe should send this app's events")
-
-
-class WebhookReceived(BaseModel):
-    received: bool
-    event_id: str
-    outcome: str = Field(description="applied, ignored or duplicate")
 
 
 def _settings_out(status: stripe_settings.StripeStatus, request: Request) -> dict[str, Any]:
@@ -95,7 +89,7 @@ def build_router(runtime: Runtime) -> APIRouter:
         status_code=204,
         summary="Forget the app's Stripe settings (it sells nothing until set again)",
     )
-    def delete_stripe(request: Request) -> JSONResponse:
+    def delete_stripe(request: Request) -> Response:
         stripe_settings.remove(ctx, app_of(request))
         return Response(status_code=204)
 

@@ -593,6 +593,132 @@ def revoke_source(
     return ended
 
 
+def follow_history(
+    conn: Connection,
+    catalog: Catalog,
+    customer: repo.CustomerRow,
+    source: repo.SourceRow | None,
+    target: Subscription,
+    changes: list[ProductChange],
+    anchors: list[datetime],
+    started_at: datetime,
+    now: datetime,
+    *,
+    provider: str,
+    provider_ref: str,
+    source_id: str | None = None,
+) -> repo.SourceRow:
+    """Bring a provider's subscription to `target`, replaying its plan history.
+
+    `changes` are the subscription's product changes, oldest first, and `anchors` the
+    billing anchor of each phase (one more than changes). Before the last change the
+    subscription gave each phase's product until the next change; the last phase is
+    `target` itself. The source's `provider_state_at` is the instant of the last change
+    applied (its start before any), so each change is applied once, and a history
+    applied again changes nothing. A missing source is opened at `started_at`.
+    """
+    products = [changes[0].from_product_id if changes else target.product_id]
+    products += [c.to_product_id for c in changes]
+
+    def phase(index: int) -> Subscription:
+        if index == len(changes):
+            return target
+        interval = catalog.products_by_id[products[index]].recurring_interval
+        assert interval is not None
+        return replace(
+            target,
+            product_id=products[index],
+            interval=interval,
+            anchor=anchors[index],
+            status=target.status if target.is_live else SubscriptionStatus.ACTIVE,
+            ended_at=min(changes[index].at, now),
+            cancel_at_period_end=False,
+            pending_change=None,
+        )
+
+    if source is None:
+        source = open_subscription(
+            conn,
+            catalog,
+            customer,
+            phase(0),
+            min(started_at, now),
+            now,
+            kind="subscription",
+            provider=provider,
+            provider_ref=provider_ref,
+            source_id=source_id,
+            provider_state_at=started_at,
+        )
+        applied_until = started_at
+    else:
+        applied_until = source.provider_state_at or source.started_at
+    for index, change in enumerate(changes, start=1):
+        if change.at <= applied_until:
+            continue
+        if source.product_id == products[index - 1]:
+            # First the phase before the change, through to it: had we missed a renewal
+            # before the change, that phase's grants would end at its old period's end.
+            source = update_subscription(conn, catalog, source, phase(index - 1), now)
+        source = update_subscription(
+            conn,
+            catalog,
+            source,
+            phase(index),
+            now,
+            product_changes=[replace(change, at=min(change.at, now))],
+            provider_state_at=change.at,
+        )
+    # The provider's state itself (a product that changed with no history changes now).
+    return update_subscription(conn, catalog, source, target, now)
+
+
+def move_source(
+    conn: Connection,
+    source: repo.SourceRow,
+    customer: repo.CustomerRow,
+    at: datetime,
+    now: datetime,
+) -> repo.SourceRow:
+    """Move what a source gives to another customer at `at` (a store's transfer).
+
+    The old customer's grants are taken back at `at` (`revoked` entries; the source's
+    status becomes `transferred`) and the new customer's source holds, from `at`, what
+    each had left then, on the same terms (resets, expiry, priority): a balance moves,
+    it never doubles. The new source keeps the provider's reference; the old one's is
+    suffixed with the new source's id.
+    """
+    at = min(max(at, source.started_at), now)
+    moved = replace(
+        source,
+        id=new_id("src"),
+        customer_id=customer.id,
+        started_at=at,
+        created_at=now,
+        updated_at=now,
+    )
+    carried: list[repo.GrantRow] = []
+    for row in repo.grants_of_source(conn, source.id):
+        settled, _ = settle(row.grant, at)
+        if settled.status is GrantStatus.ACTIVE:
+            carried.append(replace(row, grant=settled))
+    renamed = replace(source, provider_ref=f"{source.provider_ref}>{moved.id}"[:255])
+    revoke_source(conn, renamed, now, status="transferred", at=at)
+    repo.insert_source(conn, moved)
+    for row in carried:
+        grant = replace(row.grant, id=new_id("grt"), source_id=moved.id, created_at=at)
+        repo.insert_grant(conn, customer.app_id, customer.id, replace(row, grant=grant))
+        if grant.balance:
+            entry = PendingEntry(grant.id, EntryKind.GRANTED, grant.balance, grant.balance, at)
+            repo.insert_entries(conn, customer.app_id, customer.id, [entry], now)
+        later, entries = settle(grant, now)
+        if entries or later != grant:
+            repo.save_grant_states(conn, [later])
+            repo.insert_entries(conn, customer.app_id, customer.id, entries, now)
+    repo.refresh_customer_due(conn, customer.id)
+    return moved
+
+
 # --- catching up ------------------------------------------------------------------------
 
 

@@ -39,7 +39,8 @@ MAX_EXTRA_PARAMS = 20
 _URL = re.compile(r"^https?://[^\s]+$", re.IGNORECASE)
 
 STRIPE = "stripe"
-STORE_PROVIDERS = ("revenuecat",)
+REVENUECAT = "revenuecat"
+STORE_PROVIDERS = (REVENUECAT,)
 """Sources sold by an app store: the customer manages them in the store."""
 
 

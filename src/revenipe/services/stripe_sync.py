@@ -24,7 +24,7 @@ same whether events come in order, late, shuffled or twice.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection
@@ -243,64 +243,22 @@ def sync_subscription(
     changes = _known_changes(catalog, view)
     products = [changes[0].from_product_id if changes else target.product_id]
     products += [c.to_product_id for c in changes]
-    anchors = _anchors(catalog, view, products, changes)
-
-    def phase(index: int) -> Subscription:
-        """The state through phase `index`: the last phase is Stripe's state itself;
-        an earlier one is live and gives access until the next change."""
-        if index == len(changes):
-            return target
-        status = target.status if target.is_live else SubscriptionStatus.ACTIVE
-        return replace(
-            target,
-            product_id=products[index],
-            interval=_interval(catalog, products[index]),
-            anchor=anchors[index],
-            status=status,
-            ended_at=min(changes[index].at, now),
-            cancel_at_period_end=False,
-            pending_change=None,
-        )
-
-    if source is None:
-        if target.access_ends_at <= view.start_date:
-            return ignored(f"{view.id} ended before it gave any access")
-        started_at = min(view.start_date, now)
-        source = access.open_subscription(
-            conn,
-            catalog,
-            customer,
-            phase(0),
-            started_at,
-            now,
-            kind="subscription",
-            provider=PROVIDER,
-            provider_ref=view.id,
-            source_id=_reserved_source_id(conn, view.metadata),
-            provider_state_at=view.start_date,
-        )
-        applied_until = view.start_date
-    else:
-        applied_until = source.provider_state_at or source.started_at
-    for index, change in enumerate(changes, start=1):
-        if change.at <= applied_until:
-            continue
-        if source.product_id == products[index - 1]:
-            # First the phase before the change, through to it: had we missed a renewal
-            # before the change, that phase's grants would end at its old period's end.
-            source = access.update_subscription(conn, catalog, source, phase(index - 1), now)
-        at = min(change.at, now)
-        source = access.update_subscription(
-            conn,
-            catalog,
-            source,
-            phase(index),
-            now,
-            product_changes=[ProductChange(at, change.from_product_id, change.to_product_id)],
-            provider_state_at=change.at,
-        )
-    # Stripe's state itself (a product changed in Stripe's dashboard changes now).
-    source = access.update_subscription(conn, catalog, source, target, now)
+    if source is None and target.access_ends_at <= view.start_date:
+        return ignored(f"{view.id} ended before it gave any access")
+    source = access.follow_history(
+        conn,
+        catalog,
+        customer,
+        source,
+        target,
+        [ProductChange(c.at, c.from_product_id, c.to_product_id) for c in changes],
+        _anchors(catalog, view, products, changes),
+        view.start_date,
+        now,
+        provider=PROVIDER,
+        provider_ref=view.id,
+        source_id=_reserved_source_id(conn, view.metadata) if source is None else None,
+    )
     return Applied("applied", f"{view.id}: {view.status}", source)
 
 

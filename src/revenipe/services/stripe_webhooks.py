@@ -32,20 +32,12 @@ from revenipe.services import stripe_settings, stripe_sync
 from revenipe.services.context import ServiceContext
 from revenipe.services.customers import CustomerRef, locked_customer
 from revenipe.services.purchases import STRIPE
+from revenipe.services.webhooks import Received
 from revenipe.storage import repository as repo
 
 TOLERANCE_SECONDS = 300
 """Stripe's own default: a signature older than 5 minutes is refused."""
 MAX_EVENT_ID = 255
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    event_id: str
-    type: str
-    outcome: str
-    """applied, ignored (recorded, nothing of ours to change), or duplicate."""
-    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

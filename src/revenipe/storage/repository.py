@@ -986,11 +986,15 @@ def record_webhook_event(
     outcome: str,
     detail: str | None,
     now: datetime,
+    *,
+    subject: str | None = None,
+    occurred_at: datetime | None = None,
 ) -> bool:
     """Remember a provider event; False if it was recorded before (apply it only once).
 
     Called in the transaction that applies the event, so the event and its effects
-    commit together or not at all.
+    commit together or not at all. `subject` and `occurred_at` (what it is about, when
+    it happened) let `webhook_events_about` read a subject's events back in order.
     """
     dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     result = conn.execute(
@@ -1003,6 +1007,8 @@ def record_webhook_event(
             outcome=outcome,
             detail=detail,
             received_at=now,
+            subject=subject,
+            occurred_at=occurred_at,
         )
         .on_conflict_do_nothing()
         .returning(webhook_events.c.event_id)
@@ -1019,6 +1025,24 @@ class WebhookEventRow:
     outcome: str
     detail: str | None
     received_at: datetime
+    subject: str | None = None
+    occurred_at: datetime | None = None
+
+
+def webhook_events_about(
+    conn: Connection, app_id: str, provider: str, subject: str
+) -> list[WebhookEventRow]:
+    """Every recorded event of one subject, in the order they happened (then by id)."""
+    rows = conn.execute(
+        select(webhook_events)
+        .where(
+            webhook_events.c.app_id == app_id,
+            webhook_events.c.provider == provider,
+            webhook_events.c.subject == subject,
+        )
+        .order_by(webhook_events.c.occurred_at, webhook_events.c.event_id)
+    )
+    return [WebhookEventRow(**r._mapping) for r in rows]
 
 
 def get_webhook_event(

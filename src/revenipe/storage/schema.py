@@ -275,4 +275,9 @@ webhook_events = Table(
     Column("outcome", String(16), nullable=False),
     Column("detail", Text),
     Column("received_at", Time, nullable=False),
+    # What the event is about (RevenueCat: a subscription or a purchase), and when it
+    # happened by the provider's clock: a subject's events are read back in that order.
+    Column("subject", String(255)),
+    Column("occurred_at", Time),
+    Index("ix_webhook_events_subject", "app_id", "provider", "subject"),
 )

@@ -7,16 +7,15 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
-from revenipe.storage.schema import access_sources, grants, ledger_entries, webhook_events
+from revenipe.storage.schema import ledger_entries, webhook_events
 
-from ..conftest import Tenant, _add_customer, assert_error, ok
+from ..conftest import Tenant, _add_customer, assert_error, customer_outcome, ok
 from ..test_purchases_sandbox import CANCEL, CHANGE
 from .conftest import StripeWorld
 from .fake_stripe import sign
@@ -288,67 +287,7 @@ SCENARIO: list[tuple[str, Callable[[Run], None]]] = [
 
 
 def outcome(world: StripeWorld, tenant: Tenant, name: str) -> dict[str, Any]:
-    """What the customer holds and every ledger entry per grant, without ids or
-    recording times."""
-    customer_id = tenant.customers[name].client_id
-    with world.backend.database.read() as conn:
-        sources = {
-            r.id: r
-            for r in conn.execute(
-                select(access_sources).where(access_sources.c.customer_id == customer_id)
-            )
-        }
-        grant_rows = list(conn.execute(select(grants).where(grants.c.customer_id == customer_id)))
-        entries = list(
-            conn.execute(
-                select(ledger_entries)
-                .where(ledger_entries.c.customer_id == customer_id)
-                .order_by(ledger_entries.c.id)
-            )
-        )
-    grant_key = {
-        g.id: (
-            sources[g.source_id].product_id,
-            sources[g.source_id].provider,
-            g.entitlement_id,
-            g.created_at,
-        )
-        for g in grant_rows
-    }
-    per_grant: dict[Any, list[Any]] = defaultdict(list)
-    for e in entries:
-        per_grant[grant_key[e.grant_id]].append((e.kind, e.amount, e.balance_after, e.effective_at))
-    state = world.state(name, tenant)
-    for key in ("subscriptions", "add_ons", "base_plans"):
-        for item in state[key]:
-            item.pop("access_source_id", None)
-            item.pop("source_id", None)
-            if item.get("pending_change"):
-                item["pending_change"].pop("change_id")
-    return {
-        "sources": sorted(
-            (
-                s.product_id,
-                s.provider,
-                s.kind,
-                s.status,
-                s.started_at,
-                s.ended_at,
-                s.current_period_start,
-                s.current_period_end,
-                s.cancel_at_period_end,
-                s.payment_method_attached,
-            )
-            for s in sources.values()
-        ),
-        "grants": sorted((k, g.status, g.balance) for g in grant_rows for k in [grant_key[g.id]]),
-        "ledger": dict(per_grant),
-        "balances": (
-            state["usage_keys"],
-            [(e["entitlement_id"], e["remaining"]) for e in state["entitlements"]],
-        ),
-        "subscriptions": state["subscriptions"],
-    }
+    return customer_outcome(world.backend, world.http, tenant, name)
 
 
 def test_events_in_order_once_or_shuffled_twice_give_the_same_access_and_ledger(

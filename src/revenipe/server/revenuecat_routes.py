@@ -1,0 +1,103 @@
+"""RevenueCat's HTTP edges: the app's RevenueCat settings (server API, secret key) and
+RevenueCat's webhook endpoint (authorized by the value the app configured, no key).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, StrictStr
+from starlette.concurrency import run_in_threadpool
+
+from revenipe.server.client_protocol import ERRORS
+from revenipe.server.runtime import Runtime
+from revenipe.server.schemas import ApiRequest, WebhookReceived
+from revenipe.server.security import server_app_id
+from revenipe.services import revenuecat_settings, revenuecat_webhooks
+from revenipe.services.revenuecat_settings import MAX_AUTHORIZATION_LENGTH
+
+WEBHOOK_PREFIX = "/v1/webhooks/revenuecat/"
+AppIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+
+class RevenueCatSettingsUpdate(ApiRequest):
+    authorization: Annotated[StrictStr, Field(max_length=MAX_AUTHORIZATION_LENGTH)] = Field(
+        description="The value RevenueCat sends in the Authorization header of this app's "
+        "webhook (its dashboard's 'Authorization header value'). Never shown back."
+    )
+
+
+class RevenueCatSettingsOut(BaseModel):
+    configured: bool = Field(description="Whether an authorization value is set")
+    webhook_url: str = Field(description="Where RevenueCat should send this app's events")
+
+
+def _settings_out(status: revenuecat_settings.RevenueCatStatus, request: Request) -> dict[str, Any]:
+    return {
+        "configured": status.configured,
+        "webhook_url": f"{str(request.base_url).rstrip('/')}{status.webhook_path}",
+    }
+
+
+def build_router(runtime: Runtime) -> APIRouter:
+    router = APIRouter(responses=ERRORS)
+    ctx = runtime.ctx
+
+    def app_of(request: Request) -> str:
+        return server_app_id(request, runtime.secret_keys)
+
+    @router.get(
+        "/v1/providers/revenuecat",
+        tags=["server API"],
+        response_model=RevenueCatSettingsOut,
+        summary="The app's RevenueCat settings (whether set; never the authorization)",
+    )
+    def get_revenuecat(request: Request) -> JSONResponse:
+        status = revenuecat_settings.status(ctx, app_of(request))
+        return JSONResponse(_settings_out(status, request))
+
+    @router.put(
+        "/v1/providers/revenuecat",
+        tags=["server API"],
+        response_model=RevenueCatSettingsOut,
+        summary="Set the authorization RevenueCat sends with the app's webhook (live apps)",
+    )
+    def put_revenuecat(body: RevenueCatSettingsUpdate, request: Request) -> JSONResponse:
+        status = revenuecat_settings.configure(
+            ctx, app_of(request), authorization=body.authorization
+        )
+        return JSONResponse(_settings_out(status, request))
+
+    @router.delete(
+        "/v1/providers/revenuecat",
+        tags=["server API"],
+        status_code=204,
+        response_class=Response,
+        summary="Forget the app's RevenueCat settings (its events are refused until set again)",
+    )
+    def delete_revenuecat(request: Request) -> Response:
+        revenuecat_settings.remove(ctx, app_of(request))
+        return Response(status_code=204)
+
+    @router.post(
+        WEBHOOK_PREFIX + "{app_id}",
+        tags=["webhooks"],
+        response_model=WebhookReceived,
+        summary="RevenueCat's events for one app (authorized by the app's configured value)",
+    )
+    async def revenuecat_webhook(
+        app_id: AppIdPath,
+        request: Request,
+        authorization: Annotated[str | None, Header(max_length=MAX_AUTHORIZATION_LENGTH)] = None,
+    ) -> JSONResponse:
+        payload = await request.body()
+        received = await run_in_threadpool(
+            revenuecat_webhooks.receive, ctx, app_id, payload, authorization
+        )
+        return JSONResponse(
+            {"received": True, "event_id": received.event_id, "outcome": received.outcome}
+        )
+
+    return router
