@@ -285,10 +285,9 @@ def _record(
             after = grant.balance - draw.amount
             consumption.append(PendingEntry(grant.id, EntryKind.CONSUMED, -draw.amount, after, now))
             states[grant.id] = _with_balance(grant, after)
-    repo.insert_usage_event(conn, event)
-    repo.save_grant_states(conn, list(states.values()))
-    repo.insert_entries(conn, app_id, customer_id, evaluation.settlement_entries, now)
-    repo.insert_entries(conn, app_id, customer_id, consumption, now, usage_event_id=event.id)
+    repo.record_track(
+        conn, event, list(states.values()), evaluation.settlement_entries, consumption
+    )
     return TrackResult(
         success=success,
         requested=event.requested,

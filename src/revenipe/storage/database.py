@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,8 @@ DEFAULT_DATABASE_URL = "sqlite:///./revenipe.db"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x7265_7665  # "reve": an advisory lock key of our own
+SQLITE_CHECKPOINT_INTERVAL_S = 0.2
+_log = logging.getLogger(__name__)
 
 
 def normalize_url(url: str) -> str:
@@ -56,6 +60,8 @@ class Database:
     # waiter again and again (the soak's write p99 grew to seconds that way). Other
     # processes on the same file still meet through the busy handler.
     _sqlite_writer: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _writes: int = field(default=0, repr=False)
+    _checkpointer_stop: threading.Event | None = field(default=None, repr=False)
 
     @property
     def dialect(self) -> str:
@@ -70,6 +76,7 @@ class Database:
         """One read-write transaction, committed on success, rolled back on error."""
         with contextlib.ExitStack() as stack:
             waited_ms = stack.enter_context(self._sqlite_turn()) if self.is_sqlite else 0
+            self._writes += 1
             stack.enter_context(_busy_as_error())
             conn = stack.enter_context(self.engine.connect())
             if self.is_sqlite:
@@ -107,22 +114,97 @@ class Database:
             finally:
                 conn.rollback()
 
+    def checkpoint(self) -> None:
+        """Copy SQLite's write-ahead log back into the database file, and let the next
+        writer start the log again from its beginning (see `_start_checkpointer`)."""
+        with _busy_as_error(), self.engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            # The bulk of the work, fsyncs included, while writers go on.
+            raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            # Then what was appended meanwhile, between this process's writers: a log
+            # that is never fully copied at a moment without writers is never restarted
+            # and grows without end.
+            if not self._sqlite_writer.acquire(timeout=1):
+                return
+            try:
+                raw.execute("PRAGMA busy_timeout=100")
+                raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            finally:
+                raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                self._sqlite_writer.release()
+
+    def _start_checkpointer(self) -> None:
+        """Checkpoint in a thread of our own rather than in the commit that crossed
+        SQLite's 1,000-page threshold: that commit waited for the copy and two fsyncs,
+        and one track in about a hundred took 15 to 35 ms instead of 0.8 ms (the p99)."""
+        stop = threading.Event()
+        self._checkpointer_stop = stop
+        threading.Thread(
+            target=_checkpoint_loop,
+            args=(weakref.ref(self), stop),
+            name="revenipe-sqlite-checkpoint",
+            daemon=True,
+        ).start()
+
     def close(self) -> None:
+        if self._checkpointer_stop is not None:
+            self._checkpointer_stop.set()
+            self._checkpointer_stop = None
+            with contextlib.suppress(RevenipeError, sqlite3.Error, DBAPIError):
+                self.checkpoint()
         self.engine.dispose()
 
 
+def _checkpoint_loop(database_ref: weakref.ref[Database], stop: threading.Event) -> None:
+    checkpointed_at_writes = 0
+    while not stop.wait(SQLITE_CHECKPOINT_INTERVAL_S):
+        database = database_ref()
+        if database is None:
+            return
+        writes = database._writes
+        if writes != checkpointed_at_writes:
+            checkpointed_at_writes = writes
+            try:
+                database.checkpoint()
+            except (RevenipeError, sqlite3.Error, DBAPIError) as exc:
+                # Busy or failing now: the log waits for the next turn, nothing is lost.
+                _log.warning("SQLite checkpoint skipped: %s", exc)
+        del database
+
+
 def _begin_immediate(conn: Connection, waited_ms: int) -> None:
-    """Take SQLite's file lock within what is left of the busy time-out: the time spent
+    """Take SQLite's file lock within what is left of the busy time-out (the time spent
     waiting for this process's turn counts, so a writer gives up after the time-out in
-    all, not after twice it."""
-    if waited_ms < 1:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        return
-    conn.exec_driver_sql(f"PRAGMA busy_timeout={max(1, SQLITE_BUSY_TIMEOUT_MS - waited_ms)}")
+    all, not after twice it).
+
+    Another process's writer is waited for here, in steps of 0.1 to 1 ms, rather than
+    in SQLite's busy handler, whose sleeps grow to 5, 10, 25, 50 ms and more: a writer
+    that met another once or twice slept far longer than the other held the lock (the
+    in-process track p99 with two processes was 6 to 10 ms for a 0.4 ms p50)."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    deadline = time.monotonic() + max(0, SQLITE_BUSY_TIMEOUT_MS - waited_ms) / 1000
+    pause_s = 0.0001
+    raw.execute("PRAGMA busy_timeout=0")
     try:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except DBAPIError as exc:
+                if not _is_locked(exc.orig):
+                    raise
+            if time.monotonic() >= deadline:
+                raise _busy_error()
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, 0.001)
     finally:
-        conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
+
+def _is_locked(error: object) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
 
 
 @contextlib.contextmanager
@@ -133,7 +215,7 @@ def _busy_as_error() -> Iterator[None]:
         yield
     except (DBAPIError, sqlite3.OperationalError, psycopg.Error) as exc:
         cause = exc.orig if isinstance(exc, DBAPIError) else exc
-        if isinstance(cause, sqlite3.OperationalError) and "locked" in str(cause):
+        if _is_locked(cause):
             raise _busy_error() from exc
         if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or _lost_connection(cause):
             raise RevenipeError(
@@ -173,6 +255,7 @@ def open_database(url: str = DEFAULT_DATABASE_URL, *, migrate: bool = True) -> D
     url = normalize_url(url)
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}
+    on_file = False
     if parsed.drivername.startswith("sqlite"):
         synchronous = str(parsed.query.get("synchronous", "normal")).upper()
         if synchronous not in ("NORMAL", "FULL", "EXTRA"):
@@ -187,7 +270,8 @@ def open_database(url: str = DEFAULT_DATABASE_URL, *, migrate: bool = True) -> D
             "check_same_thread": False,
         }
         engine = create_engine(parsed, **kwargs)
-        _configure_sqlite(engine, synchronous)
+        on_file = bool(parsed.database) and parsed.database != ":memory:"
+        _configure_sqlite(engine, synchronous, checkpoint_in_commits=not on_file)
     else:
         # No pre-ping: it costs a round trip per transaction. A connection the server
         # dropped fails its transaction (answered as an error) and is replaced.
@@ -195,10 +279,12 @@ def open_database(url: str = DEFAULT_DATABASE_URL, *, migrate: bool = True) -> D
     database = Database(engine=engine, url=url)
     if migrate:
         migrate_to_latest(database)
+    if database.is_sqlite and on_file:
+        database._start_checkpointer()
     return database
 
 
-def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+def _configure_sqlite(engine: Engine, synchronous: str, *, checkpoint_in_commits: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # We issue BEGIN ourselves (IMMEDIATE for writes): turn off pysqlite's own.
@@ -208,6 +294,8 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if not checkpoint_in_commits:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
 

@@ -12,8 +12,9 @@ write the same rows: times as timezone-aware values on PostgreSQL and as
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,6 +70,18 @@ def execute_many(conn: Connection, sql: Sql, rows: Sequence[Mapping[str, Any]]) 
             cursor.executemany(sql.text(conn), rows)
     finally:
         cursor.close()
+
+
+@contextlib.contextmanager
+def pipelined(conn: Connection) -> Iterator[None]:
+    """On PostgreSQL, send the statements run inside this block without waiting for each
+    one's answer (psycopg's pipeline mode): one round trip for all of them instead of one
+    each. Errors surface when the block ends. On SQLite statements run in-process anyway."""
+    if conn.dialect.name == "sqlite":
+        yield
+        return
+    with conn.connection.dbapi_connection.pipeline():  # type: ignore[union-attr]
+        yield
 
 
 def time_in(conn: Connection, moment: datetime | None) -> Any:

@@ -7,9 +7,10 @@ serializes them per customer on PostgreSQL (SQLite serializes all writers alread
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,7 @@ from revenipe.storage.driver_sql import (
     execute,
     execute_many,
     fetch_all,
+    pipelined,
     placeholders,
     time_in,
     time_out,
@@ -669,17 +671,41 @@ class IdempotencyKeyTaken(Exception):
     """Another transaction committed a usage event under the same key first."""
 
 
-def insert_usage_event(conn: Connection, event: UsageEventRow) -> None:
-    """Insert; raise `IdempotencyKeyTaken` if the (customer, key) pair exists already."""
+def _insert_usage_event(conn: Connection, event: UsageEventRow) -> None:
     params = _fields(event)
     params["created_at"] = time_in(conn, event.created_at)
+    execute(conn, _INSERT_USAGE_EVENT, params)
+
+
+@contextlib.contextmanager
+def _idempotency_checked(event: UsageEventRow) -> Iterator[None]:
     try:
-        execute(conn, _INSERT_USAGE_EVENT, params)
+        yield
     except (sqlite3.IntegrityError, psycopg.errors.UniqueViolation) as exc:
         # Both drivers name the constraint or its column: "...idempotency..."
         if event.idempotency_key is not None and "idempotency" in str(exc):
             raise IdempotencyKeyTaken(event.idempotency_key) from exc
         raise
+
+
+def record_track(
+    conn: Connection,
+    event: UsageEventRow,
+    states: Sequence[Grant],
+    settlement: Sequence[PendingEntry],
+    consumption: Sequence[PendingEntry],
+) -> None:
+    """Write a track's outcome: its usage event, the grants it changed, their ledger
+    entries. One round trip on PostgreSQL (pipelined). Raises `IdempotencyKeyTaken` if
+    the (customer, key) pair exists already."""
+    now = event.created_at
+    with _idempotency_checked(event), pipelined(conn):
+        _insert_usage_event(conn, event)
+        save_grant_states(conn, states)
+        insert_entries(conn, event.app_id, event.customer_id, settlement, now)
+        insert_entries(
+            conn, event.app_id, event.customer_id, consumption, now, usage_event_id=event.id
+        )
 
 
 @dataclass(frozen=True, slots=True)
