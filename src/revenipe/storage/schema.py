@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.sql.expression import false
 from sqlalchemy.types import TypeDecorator
@@ -108,6 +109,8 @@ customers = Table(
     Column("created_at", Time, nullable=False),
     Column("due_at", Time),
     UniqueConstraint("app_id", "external_id"),
+    # Pages of an app's customers, in id order, read as far as the page goes.
+    Index("ix_customers_app", "app_id", "id"),
 )
 
 access_sources = Table(
@@ -184,7 +187,9 @@ usage_events = Table(
     Column("idempotency_key", String(255)),
     Column("created_at", Time, nullable=False),
     UniqueConstraint("customer_id", "idempotency_key", name="uq_usage_events_idempotency"),
-    Index("ix_usage_events_customer_created", "customer_id", "created_at"),
+    # Usage history pages, newest first (ids sort by creation time): an app's, a customer's.
+    Index("ix_usage_events_app", "app_id", "id"),
+    Index("ix_usage_events_customer", "customer_id", "id"),
 )
 
 reversals = Table(
@@ -218,6 +223,14 @@ ledger_entries = Table(
     Index("ix_ledger_entries_grant", "grant_id"),
     Index("ix_ledger_entries_usage_event", "usage_event_id"),
     Index("ix_ledger_entries_customer", "customer_id", "id"),
+    # What a reversal gave back, read by every later reversal of the same usage event;
+    # only reversal entries carry one, so consumption entries cost this index nothing.
+    Index(
+        "ix_ledger_entries_reversal",
+        "reversal_id",
+        sqlite_where=text("reversal_id IS NOT NULL"),
+        postgresql_where=text("reversal_id IS NOT NULL"),
+    ),
 )
 
 purchase_attempts = Table(
