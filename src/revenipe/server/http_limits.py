@@ -26,14 +26,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_done = False
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._head_bytes = 0
-        self._head_done = False
-
+    # The count starts again when a message is complete, not when the next one begins:
+    # the parser calls `on_message_begin` from inside `data_received`, after the chunk
+    # that began the head was counted, and resetting there forgot that chunk (a 100 kB
+    # head read as 64 kB + 36 kB was let through).
     def on_headers_complete(self) -> None:
         self._head_done = True
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head_bytes = 0
+        self._head_done = False
+        super().on_message_complete()
 
     def data_received(self, data: bytes) -> None:
         if not self._head_done:
