@@ -626,11 +626,22 @@ def consumption_of_event(conn: Connection, usage_event_id: str) -> list[tuple[st
 
 
 def reversed_per_grant(conn: Connection, usage_event_id: str) -> dict[str, int]:
+    """What earlier reversals of a usage event gave back, per grant.
+
+    Two lookups by index rather than one join: joined, PostgreSQL read the whole ledger
+    (a sequential scan, 70 to 120 ms at 236,000 entries in the soak) instead of using
+    the partial index on `reversal_id` for the event's few reversals (ADR 0013)."""
+    reversal_ids = list(
+        conn.execute(
+            select(reversals.c.id).where(reversals.c.usage_event_id == usage_event_id)
+        ).scalars()
+    )
+    if not reversal_ids:
+        return {}
     rows = conn.execute(
         select(ledger_entries.c.grant_id, func.sum(ledger_entries.c.amount).label("total"))
-        .join(reversals, reversals.c.id == ledger_entries.c.reversal_id)
         .where(
-            reversals.c.usage_event_id == usage_event_id,
+            ledger_entries.c.reversal_id.in_(reversal_ids),
             ledger_entries.c.kind == EntryKind.REVERSED.value,
         )
         .group_by(ledger_entries.c.grant_id)
