@@ -26,9 +26,9 @@ _EXPORTS = {
     "RefusalCode": "revenipe.engine.errors",
     "RevenipeError": "revenipe.engine.errors",
     "CustomerState": "revenipe.services.customers",
-    "CheckResult": "revenipe.services.usage",
-    "ReversalResult": "revenipe.services.usage",
-    "TrackResult": "revenipe.services.usage",
+    "CheckResult": "revenipe.services.usage.track",
+    "ReversalResult": "revenipe.services.usage.reversal",
+    "TrackResult": "revenipe.services.usage.track",
 }
 
 __all__ = [
@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from revenipe.embedded import App, Backend, open
     from revenipe.engine.errors import ErrorCode, RefusalCode, RevenipeError
     from revenipe.services.customers import CustomerState
-    from revenipe.services.usage import CheckResult, ReversalResult, TrackResult
+    from revenipe.services.usage.reversal import ReversalResult
+    from revenipe.services.usage.track import CheckResult, TrackResult
 
 
 def __getattr__(name: str) -> Any:

@@ -26,11 +26,13 @@ from revenipe.catalog.loader import catalog_from_file
 from revenipe.services import apps as app_service
 from revenipe.services import catalogs as catalog_service
 from revenipe.services import customers as customer_service
-from revenipe.services import usage as usage_service
-from revenipe.services import verify as verify_service
 from revenipe.services.context import ServiceContext, utc_now
 from revenipe.services.customers import CustomerRef, CustomerState, GrantedSource
-from revenipe.services.usage import CheckResult, ReversalResult, TrackResult
+from revenipe.services.usage import reversal as reversal_service
+from revenipe.services.usage import track as usage_service
+from revenipe.services.usage import verify as verify_service
+from revenipe.services.usage.reversal import ReversalResult
+from revenipe.services.usage.track import CheckResult, TrackResult
 from revenipe.storage.database import DEFAULT_DATABASE_URL, Database, open_database
 from revenipe.storage.repository import AppRow
 
@@ -134,7 +136,7 @@ class App:
         self, usage_event_id: str, amount: int | None = None, *, idempotency_key: str | None = None
     ) -> ReversalResult:
         """Give back what a usage event consumed (all that is left, or `amount`)."""
-        return usage_service.reverse(
+        return reversal_service.reverse(
             self.context, self.app_id, usage_event_id, amount, idempotency_key=idempotency_key
         )
 

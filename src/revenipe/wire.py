@@ -11,7 +11,7 @@ from typing import Any
 
 from revenipe.catalog import Catalog, Product
 from revenipe.services.customers import CustomerState, SourceState
-from revenipe.services.purchases import (
+from revenipe.services.purchases.vocabulary import (
     AttachOutcome,
     CancelOutcome,
     CheckoutSession,

@@ -40,8 +40,10 @@ from hypothesis.stateful import (
 
 import revenipe
 from revenipe import RevenipeError
-from revenipe.services import purchases, sandbox
 from revenipe.services.customers import CustomerRef, customer_state
+from revenipe.services.purchases import orders as purchases
+from revenipe.services.purchases.sandbox import checkout, clock
+from revenipe.services.purchases.vocabulary import PurchaseRequest, StartedPurchase
 
 from support import Clock, boundary
 
@@ -334,12 +336,12 @@ class PurchaseMachine(RuleBasedStateMachine):
     def state(self) -> Any:
         return customer_state(self.ctx, self.app_id, CustomerRef(customer_id=self.customer_id))
 
-    def buy(self, product: str, **request: Any) -> purchases.StartedPurchase:
+    def buy(self, product: str, **request: Any) -> StartedPurchase:
         return purchases.start_purchase(
             self.ctx,
             self.app_id,
             self.customer_id,
-            purchases.PurchaseRequest(product_id=product, **request),
+            PurchaseRequest(product_id=product, **request),
             public_base_url=BASE_URL,
         )
 
@@ -357,7 +359,7 @@ class PurchaseMachine(RuleBasedStateMachine):
     def buy_pack(self) -> None:
         started = self.buy("pack", purchase_method="hosted_checkout")
         assert started.checkout is not None
-        done = sandbox.complete_checkout(self.ctx, started.checkout.session_id, pay=True)
+        done = checkout.complete_checkout(self.ctx, started.checkout.session_id, pay=True)
         assert done.status == "complete"
         self.model.grant(
             "purchased_credits",
@@ -384,7 +386,7 @@ class PurchaseMachine(RuleBasedStateMachine):
         else:
             started = self.buy(product, purchase_method="hosted_checkout")
             assert started.checkout is not None
-            done = sandbox.complete_checkout(self.ctx, started.checkout.session_id, pay=True)
+            done = checkout.complete_checkout(self.ctx, started.checkout.session_id, pay=True)
             source_id = done.access_source_id
             payment_method = True
         if terms.trial_days is not None:
@@ -508,7 +510,7 @@ class PurchaseMachine(RuleBasedStateMachine):
         assert outcome.payment_sheet is not None
         secret = outcome.payment_sheet.setup_intent_client_secret
         assert secret is not None
-        done = sandbox.confirm_intent(self.ctx, secret.split("_secret_")[0], secret)
+        done = checkout.confirm_intent(self.ctx, secret.split("_secret_")[0], secret)
         assert done.status == "complete"
         sub.payment_method = True
 
@@ -550,7 +552,7 @@ class PurchaseMachine(RuleBasedStateMachine):
         if seconds <= 0:
             return
         moment = self.now + timedelta(seconds=seconds)
-        sandbox.advance_clock(self.ctx, self.app_id, seconds)
+        clock.advance_clock(self.ctx, self.app_id, seconds)
         self.model.advance(moment)
 
     def any_sub(self) -> MSub | None:

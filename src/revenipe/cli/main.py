@@ -22,8 +22,8 @@ from revenipe.catalog.loader import catalog_from_file
 from revenipe.embedded import Backend
 from revenipe.embedded import open as open_backend
 from revenipe.engine.errors import RevenipeError
-from revenipe.services import sandbox as sandbox_service
 from revenipe.services.apps import set_token_policy
+from revenipe.services.purchases.sandbox import clock as clock_service
 from revenipe.services.tokens import mint_customer_token
 from revenipe.storage.database import DEFAULT_DATABASE_URL
 from revenipe.wire import customer_to_wire, timestamp
@@ -280,7 +280,7 @@ def _tokens_mint(args: argparse.Namespace, backend: Backend | None) -> tuple[Any
     return result, minted.token, 0
 
 
-def _clock_result(state: sandbox_service.ClockState) -> tuple[Any, str, int]:
+def _clock_result(state: clock_service.ClockState) -> tuple[Any, str, int]:
     result = {
         "app_id": state.app_id,
         "now": timestamp(state.now),
@@ -294,12 +294,12 @@ def _sandbox_advance(args: argparse.Namespace, backend: Backend | None) -> tuple
     if min(args.days, args.hours, args.seconds) < 0:
         raise CommandError("time only moves forward: --days, --hours and --seconds are >= 0")
     seconds = args.days * 86_400 + args.hours * 3_600 + args.seconds
-    return _clock_result(sandbox_service.advance_clock(backend.context, args.app, seconds))
+    return _clock_result(clock_service.advance_clock(backend.context, args.app, seconds))
 
 
 def _sandbox_clock(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:
     assert backend is not None
-    return _clock_result(sandbox_service.clock(backend.context, args.app))
+    return _clock_result(clock_service.clock(backend.context, args.app))
 
 
 def _serve(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from revenipe.embedded import Backend
 from revenipe.engine.errors import ErrorCode, RevenipeError
-from revenipe.services import revenuecat_settings
+from revenipe.services.purchases.revenuecat import settings as revenuecat_settings
 
 AUTHORIZATION_ENV = "REVENIPE_REVENUECAT_AUTHORIZATION"
 

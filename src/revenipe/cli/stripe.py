@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from revenipe.embedded import Backend
-from revenipe.services import stripe_settings
+from revenipe.services.purchases.stripe import settings as stripe_settings
 
 SECRET_KEY_ENV = "REVENIPE_STRIPE_SECRET_KEY"
 WEBHOOK_SECRET_ENV = "REVENIPE_STRIPE_WEBHOOK_SECRET"

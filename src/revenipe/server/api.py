@@ -21,11 +21,12 @@ from revenipe.server.security import server_app_id
 from revenipe.services import apps as app_service
 from revenipe.services import catalogs as catalog_service
 from revenipe.services import customers as customer_service
-from revenipe.services import history as history_service
-from revenipe.services import sandbox as sandbox_service
 from revenipe.services import tokens as token_service
-from revenipe.services import usage as usage_service
 from revenipe.services.customers import CustomerRef
+from revenipe.services.purchases.sandbox import clock as clock_service
+from revenipe.services.usage import history as history_service
+from revenipe.services.usage import reversal as reversal_service
+from revenipe.services.usage import track as usage_service
 from revenipe.wire import customer_to_wire, ledger_entry_to_wire, timestamp, usage_event_to_wire
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -316,7 +317,7 @@ def build_router(runtime: Runtime) -> APIRouter:
 
     @router.get("/sandbox/clock", response_model=schemas.ClockOut, summary="A sandbox app's time")
     def sandbox_clock(request: Request) -> JSONResponse:
-        return JSONResponse(_clock(sandbox_service.clock(ctx, app_of(request))))
+        return JSONResponse(_clock(clock_service.clock(ctx, app_of(request))))
 
     @router.post(
         "/sandbox/clock/advance",
@@ -325,7 +326,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     )
     def advance_sandbox_clock(body: schemas.ClockAdvance, request: Request) -> JSONResponse:
         seconds = body.days * 86_400 + body.hours * 3_600 + body.seconds
-        return JSONResponse(_clock(sandbox_service.advance_clock(ctx, app_of(request), seconds)))
+        return JSONResponse(_clock(clock_service.advance_clock(ctx, app_of(request), seconds)))
 
     # --- usage history, reversal, ledger ---------------------------------------------------
 
@@ -372,7 +373,7 @@ def build_router(runtime: Runtime) -> APIRouter:
         body: schemas.ReversalRequest | None = None,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        result = usage_service.reverse(
+        result = reversal_service.reverse(
             ctx,
             app_of(request),
             usage_event_id,
@@ -424,7 +425,7 @@ def _app_settings(app: Any) -> dict[str, Any]:
     }
 
 
-def _clock(state: sandbox_service.ClockState) -> dict[str, Any]:
+def _clock(state: clock_service.ClockState) -> dict[str, Any]:
     return {
         "app_id": state.app_id,
         "now": timestamp(state.now),

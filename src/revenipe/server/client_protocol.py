@@ -20,10 +20,11 @@ from revenipe.server.runtime import Runtime
 from revenipe.server.security import CUSTOMER_TOKEN_HEADER, ClientAccess
 from revenipe.services import catalogs as catalog_service
 from revenipe.services import customers as customer_service
-from revenipe.services import purchases as purchase_service
-from revenipe.services import usage as usage_service
 from revenipe.services.customers import CustomerRef
+from revenipe.services.purchases import orders as purchase_service
+from revenipe.services.purchases.vocabulary import PurchaseRequest
 from revenipe.services.tokens import DEFAULT_TOKEN_TTL_SECONDS, issue_token
+from revenipe.services.usage import track as usage_service
 from revenipe.wire import (
     attach_to_wire,
     cancel_to_wire,
@@ -144,7 +145,7 @@ def build_router(runtime: Runtime) -> APIRouter:
             runtime.ctx,
             who.app.id,
             body.customer_id,
-            purchase_service.PurchaseRequest(
+            PurchaseRequest(
                 product_id=body.product_id,
                 purchase_method=body.purchase_method,
                 trial_payment_method_behavior=body.trial_payment_method_behavior,

@@ -15,8 +15,9 @@ from revenipe.server.client_protocol import ERRORS
 from revenipe.server.runtime import Runtime
 from revenipe.server.schemas import ApiRequest, WebhookReceived
 from revenipe.server.security import server_app_id
-from revenipe.services import revenuecat_settings, revenuecat_webhooks
-from revenipe.services.revenuecat_settings import MAX_AUTHORIZATION_LENGTH
+from revenipe.services.purchases.revenuecat import settings as revenuecat_settings
+from revenipe.services.purchases.revenuecat import webhooks as revenuecat_webhooks
+from revenipe.services.purchases.revenuecat.settings import MAX_AUTHORIZATION_LENGTH
 
 WEBHOOK_PREFIX = "/v1/webhooks/revenuecat/"
 AppIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]

@@ -20,8 +20,8 @@ from revenipe.engine.errors import RevenipeError
 from revenipe.server import schemas
 from revenipe.server.client_protocol import ERRORS
 from revenipe.server.runtime import Runtime
-from revenipe.services import sandbox as sandbox_service
-from revenipe.services.sandbox import CheckoutView, Completion
+from revenipe.services.purchases.sandbox import checkout as sandbox_service
+from revenipe.services.purchases.sandbox.checkout import CheckoutView, Completion
 
 SessionId = Annotated[str, Path(max_length=64, pattern=r"^cs_sbx_[0-9a-f]{32}$")]
 IntentId = Annotated[str, Path(max_length=64, pattern=r"^[a-z]{2,4}_sbx_[0-9a-f]{32}$")]

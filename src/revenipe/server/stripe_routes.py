@@ -16,8 +16,9 @@ from revenipe.server.client_protocol import ERRORS
 from revenipe.server.runtime import Runtime
 from revenipe.server.schemas import ApiRequest, WebhookReceived
 from revenipe.server.security import server_app_id
-from revenipe.services import stripe_settings, stripe_webhooks
-from revenipe.services.stripe_billing import COMPLETE_PATH
+from revenipe.services.purchases.stripe import settings as stripe_settings
+from revenipe.services.purchases.stripe import webhooks as stripe_webhooks
+from revenipe.services.purchases.stripe.billing import COMPLETE_PATH
 
 WEBHOOK_PREFIX = "/v1/webhooks/stripe/"
 AppIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]

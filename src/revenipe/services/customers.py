@@ -13,13 +13,13 @@ from revenipe.engine.amounts import MAX_EXTERNAL_ID_LENGTH, require_amount, requ
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.engine.grants import Grant, settle
 from revenipe.engine.periods import period_index, period_start, require_utc
+from revenipe.engine.sources import MANAGED_PROVIDERS, Provider
 from revenipe.engine.subscriptions import PendingChange
 from revenipe.services import access
 from revenipe.services.context import ServiceContext, new_id
 from revenipe.storage import repository as repo
 
 MAX_PRIORITY = 1_000_000
-MANAGED_PROVIDERS = ("sandbox", "stripe")
 """Providers whose subscriptions customers change through this server (not the stores)."""
 
 
@@ -176,7 +176,7 @@ def grant_product_in(
         customer_id=customer_id,
         product_id=product.id,
         kind=kind.value,
-        provider="revenipe",
+        provider=Provider.REVENIPE,
         status="active",
         started_at=now,
         current_period_start=now if interval else None,
@@ -300,7 +300,7 @@ def grant_entitlement(
             customer_id=customer.id,
             product_id=None,
             kind=SourceKind.MANUAL.value,
-            provider="revenipe",
+            provider=Provider.REVENIPE,
             status="active",
             started_at=now,
             current_period_start=None,

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.sources import Provider
 from revenipe.services.context import ServiceContext
-from revenipe.services.purchases import REVENUECAT as PROVIDER
 from revenipe.storage import repository as repo
 
 WEBHOOK_PATH = "/v1/webhooks/revenuecat/{app_id}"
@@ -49,7 +49,7 @@ class RevenueCatStatus:
 
 def load(conn: Connection, app_id: str) -> RevenueCatSettings | None:
     """The app's RevenueCat settings, or None when it has none."""
-    text = repo.get_provider_settings(conn, app_id, PROVIDER)
+    text = repo.get_provider_settings(conn, app_id, Provider.REVENUECAT)
     if text is None:
         return None
     return RevenueCatSettings(json.loads(text)["authorization"])
@@ -80,7 +80,7 @@ def configure(ctx: ServiceContext, app_id: str, *, authorization: Any) -> Revenu
                 "stores; create a live app (`revenipe apps create` without --sandbox)",
             )
         document = json.dumps({"authorization": authorization}, sort_keys=True)
-        repo.put_provider_settings(conn, app.id, PROVIDER, document, ctx.now())
+        repo.put_provider_settings(conn, app.id, Provider.REVENUECAT, document, ctx.now())
         return RevenueCatStatus(app.id, True)
 
 
@@ -95,7 +95,7 @@ def remove(ctx: ServiceContext, app_id: str) -> RevenueCatStatus:
     (access already given stays as it is)."""
     with ctx.db.write() as conn:
         app = ctx.require_app(conn, app_id)
-        repo.delete_provider_settings(conn, app.id, PROVIDER)
+        repo.delete_provider_settings(conn, app.id, Provider.REVENUECAT)
         return RevenueCatStatus(app.id, False)
 
 

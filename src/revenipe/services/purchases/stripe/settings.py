@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import Connection
 
 from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.sources import Provider
 from revenipe.providers.stripe_gateway import StripeGateway
 from revenipe.services.context import ServiceContext
-from revenipe.services.purchases import STRIPE as PROVIDER
 from revenipe.storage import repository as repo
 
 WEBHOOK_PATH = "/v1/webhooks/stripe/{app_id}"
@@ -56,7 +56,7 @@ class StripeStatus:
 
 def load(conn: Connection, app_id: str) -> StripeSettings | None:
     """The app's Stripe settings, or None when it has none."""
-    text = repo.get_provider_settings(conn, app_id, PROVIDER)
+    text = repo.get_provider_settings(conn, app_id, Provider.STRIPE)
     if text is None:
         return None
     values = json.loads(text)
@@ -123,7 +123,7 @@ def configure(
         )
         document = {"secret_key": updated.secret_key, "webhook_secret": updated.webhook_secret}
         repo.put_provider_settings(
-            conn, app.id, PROVIDER, json.dumps(document, sort_keys=True), ctx.now()
+            conn, app.id, Provider.STRIPE, json.dumps(document, sort_keys=True), ctx.now()
         )
         return _status(app.id, updated)
 
@@ -139,7 +139,7 @@ def remove(ctx: ServiceContext, app_id: str) -> StripeStatus:
     its Stripe subscriptions can no longer be changed here (access stays as it is)."""
     with ctx.db.write() as conn:
         app = ctx.require_app(conn, app_id)
-        repo.delete_provider_settings(conn, app.id, PROVIDER)
+        repo.delete_provider_settings(conn, app.id, Provider.STRIPE)
         return _status(app.id, None)
 
 

@@ -31,6 +31,7 @@ from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, Product
 from revenipe.engine.periods import Interval
+from revenipe.engine.sources import Provider
 from revenipe.engine.subscriptions import (
     BillingMode,
     ChangeStatus,
@@ -43,8 +44,7 @@ from revenipe.engine.subscriptions import (
 from revenipe.providers import stripe_objects as so
 from revenipe.providers.stripe_gateway import StripeGateway
 from revenipe.services import access
-from revenipe.services.purchases import STRIPE as PROVIDER
-from revenipe.services.purchases import plan_of
+from revenipe.services.purchases.vocabulary import plan_of
 from revenipe.storage import repository as repo
 
 TAKEN_BACK = ("refunded", "disputed")
@@ -75,7 +75,7 @@ def customer_for(
         return None
     customer_id = metadata.get(so.CUSTOMER_KEY)
     if customer_id is None and stripe_customer is not None:
-        customer_id = repo.customer_for_provider_id(conn, app.id, PROVIDER, stripe_customer)
+        customer_id = repo.customer_for_provider_id(conn, app.id, Provider.STRIPE, stripe_customer)
     if customer_id is None:
         return None
     return repo.find_customer(conn, app.id, customer_id=customer_id)
@@ -92,7 +92,7 @@ def _reserved_source_id(conn: Connection, metadata: dict[str, str]) -> str | Non
 def _owned_source(
     conn: Connection, customer: repo.CustomerRow, provider_ref: str
 ) -> tuple[repo.SourceRow | None, Applied | None]:
-    source = repo.find_source_by_ref(conn, customer.app_id, PROVIDER, provider_ref)
+    source = repo.find_source_by_ref(conn, customer.app_id, Provider.STRIPE, provider_ref)
     if source is not None and source.customer_id != customer.id:
         return None, ignored(f"{provider_ref} gives access to another customer")
     if source is not None and source.status in TAKEN_BACK:
@@ -255,7 +255,7 @@ def sync_subscription(
         _anchors(catalog, view, products, changes),
         view.start_date,
         now,
-        provider=PROVIDER,
+        provider=Provider.STRIPE,
         provider_ref=view.id,
         source_id=_reserved_source_id(conn, view.metadata) if source is None else None,
     )
@@ -324,7 +324,7 @@ def sync_payment(
             product,
             paid_at,
             now,
-            provider=PROVIDER,
+            provider=Provider.STRIPE,
             provider_ref=payment.id,
             as_of=as_of,
         )

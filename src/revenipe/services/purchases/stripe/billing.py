@@ -33,14 +33,16 @@ from typing import Any
 from revenipe.catalog import Product
 from revenipe.engine import subscriptions as lifecycle
 from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.sources import Provider
 from revenipe.engine.subscriptions import BillingMode, CancelMode, ChangeStatus, Subscription
 from revenipe.providers import stripe_objects as so
 from revenipe.providers.stripe_gateway import StripeGateway
-from revenipe.services import access, stripe_settings, stripe_sync
+from revenipe.services import access
 from revenipe.services.context import ServiceContext, new_id
 from revenipe.services.customers import CustomerRef, locked_customer
-from revenipe.services.purchases import (
-    STRIPE,
+from revenipe.services.purchases.stripe import settings as stripe_settings
+from revenipe.services.purchases.stripe import sync as stripe_sync
+from revenipe.services.purchases.vocabulary import (
     AttachOutcome,
     CancelOutcome,
     CheckoutSession,
@@ -158,7 +160,7 @@ def stripe_customer(
     """The customer's Stripe customer, made on first need. Concurrent first purchases
     send one idempotency key, so Stripe makes one customer; the first link wins."""
     with ctx.db.read() as conn:
-        found = repo.provider_customer_id(conn, app.id, STRIPE, customer.id)
+        found = repo.provider_customer_id(conn, app.id, Provider.STRIPE, customer.id)
     if found is not None:
         return found
     created = gateway.create_customer(
@@ -167,9 +169,9 @@ def stripe_customer(
     )
     with ctx.db.write() as conn:
         repo.link_provider_customer(
-            conn, app.id, STRIPE, customer.id, str(created["id"]), ctx.now()
+            conn, app.id, Provider.STRIPE, customer.id, str(created["id"]), ctx.now()
         )
-        linked = repo.provider_customer_id(conn, app.id, STRIPE, customer.id)
+        linked = repo.provider_customer_id(conn, app.id, Provider.STRIPE, customer.id)
     assert linked is not None
     return linked
 
@@ -213,7 +215,7 @@ def _ephemeral_secret(gateway: StripeGateway, stripe_customer_id: str) -> str:
 class StripeProvider:
     """The purchase endpoints for a live app configured with Stripe."""
 
-    name = STRIPE
+    name = Provider.STRIPE
 
     def start(self, ctx: ServiceContext, order: Order) -> StartedPurchase:
         request = order.request

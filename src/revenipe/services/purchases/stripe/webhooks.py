@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.sources import Provider
 from revenipe.providers import stripe_objects as so
 from revenipe.providers.stripe_gateway import StripeGateway, signature_timestamp, verify_webhook
-from revenipe.services import stripe_settings, stripe_sync
 from revenipe.services.context import ServiceContext
 from revenipe.services.customers import CustomerRef, locked_customer
-from revenipe.services.purchases import STRIPE
-from revenipe.services.webhooks import Received
+from revenipe.services.purchases.stripe import settings as stripe_settings
+from revenipe.services.purchases.stripe import sync as stripe_sync
+from revenipe.services.purchases.webhooks import Received
 from revenipe.storage import repository as repo
 
 TOLERANCE_SECONDS = 300
@@ -72,7 +73,7 @@ def receive(ctx: ServiceContext, app_id: str, payload: bytes, signature: str | N
         raise RevenipeError(ErrorCode.WEBHOOK_REFUSED, "the event has no type")
     event_type = event_type[:128]
     with ctx.db.read() as conn:
-        seen = repo.get_webhook_event(conn, app.id, STRIPE, event_id)
+        seen = repo.get_webhook_event(conn, app.id, Provider.STRIPE, event_id)
     if seen is not None:
         return _redelivered(ctx, seen, signed_at)
     current = _read_current(ctx.stripe.gateway(settings.secret_key), app, event)
@@ -88,7 +89,7 @@ def receive(ctx: ServiceContext, app_id: str, payload: bytes, signature: str | N
                 )
         detail: dict[str, Any] = {"signed_at": signed_at}
         if not repo.record_webhook_event(
-            conn, app.id, STRIPE, event_id, event_type, "received", json.dumps(detail), now
+            conn, app.id, Provider.STRIPE, event_id, event_type, "received", json.dumps(detail), now
         ):
             return Received(event_id, event_type, "duplicate")
         if current is None:
@@ -106,7 +107,7 @@ def receive(ctx: ServiceContext, app_id: str, payload: bytes, signature: str | N
             applied = stripe_sync.sync_payment(conn, catalog, customer, current.payment, now)
         detail["note"] = applied.detail
         repo.set_webhook_outcome(
-            conn, app.id, STRIPE, event_id, applied.outcome, json.dumps(detail)
+            conn, app.id, Provider.STRIPE, event_id, applied.outcome, json.dumps(detail)
         )
         return Received(event_id, event_type, applied.outcome, applied.detail)
 
@@ -126,7 +127,7 @@ def _redelivered(ctx: ServiceContext, seen: repo.WebhookEventRow, signed_at: int
     detail = {**(detail if isinstance(detail, dict) else {}), "signed_at": signed_at}
     with ctx.db.write() as conn:
         repo.set_webhook_outcome(
-            conn, seen.app_id, STRIPE, seen.event_id, seen.outcome, json.dumps(detail)
+            conn, seen.app_id, Provider.STRIPE, seen.event_id, seen.outcome, json.dumps(detail)
         )
     return Received(seen.event_id, seen.type, "duplicate", "applied once already")
 

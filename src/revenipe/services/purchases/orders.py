@@ -4,197 +4,54 @@ purchase endpoints), whichever provider sells the product.
 Here are the checks every provider shares: the product exists and can be bought, the
 customer holds no live subscription already, the source named is the customer's own
 and a subscription this server manages. The provider then does the rest: the sandbox
-(`services.sandbox`) at once; Stripe (`services.stripe_billing`) through Stripe's API,
+(`purchases.sandbox`) at once; Stripe (`purchases.stripe.billing`) through Stripe's API,
 access following when Stripe confirms the payment. An app sells through one provider:
 the sandbox if it is a sandbox app, else Stripe once it is configured.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Connection
 
-from revenipe.catalog import Catalog, Product, ProductType
+from revenipe.catalog import Catalog, Product
 from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.sources import STORE_PROVIDERS, Provider
 from revenipe.engine.subscriptions import (
     LIVE_STATUSES,
     CancelMode,
-    PendingChange,
-    Plan,
-    Subscription,
 )
 from revenipe.services import access
 from revenipe.services.context import ServiceContext
+from revenipe.services.purchases.vocabulary import (
+    MAX_EXTRA_PARAMS,
+    PURCHASE_METHODS,
+    TRIAL_BEHAVIORS,
+    AttachOutcome,
+    CancelOutcome,
+    Held,
+    Order,
+    PlanChangeOutcome,
+    PurchaseProvider,
+    PurchaseRequest,
+    StartedPurchase,
+    check_url,
+    choice,
+    live_subscription,
+)
 from revenipe.storage import repository as repo
-
-PURCHASE_METHODS = ("hosted_checkout", "payment_sheet")
-TRIAL_BEHAVIORS = ("direct", "setup_intent")
-MAX_URL_LENGTH = 2048
-MAX_EXTRA_PARAMS = 20
-_URL = re.compile(r"^https?://[^\s]+$", re.IGNORECASE)
-
-STRIPE = "stripe"
-REVENUECAT = "revenuecat"
-STORE_PROVIDERS = (REVENUECAT,)
-"""Sources sold by an app store: the customer manages them in the store."""
-
-
-# --- what a customer asks for ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PurchaseRequest:
-    product_id: str
-    purchase_method: str
-    trial_payment_method_behavior: str | None = None
-    success_url: str | None = None
-    cancel_url: str | None = None
-    extra_params: Mapping[str, str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Order:
-    """A validated purchase request, with what a provider needs to fulfil it."""
-
-    app: repo.AppRow
-    customer: repo.CustomerRow
-    catalog: Catalog
-    product: Product
-    request: PurchaseRequest
-    now: datetime
-    public_base_url: str
-    """Where this server is reached (the sandbox's checkout pages live there)."""
-
-    @property
-    def recurring(self) -> bool:
-        return self.product.recurring_interval is not None
-
-    @property
-    def with_trial(self) -> bool:
-        return self.recurring and self.product.trial is not None
-
-
-# --- what a provider answers (the client protocol's shapes) ------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CheckoutSession:
-    session_id: str
-    checkout_url: str
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentSheet:
-    customer_id: str
-    customer_ephemeral_key_secret: str
-    payment_intent_client_secret: str | None = None
-    subscription_id: str | None = None
-    setup_intent_client_secret: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentSetup:
-    customer_id: str
-    ephemeral_key: str
-    setup_intent_id: str
-    setup_intent_client_secret: str
-
-
-@dataclass(frozen=True, slots=True)
-class DirectSubscription:
-    subscription_id: str
-    status: str
-    trial_end: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class StartedPurchase:
-    purchase_method: str
-    product_id: str
-    product_type: str
-    checkout: CheckoutSession | None = None
-    payment_sheet: PaymentSheet | None = None
-    setup: PaymentSetup | None = None
-    subscription: DirectSubscription | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CancelOutcome:
-    success: bool
-    status: str
-    will_cancel_at_period_end: bool
-    cancels_at: datetime | None
-    message: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PlanChangeOutcome:
-    success: bool
-    change_type: str
-    billing_mode: str
-    status: str
-    effective_at: datetime
-    message: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AttachOutcome:
-    mode: str
-    checkout: CheckoutSession | None = None
-    payment_sheet: PaymentSheet | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """A customer's subscription, loaded and checked, for a provider to act on."""
-
-    app: repo.AppRow
-    customer: repo.CustomerRow
-    catalog: Catalog
-    source: repo.SourceRow
-    product: Product
-    now: datetime
-
-
-class PurchaseProvider(Protocol):
-    """What a provider does for the purchase endpoints. Each call runs its own
-    transactions: a provider that calls out over the network must not hold one open."""
-
-    name: str
-
-    def start(self, ctx: ServiceContext, order: Order) -> StartedPurchase: ...
-
-    def cancel(self, ctx: ServiceContext, held: Held, mode: CancelMode) -> CancelOutcome: ...
-
-    def uncancel(self, ctx: ServiceContext, held: Held) -> None: ...
-
-    def change_plan(
-        self, ctx: ServiceContext, held: Held, new_product: Product
-    ) -> PlanChangeOutcome: ...
-
-    def attach_payment_method(
-        self,
-        ctx: ServiceContext,
-        held: Held,
-        mode: str,
-        success_url: str | None,
-        cancel_url: str | None,
-        public_base_url: str,
-    ) -> AttachOutcome: ...
 
 
 def _provider_named(name: str) -> PurchaseProvider:
-    if name == access.SANDBOX:
-        from revenipe.services.sandbox import SandboxProvider
+    # Imported on first use: the Stripe provider loads the stripe library, which a
+    # process that never sells through Stripe should not pay for.
+    if name == Provider.SANDBOX:
+        from revenipe.services.purchases.sandbox.provider import SandboxProvider
 
         return SandboxProvider()
-    if name == STRIPE:
-        from revenipe.services.stripe_billing import StripeProvider
+    if name == Provider.STRIPE:
+        from revenipe.services.purchases.stripe.billing import StripeProvider
 
         return StripeProvider()
     raise RevenipeError(
@@ -207,9 +64,9 @@ def _provider_named(name: str) -> PurchaseProvider:
 def seller_of(conn: Connection, app: repo.AppRow) -> str:
     """The provider an app sells through, or `purchases_not_configured`."""
     if app.sandbox:
-        return access.SANDBOX
-    if repo.get_provider_settings(conn, app.id, STRIPE) is not None:
-        return STRIPE
+        return Provider.SANDBOX
+    if repo.get_provider_settings(conn, app.id, Provider.STRIPE) is not None:
+        return Provider.STRIPE
     raise RevenipeError(
         ErrorCode.PURCHASES_NOT_CONFIGURED,
         "this app sells nothing yet: configure Stripe (`revenipe stripe configure`, or PUT "
@@ -217,72 +74,10 @@ def seller_of(conn: Connection, app: repo.AppRow) -> str:
     )
 
 
-def cancel_outcome(sub: Subscription) -> CancelOutcome:
-    """The answer to a cancel, from the subscription's state after it."""
-    if sub.cancel_at_period_end:
-        return CancelOutcome(
-            True,
-            sub.status.value,
-            True,
-            sub.period_end,
-            "the subscription ends at the end of its current period",
-        )
-    return CancelOutcome(True, sub.status.value, False, sub.ended_at, "canceled: access ended")
-
-
-_PLAN_CHANGE_MESSAGES = {
-    "pending": "the new plan starts at the end of the current period",
-    "access_applied": "the new plan applies now",
-    "canceled": "the pending plan change was dropped",
-}
-
-
-def plan_change_outcome(change: PendingChange) -> PlanChangeOutcome:
-    """The answer to a plan change, from the change as decided."""
-    return PlanChangeOutcome(
-        True,
-        change.type.value,
-        change.billing_mode.value,
-        change.status.value,
-        change.effective_at,
-        _PLAN_CHANGE_MESSAGES.get(change.status.value),
-    )
-
-
-def plan_of(product: Product) -> Plan:
-    """What the lifecycle needs of a recurring product."""
-    assert product.recurring_interval is not None, "only recurring products have a plan"
-    return Plan(product.id, product.recurring_interval, product.price or 0)
-
-
-# --- validation ----------------------------------------------------------------------------
-
-
-def _choice(value: Any, allowed: tuple[str, ...], field: str) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise RevenipeError(
-            ErrorCode.INVALID_ARGUMENT, f"{field} must be one of {', '.join(allowed)}", field=field
-        )
-    return value
-
-
-def check_url(value: Any, field: str) -> str | None:
-    """An absolute http(s) URL (where a checkout sends the customer back), or None."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > MAX_URL_LENGTH or not _URL.match(value):
-        raise RevenipeError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"{field} must be an absolute http(s) URL of at most {MAX_URL_LENGTH} characters",
-            field=field,
-        )
-    return value
-
-
 def _check_request(request: PurchaseRequest) -> PurchaseRequest:
-    _choice(request.purchase_method, PURCHASE_METHODS, "purchase_method")
+    choice(request.purchase_method, PURCHASE_METHODS, "purchase_method")
     if request.trial_payment_method_behavior is not None:
-        _choice(
+        choice(
             request.trial_payment_method_behavior,
             TRIAL_BEHAVIORS,
             "trial_payment_method_behavior",
@@ -316,24 +111,6 @@ def _purchasable(catalog: Catalog, product_id: Any) -> Product:
             field="product_id",
         )
     return product
-
-
-def live_subscription(
-    conn: Connection, catalog: Catalog, customer_id: str, product: Product
-) -> repo.SourceRow | None:
-    """The customer's live paid subscription that buying `product` would duplicate: any
-    base plan for a subscription product, the same add-on for a recurring add-on."""
-    for source in repo.list_sources(conn, customer_id):
-        if source.kind != "subscription" or source.status not in LIVE_STATUSES:
-            continue
-        held = catalog.products_by_id.get(source.product_id or "")
-        if product.type is ProductType.SUBSCRIPTION and (
-            held is None or held.type is ProductType.SUBSCRIPTION
-        ):
-            return source
-        if source.product_id == product.id:
-            return source
-    return None
 
 
 # --- the operations --------------------------------------------------------------------
@@ -426,7 +203,7 @@ def cancel_subscription(
     ctx: ServiceContext, app_id: str, customer_id: str, source_id: Any, cancel_mode: Any
 ) -> CancelOutcome:
     """Cancel at period end (access until then) or immediately (access ends now)."""
-    mode = CancelMode(_choice(cancel_mode, tuple(CancelMode), "cancel_mode"))
+    mode = CancelMode(choice(cancel_mode, tuple(CancelMode), "cancel_mode"))
     held, provider = held_subscription(ctx, app_id, customer_id, source_id)
     return provider.cancel(ctx, held, mode)
 
@@ -467,7 +244,7 @@ def attach_payment_method(
     public_base_url: str,
 ) -> AttachOutcome:
     """Collect a payment method for a subscription (a trial converts when it ends)."""
-    method = _choice(mode, PURCHASE_METHODS, "mode")
+    method = choice(mode, PURCHASE_METHODS, "mode")
     success = check_url(success_url, "success_url")
     cancel = check_url(cancel_url, "cancel_url")
     held, provider = held_subscription(ctx, app_id, customer_id, source_id)

@@ -32,6 +32,7 @@ from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, Product
 from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.sources import Provider
 from revenipe.engine.subscriptions import (
     BillingMode,
     ChangeStatus,
@@ -42,12 +43,12 @@ from revenipe.engine.subscriptions import (
     classify_change,
 )
 from revenipe.providers import revenuecat_events as rce
-from revenipe.services import access, revenuecat_settings
+from revenipe.services import access
 from revenipe.services.context import ServiceContext
 from revenipe.services.customers import CustomerRef, locked_customer
-from revenipe.services.purchases import REVENUECAT as PROVIDER
-from revenipe.services.purchases import plan_of
-from revenipe.services.webhooks import Received
+from revenipe.services.purchases.revenuecat import settings as revenuecat_settings
+from revenipe.services.purchases.vocabulary import plan_of
+from revenipe.services.purchases.webhooks import Received
 from revenipe.storage import repository as repo
 
 FINAL = ("refunded", "transferred")
@@ -84,7 +85,7 @@ def receive(
     with ctx.db.write() as conn:
         app = ctx.require_app(conn, app.id)
         now = ctx.now_for(app)
-        if repo.get_webhook_event(conn, app.id, PROVIDER, event.id) is not None:
+        if repo.get_webhook_event(conn, app.id, Provider.REVENUECAT, event.id) is not None:
             return Received(event.id, event.type, "duplicate", "applied once already")
         catalog = ctx.catalog(conn, app)
         subject, product, why_not = _subject(catalog, event)
@@ -99,7 +100,7 @@ def receive(
         if not repo.record_webhook_event(
             conn,
             app.id,
-            PROVIDER,
+            Provider.REVENUECAT,
             event.id,
             event.type[:128],
             "received",
@@ -120,7 +121,7 @@ def receive(
             result = _follow_purchase(ctx, conn, app, catalog, customer, subject, now)
         detail["note"] = result.detail
         repo.set_webhook_outcome(
-            conn, app.id, PROVIDER, event.id, result.outcome, json.dumps(detail)
+            conn, app.id, Provider.REVENUECAT, event.id, result.outcome, json.dumps(detail)
         )
         return Received(event.id, event.type, result.outcome, result.detail)
 
@@ -193,7 +194,7 @@ def _subject(catalog: Catalog, event: rce.Event) -> tuple[str | None, Product | 
 def _events_of(conn: Connection, app_id: str, subject: str) -> list[rce.Event]:
     return [
         rce.from_record(json.loads(row.detail or "{}")["event"])
-        for row in repo.webhook_events_about(conn, app_id, PROVIDER, subject)
+        for row in repo.webhook_events_about(conn, app_id, Provider.REVENUECAT, subject)
     ]
 
 
@@ -337,7 +338,7 @@ def _follow_subscription(
     """Bring the subscription to what all its recorded events tell."""
     reference = subject.removeprefix(_SUBSCRIPTION)
     history = _fold(catalog, _events_of(conn, app.id, subject))
-    source = repo.find_source_by_ref(conn, app.id, PROVIDER, reference)
+    source = repo.find_source_by_ref(conn, app.id, Provider.REVENUECAT, reference)
     if source is not None and source.status in FINAL:
         return _Outcome("ignored", f"{reference} was {source.status}: its access is final")
     if history is None:
@@ -350,7 +351,7 @@ def _follow_subscription(
             ctx, conn, app, CustomerRef(customer_id=source.customer_id), create=False, now=now
         )
     # Under the holder's lock now: read again what an event of it committed meanwhile.
-    source = repo.find_source_by_ref(conn, app.id, PROVIDER, reference)
+    source = repo.find_source_by_ref(conn, app.id, Provider.REVENUECAT, reference)
     if source is not None and source.status in FINAL:
         return _Outcome("ignored", f"{reference} was {source.status}: its access is final")
     if source is not None and source.customer_id != owner.id:
@@ -374,7 +375,7 @@ def _follow_subscription(
         history.anchors,
         started_at,
         until,
-        provider=PROVIDER,
+        provider=Provider.REVENUECAT,
         provider_ref=reference,
     )
     if history.refunded_at is not None:
@@ -399,7 +400,7 @@ def _follow_purchase(
     """Open the purchase its events name, and take it back if one of them is a refund."""
     reference = subject.removeprefix(_PURCHASE)
     events = _events_of(conn, app.id, subject)
-    source = repo.find_source_by_ref(conn, app.id, PROVIDER, reference)
+    source = repo.find_source_by_ref(conn, app.id, Provider.REVENUECAT, reference)
     if source is not None and source.status in FINAL:
         return _Outcome("ignored", f"{reference} was {source.status}: its access is final")
     # Every event of a purchase names it whole (product, when bought): the first opens it.
@@ -421,7 +422,7 @@ def _follow_purchase(
             product,
             purchased_at,
             now,
-            provider=PROVIDER,
+            provider=Provider.REVENUECAT,
             provider_ref=reference,
             as_of=refunded_at,
         )
@@ -446,7 +447,7 @@ def _transfer(
         if found is None or external_id == event.transferred_to[0]:
             continue
         for source in repo.list_sources(conn, found.id):
-            if source.provider == PROVIDER and source.status not in FINAL:
+            if source.provider == Provider.REVENUECAT and source.status not in FINAL:
                 moved += _apply_transfers(ctx, conn, app, source, [event], now)[1]
     return _Outcome("applied", f"moved {moved} source(s) to {event.transferred_to[0]!r}")
 

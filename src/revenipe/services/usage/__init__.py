@@ -1,0 +1,10 @@
+"""Usage: what customers consume and how it is read back.
+
+- `track`: track (consume, all or nothing) and check (the same decision, nothing written);
+- `reversal`: a usage event given back to the grants that paid for it;
+- `history`: usage events and ledger pages;
+- `verify`: the ledger's invariants, checked over a whole database or one app.
+
+The rules themselves are the engine's (`engine.burn`, `engine.grants`); these modules
+load, call the engine and persist what it decided, one transaction per operation.
+"""
