@@ -2,6 +2,7 @@
 
 - `model`: the validated, immutable catalog (what the rest of the code reads).
 - `loader`: YAML/JSON documents in, `Catalog` out, or errors that name the field.
+- `fields`: the typed field checks the loader builds on (each problem by path and why).
 """
 
 from revenipe.catalog.loader import CatalogError, load_catalog, parse_catalog

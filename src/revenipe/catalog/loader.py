@@ -17,17 +17,24 @@ with every entry commented out is an empty list). Fields with a real default
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
-from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import Enum, StrEnum, auto
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from revenipe.catalog.fields import (
+    CONTROL_CHARACTERS,
+    MAX_PRIORITY,
+    MAX_STORE_PRODUCT_ID_LENGTH,
+    MISSING,
+    CatalogProblem,
+    FieldChecker,
+    describe,
+    join_path,
+    yaml_hint,
+)
 from revenipe.catalog.model import (
     Catalog,
     Entitlement,
@@ -38,16 +45,10 @@ from revenipe.catalog.model import (
     ResetKind,
     UsageKey,
 )
-from revenipe.engine.amounts import ID_PATTERN, MAX_AMOUNT
+from revenipe.engine.amounts import MAX_AMOUNT
 from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.engine.grants import Rollover
-from revenipe.engine.periods import Duration, Interval, parse_duration
-
-MAX_NAME_LENGTH = 200
-MAX_DESCRIPTION_LENGTH = 2000
-MAX_STORE_PRODUCT_ID_LENGTH = 200
-MAX_PRIORITY = 1_000_000
-"""Priorities range from ``-MAX_PRIORITY`` to ``MAX_PRIORITY``."""
+from revenipe.engine.periods import Interval
 
 DOCUMENT_PATH = "<document>"
 """The path of problems with the document as a whole (YAML syntax, wrong top-level type)."""
@@ -76,24 +77,6 @@ _METERED_GRANT_FIELDS = ("entitlement", "amount", "reset", "rollover", "expires_
 _BOOLEAN_GRANT_FIELDS = ("entitlement", "expires_after")
 _ROLLOVER_FIELDS = ("min", "max")
 _STORE_FIELDS = ("app_store_product_id", "play_store_product_id", "stripe_price_id")
-
-_CURRENCY = re.compile(r"[a-z]{3}")
-# Newlines and tabs are fine in a description (YAML block scalars), not in a name.
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
-_DESCRIPTION_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-_E = TypeVar("_E", bound=StrEnum)
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogProblem:
-    """One thing wrong with a catalog: where (a field path) and why."""
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
 
 
 class CatalogError(RevenipeError):
@@ -162,14 +145,7 @@ def parse_catalog(document: object) -> Catalog:
     return catalog
 
 
-class _Missing(Enum):
-    MISSING = auto()
-
-
-_MISSING = _Missing.MISSING
-
-
-class _Checker:
+class _Checker(FieldChecker):
     """Walks one document, collecting problems instead of stopping at the first.
 
     Each method returns the validated value, or None when it found a problem (in which
@@ -177,7 +153,7 @@ class _Checker:
     """
 
     def __init__(self) -> None:
-        self.problems: list[CatalogProblem] = []
+        super().__init__()
         self.entitlement_types: dict[str, EntitlementType | None] = {}
         """Declared entitlement ids; None when the type itself is invalid."""
         self.id_paths: dict[str, str] = {}
@@ -186,9 +162,6 @@ class _Checker:
         self.product_paths: dict[str, str] = {}
         self.store_product_paths: dict[str, dict[str, str]] = {key: {} for key in _STORE_FIELDS}
 
-    def report(self, path: str, message: str) -> None:
-        self.problems.append(CatalogProblem(path, message))
-
     # -- the document -----------------------------------------------------------------
 
     def catalog(self, document: object) -> Catalog | None:
@@ -196,7 +169,7 @@ class _Checker:
             self.report(
                 DOCUMENT_PATH,
                 "a catalog must be a mapping with entitlements, usage_keys and products, "
-                f"got {_describe(document)}",
+                f"got {describe(document)}",
             )
             return None
         self.check_fields(document, "", _TOP_LEVEL_FIELDS)
@@ -252,12 +225,12 @@ class _Checker:
     def usage_key_entitlements(
         self, fields: Mapping[Any, Any], path: str
     ) -> tuple[str, ...] | None:
-        value = fields.get("entitlements", _MISSING)
-        if value is _MISSING or value is None:
+        value = fields.get("entitlements", MISSING)
+        if value is MISSING or value is None:
             self.report(path, "is required: the metered entitlements this usage key draws on")
             return None
         if not isinstance(value, list | tuple):
-            self.report(path, f"must be a list of entitlement ids, got {_describe(value)}")
+            self.report(path, f"must be a list of entitlement ids, got {describe(value)}")
             return None
         if not value:
             self.report(path, "must list at least one metered entitlement")
@@ -267,7 +240,7 @@ class _Checker:
         for index, item in enumerate(value):
             where = f"{path}[{index}]"
             if not isinstance(item, str):
-                self.report(where, f"must be an entitlement id, got {_describe(item)}")
+                self.report(where, f"must be an entitlement id, got {describe(item)}")
                 continue
             if item in seen:
                 self.report(where, f"{item!r} is listed twice (also at index {seen[item]})")
@@ -432,12 +405,12 @@ class _Checker:
     ) -> tuple[str | None, EntitlementType | None]:
         """The granted entitlement's id and type; (id, None) when its type is unknown."""
         where = f"{path}.entitlement"
-        value = fields.get("entitlement", _MISSING)
-        if value is _MISSING or value is None:
+        value = fields.get("entitlement", MISSING)
+        if value is MISSING or value is None:
             self.report(where, "is required: the id of the entitlement this grant gives")
             return None, None
         if not isinstance(value, str):
-            self.report(where, f"must be an entitlement id, got {_describe(value)}")
+            self.report(where, f"must be an entitlement id, got {describe(value)}")
             return None, None
         if value in self.usage_key_ids:
             self.report(
@@ -454,8 +427,8 @@ class _Checker:
         self, fields: Mapping[Any, Any], path: str, reset: ResetKind | None
     ) -> Rollover | None:
         where = f"{path}.rollover"
-        value = fields.get("rollover", _MISSING)
-        if value is _MISSING:
+        value = fields.get("rollover", MISSING)
+        if value is MISSING:
             return Rollover()
         if reset is ResetKind.NEVER:
             self.report(
@@ -500,6 +473,31 @@ class _Checker:
         else:
             self.product_paths[value] = path
 
+    def store_product_id(self, fields: Mapping[Any, Any], key: str, path: str) -> str | None:
+        where = join_path(path, key)
+        value = fields.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.report(
+                where,
+                f"must be a store product id (a string) or null, got {describe(value)}"
+                f"{yaml_hint(value)}",
+            )
+            return None
+        if not value.strip() or len(value) > MAX_STORE_PRODUCT_ID_LENGTH:
+            self.report(
+                where,
+                "must be a non-blank string of at most "
+                f"{MAX_STORE_PRODUCT_ID_LENGTH} characters, or null",
+            )
+            return None
+        if CONTROL_CHARACTERS.search(value):
+            self.report(where, "must not contain control characters")
+            return None
+        self.claim_store_product_id(key, value, where)
+        return value
+
     def claim_store_product_id(self, key: str, value: str, path: str) -> None:
         first = self.store_product_paths[key]
         if value in first:
@@ -510,225 +508,6 @@ class _Checker:
             )
         else:
             first[value] = path.rsplit(".", 1)[0]
-
-    # -- shapes -----------------------------------------------------------------------
-
-    def mapping(self, value: object, path: str, what: str) -> Mapping[Any, Any] | None:
-        if isinstance(value, Mapping):
-            return value
-        self.report(path, f"must be {what} (a mapping of fields), got {_describe(value)}")
-        return None
-
-    def check_fields(
-        self,
-        fields: Mapping[Any, Any],
-        path: str,
-        allowed: Collection[str],
-        *,
-        forbidden: Mapping[str, str] | None = None,
-    ) -> None:
-        for key in fields:
-            if not isinstance(key, str):
-                self.report(
-                    f"{path}[{key!r}]", f"field names must be strings, got {_describe(key)}"
-                )
-            elif forbidden and key in forbidden:
-                self.report(_join(path, key), forbidden[key])
-            elif key not in allowed:
-                self.report(_join(path, key), _unknown_field(key, allowed))
-
-    def items(self, fields: Mapping[Any, Any], key: str, path: str) -> Sequence[object]:
-        value = fields.get(key)
-        if value is None:
-            return ()
-        if isinstance(value, list | tuple):
-            return value
-        self.report(_join(path, key), f"must be a list, got {_describe(value)}")
-        return ()
-
-    # -- scalars ----------------------------------------------------------------------
-
-    def catalog_id(self, fields: Mapping[Any, Any], path: str) -> str | None:
-        where = f"{path}.id"
-        value = fields.get("id", _MISSING)
-        if value is _MISSING or value is None:
-            self.report(where, "is required: 1-64 characters of a-z, 0-9, '_', '-', '.'")
-            return None
-        # fullmatch: ID_PATTERN ends in `$`, which would also accept a trailing newline.
-        if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
-            self.report(
-                where,
-                "must be 1-64 characters of a-z, 0-9, '_', '-', '.', "
-                f"got {_describe(value)}{_yaml_hint(value)}",
-            )
-            return None
-        return value
-
-    def name(self, fields: Mapping[Any, Any], path: str) -> str | None:
-        where = f"{path}.name"
-        value = fields.get("name", _MISSING)
-        if value is _MISSING or value is None:
-            self.report(
-                where, f"is required: a non-empty string of at most {MAX_NAME_LENGTH} characters"
-            )
-            return None
-        if not isinstance(value, str):
-            self.report(where, f"must be a string, got {_describe(value)}{_yaml_hint(value)}")
-            return None
-        if not value.strip():
-            self.report(where, "must not be blank")
-            return None
-        if len(value) > MAX_NAME_LENGTH:
-            self.report(where, f"must be at most {MAX_NAME_LENGTH} characters, got {len(value)}")
-            return None
-        if _CONTROL_CHARACTERS.search(value):
-            self.report(where, "must not contain control characters such as line breaks")
-            return None
-        return value
-
-    def description(self, fields: Mapping[Any, Any], path: str) -> str | None:
-        where = f"{path}.description"
-        value = fields.get("description")
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            self.report(where, f"must be a string, got {_describe(value)}{_yaml_hint(value)}")
-            return None
-        if len(value) > MAX_DESCRIPTION_LENGTH:
-            self.report(
-                where,
-                f"must be at most {MAX_DESCRIPTION_LENGTH} characters, got {len(value)}",
-            )
-            return None
-        if _DESCRIPTION_CONTROL_CHARACTERS.search(value):
-            self.report(where, "must not contain control characters other than tabs and newlines")
-            return None
-        return value
-
-    def store_product_id(self, fields: Mapping[Any, Any], key: str, path: str) -> str | None:
-        where = _join(path, key)
-        value = fields.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            self.report(
-                where,
-                f"must be a store product id (a string) or null, got {_describe(value)}"
-                f"{_yaml_hint(value)}",
-            )
-            return None
-        if not value.strip() or len(value) > MAX_STORE_PRODUCT_ID_LENGTH:
-            self.report(
-                where,
-                "must be a non-blank string of at most "
-                f"{MAX_STORE_PRODUCT_ID_LENGTH} characters, or null",
-            )
-            return None
-        if _CONTROL_CHARACTERS.search(value):
-            self.report(where, "must not contain control characters")
-            return None
-        self.claim_store_product_id(key, value, where)
-        return value
-
-    def currency(self, fields: Mapping[Any, Any], path: str) -> str | None:
-        value = fields.get("currency")
-        if value is None:
-            return None
-        if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
-            self.report(
-                f"{path}.currency",
-                "must be a three-letter lowercase ISO 4217 code such as 'usd', "
-                f"got {_describe(value)}",
-            )
-            return None
-        return value
-
-    def boolean(self, fields: Mapping[Any, Any], key: str, path: str) -> bool | None:
-        value = fields.get(key, _MISSING)
-        if value is _MISSING:
-            return False
-        if not isinstance(value, bool):
-            self.report(_join(path, key), f"must be true or false, got {_describe(value)}")
-            return None
-        return value
-
-    def integer(
-        self,
-        fields: Mapping[Any, Any],
-        key: str,
-        path: str,
-        low: int,
-        high: int,
-        *,
-        default: int | None,
-    ) -> int | None:
-        """The integer at `key`; `default` when absent, None (reported) when invalid.
-
-        A default of None also accepts an explicit null.
-        """
-        value = fields.get(key, _MISSING)
-        if value is _MISSING or (value is None and default is None):
-            return default
-        where = _join(path, key)
-        # bool is a subclass of int; 5.0 and "5" are not integers either.
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.report(
-                where,
-                f"must be a whole number from {low} to {high}, got {_describe(value)}",
-            )
-            return None
-        if not low <= value <= high:
-            self.report(where, f"must be from {low} to {high}, got {value}")
-            return None
-        return value
-
-    def choice(
-        self,
-        fields: Mapping[Any, Any],
-        key: str,
-        path: str,
-        choices: type[_E],
-        *,
-        default: _E | _Missing | None = _MISSING,
-    ) -> _E | None:
-        """The member named at `key`; None (reported) when invalid.
-
-        Without a `default` the field is required; a default of None also accepts null.
-        """
-        where = _join(path, key)
-        allowed = ", ".join(member.value for member in choices)
-        value = fields.get(key, _MISSING)
-        if value is None and default is _MISSING:
-            value = _MISSING
-        if value is _MISSING or (value is None and default is None):
-            if default is _MISSING:
-                self.report(where, f"is required: one of {allowed}")
-                return None
-            return default
-        if isinstance(value, str):
-            try:
-                return choices(value)
-            except ValueError:
-                pass
-        self.report(where, f"must be one of {allowed}, got {_describe(value)}")
-        return None
-
-    def duration(self, fields: Mapping[Any, Any], key: str, path: str) -> Duration | None:
-        value = fields.get(key)
-        if value is None:
-            return None
-        where = _join(path, key)
-        if not isinstance(value, str):
-            self.report(
-                where,
-                f"must be an ISO-8601 duration such as P30D or P1M, got {_describe(value)}",
-            )
-            return None
-        try:
-            return parse_duration(value)
-        except ValueError as exc:
-            self.report(where, str(exc))
-            return None
 
 
 class _StrictSafeLoader(yaml.SafeLoader):
@@ -764,44 +543,6 @@ def _describe_yaml_error(exc: yaml.YAMLError) -> str:
         problem = exc.problem or "invalid YAML"
         return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
     return f"invalid YAML: {exc}"
-
-
-def _describe(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int):
-        return f"an integer ({value})"
-    if isinstance(value, float):
-        return f"a number with a decimal point ({value!r})"
-    if isinstance(value, str):
-        shown = value if len(value) <= 80 else value[:77] + "..."
-        return f"the string {shown!r}" if value else "an empty string"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return f"a {type(value).__name__}"
-
-
-def _yaml_hint(value: object) -> str:
-    if isinstance(value, bool):
-        return " (YAML reads yes, no, on, off, true and false as booleans; quote the text)"
-    if isinstance(value, int | float):
-        return " (quote it to make it text)"
-    return ""
-
-
-def _unknown_field(key: str, allowed: Collection[str]) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    if close:
-        return f"unknown field; did you mean {close[0]!r}?"
-    return f"unknown field; expected one of {', '.join(allowed)}"
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 def _grant_entitlement(value: object) -> str | None:
