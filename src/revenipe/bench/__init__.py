@@ -7,7 +7,12 @@ Parts (each per database, SQLite and PostgreSQL, side by side in one run):
 - `http` (`http.py`): `revenipe serve` under `wrk`, tracks against `GET /v1/health`;
 - `scale` (`scale.py`): track latency at 10^3 and 10^6 customers and ledger entries.
 
-Callers run in worker processes (`pool.py`, `callers.py`); `runner.py` runs the parts,
-`report.py` turns the figures into the JSON object and the table. Nothing here is
-imported by the rest of the package but the CLI.
+Callers run in worker processes (`pool.py`, `callers.py`); `scenarios` runs N callers
+together and compares scenarios in alternating rounds; `stats` turns timings into
+throughput and percentiles; `runner.py` runs the parts and `report.py` turns the figures
+into the JSON object and the table. `plan` says how much a quick or a full run
+measures, `databases` makes the throw-away databases, `loadgen` is the fallback HTTP
+load generator when `wrk` is missing and `responder` the trivial server that measures
+its ceiling. `cli` is the `revenipe bench` command line. Nothing here is imported by the
+rest of the package but the CLI.
 """

@@ -1,10 +1,18 @@
 """The pure rules of Revenipe: no I/O, no clock, no settings.
 
 Every function here takes `now` (or the instants it needs) as an argument, so the
-whole timeline of a grant can be replayed and tested in memory.
+whole timeline of a grant can be replayed and tested in memory. The rules are stated in
+docs/concepts/; this is where each one is decided:
 
+- `amounts`: amounts are positive bounded integers; ids and texts are checked.
 - `periods`: intervals, anchors, month-end clamping, ISO-8601 durations.
 - `grants`: the state of one grant over time (resets, rollover, expiry).
 - `burn`: which grants pay for a track, in which order, and how much each.
-- `errors`: the stable codes of refusals and input errors.
+- `usage`: a track's and a reversal's bookkeeping decided whole (grant states, ledger
+  entries, the usage event), for the services to persist.
+- `subscriptions`: the life of a subscription (trial, periods, renewal, cancel, plan
+  change).
+- `sources`: who provides an access source (the `Provider` names).
+- `tokens`: customer tokens, signed and verified.
+- `errors`: the stable codes of refusals and input errors, and `InvariantViolation`.
 """

@@ -1,6 +1,8 @@
-"""Adapters to payment providers' own APIs, below the services.
+"""Adapters to payment providers' own APIs and wire formats, below the services.
 
-Every call into an outside provider's library lives here (`stripe_gateway` is the only
-module that imports `stripe`); the services hand these adapters plain values and get
-plain JSON-shaped dicts back, and `stripe_objects` reads those dicts without I/O.
+- `stripe_gateway`: every call into the `stripe` library (the only module importing it);
+- `stripe_objects`: Stripe's objects (plain JSON-shaped dicts) read without I/O;
+- `revenuecat_events`: RevenueCat's webhook events read and checked without I/O.
+
+The services hand these adapters plain values and get plain values back.
 """

@@ -1,9 +1,17 @@
 """Use cases: one function per operation, one transaction each. No SQL, no HTTP.
 
+Each operation loads what it needs through `revenipe.storage`, lets `revenipe.engine`
+decide, persists what was decided and answers. Modules and packages, by domain:
+
 - `context`: what every operation gets (database, clock, catalog cache).
 - `apps`: apps, secret keys, settings.
 - `catalogs`: validating and applying an app's catalog.
-- `customers`: customers, access sources, grants of products and amounts, state.
-- `usage`: track, check and reversal (the heart: see PRODUCT.md, "Semantics of track").
-- `verify`: the ledger invariants.
+- `customers`: customers, their state (balances, grants, sources), manual grants.
+- `tokens`: customer tokens minted and checked.
+- `access`: access sources and their grants, kept in step with what a customer holds.
+- `usage`: track, check, reversal, history and the ledger's verification.
+- `purchases`: purchases and subscription changes, one package per provider.
+
+Import rules (import-linter, pyproject.toml): usage and purchases build on customers,
+which builds on access; access imports neither; providers never import each other.
 """
