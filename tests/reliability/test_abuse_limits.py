@@ -223,6 +223,26 @@ def test_a_large_head_is_refused_however_its_bytes_arrive(servers: Servers) -> N
         assert http.get("/v1/health").status_code == 200
 
 
+@pytest.mark.parametrize("e2e_database", ["sqlite"], indirect=True)
+def test_a_large_body_sent_with_its_head_is_a_large_body_not_a_large_head(
+    servers: Servers,
+) -> None:
+    """A small head and a 200 kB body in one write, and a head whose blank line is split
+    between two writes: the body is refused as a body (413), not counted as head (431)."""
+    server = servers.start()
+    address = urlsplit(server.base_url)
+    body = b"{" + b" " * 200_000 + b"}"
+    head = (
+        b"POST /v1/customers/alice/track HTTP/1.1\r\nHost: revenipe\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    for pieces in ([head + body], [head[:-3], head[-3:] + body]):
+        with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+            answer = _exchange(sock, pieces)
+        assert answer.startswith(b"HTTP/1.1 413 "), (len(pieces), answer[:200])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("e2e_database", ["sqlite"], indirect=True)
 def test_floods_are_refused_and_everyone_else_is_served(servers: Servers, figures: object) -> None:
