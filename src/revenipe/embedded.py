@@ -33,8 +33,8 @@ from revenipe.services.usage import track as usage_service
 from revenipe.services.usage import verify as verify_service
 from revenipe.services.usage.reversal import ReversalResult
 from revenipe.services.usage.track import CheckResult, TrackResult
+from revenipe.storage import apps as app_store
 from revenipe.storage.database import DEFAULT_DATABASE_URL, Database, open_database
-from revenipe.storage.repository import AppRow
 
 
 class Backend:
@@ -56,7 +56,7 @@ class Backend:
         """
         return app_service.create_app(self.context, name, catalog, sandbox=sandbox)
 
-    def list_apps(self) -> list[AppRow]:
+    def list_apps(self) -> list[app_store.AppRow]:
         return app_service.list_apps(self.context)
 
     def app(self, app_id: str) -> App:

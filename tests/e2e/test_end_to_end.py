@@ -24,7 +24,7 @@ from revenipe.client import (
     RevenipeConfig,
     RevenipeServerClient,
 )
-from revenipe.wire import customer_to_wire
+from revenipe.wire.customers import customer_to_wire
 
 from support import assert_verified
 

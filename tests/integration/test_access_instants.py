@@ -9,7 +9,9 @@ from typing import Any
 import revenipe
 from revenipe.services import access
 from revenipe.services.customers import ensure_customer
-from revenipe.storage import repository as repo
+from revenipe.storage import grants as grant_store
+from revenipe.storage import ledger as ledger_store
+from revenipe.storage import sources as source_store
 
 from support import Clock, assert_verified
 
@@ -18,12 +20,12 @@ def _entries(
     backend: revenipe.Backend, app_id: str, customer_id: str, source_id: str
 ) -> list[tuple[Any, ...]]:
     with backend.database.read() as conn:
-        grant_ids = {g.grant.id for g in repo.grants_of_source(conn, source_id)}
-        rows = repo.ledger_page(conn, app_id, customer_id=customer_id)
+        grant_ids = {g.grant.id for g in grant_store.list_grants_of_source(conn, source_id)}
+        rows = ledger_store.list_ledger_entries(conn, app_id, customer_id=customer_id)
     return [
-        (r["kind"], r["amount"], r["balance_after"], r["effective_at"], r["recorded_at"])
+        (r.kind, r.amount, r.balance_after, r.effective_at, r.recorded_at)
         for r in rows
-        if r["grant_id"] in grant_ids
+        if r.grant_id in grant_ids
     ]
 
 
@@ -122,7 +124,7 @@ def test_a_missed_renewal_and_a_later_plan_change_learned_at_once(
     c = b + timedelta(days=10)
     clock.now = c + timedelta(days=1)
     with backend.database.write() as conn:
-        source = repo.get_source(conn, customer.id, source.id)
+        source = source_store.get_source(conn, customer.id, source.id)
         assert source is not None
         second = lifecycle.advance(sub, b)[0]
         moved = dataclasses.replace(second, product_id="free")  # as the provider reports it
@@ -136,12 +138,12 @@ def test_a_missed_renewal_and_a_later_plan_change_learned_at_once(
             product_changes=[lifecycle.ProductChange(c, "pro", "free")],
         )
     with backend.database.read() as conn:
-        rows = repo.grants_of_source(conn, source.id)
+        rows = grant_store.list_grants_of_source(conn, source.id)
         pro_grant = min(rows, key=lambda r: r.grant.created_at).grant.id
         entries = [
-            (r["kind"], r["amount"], r["effective_at"])
-            for r in repo.ledger_page(conn, app.app_id, customer_id=customer.id)
-            if r["grant_id"] == pro_grant
+            (r.kind, r.amount, r.effective_at)
+            for r in ledger_store.list_ledger_entries(conn, app.app_id, customer_id=customer.id)
+            if r.grant_id == pro_grant
         ]
     # pro's 1000 granted, refilled at b (500 of the unused 1000 carried), ended at c.
     assert entries == [

@@ -27,7 +27,7 @@ from sqlalchemy import func
 from sqlalchemy import select as sql_select
 
 import revenipe
-from revenipe.storage import repository as repo
+from revenipe.storage import ledger as ledger_store
 from revenipe.storage.schema import access_sources, customers, grants, ledger_entries
 
 from support import DEMO_CATALOG, assert_verified
@@ -183,10 +183,10 @@ def unexpected(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [a for a in answers if "exception" in a]
 
 
-def consumed_entries(backend: revenipe.Backend, app_id: str) -> list[dict[str, Any]]:
+def consumed_entries(backend: revenipe.Backend, app_id: str) -> list[ledger_store.LedgerEntryRow]:
     with backend.database.read() as conn:
-        entries = repo.ledger_page(conn, app_id, limit=100_000)
-    return [e for e in entries if e["kind"] == "consumed"]
+        entries = ledger_store.list_ledger_entries(conn, app_id, limit=100_000)
+    return [e for e in entries if e.kind == "consumed"]
 
 
 def grant_balances(backend: revenipe.Backend, grant_ids: list[str]) -> dict[str, int]:
@@ -232,7 +232,7 @@ def test_forty_tracks_against_twenty_five_units(
     assert {k.key_id: k.remaining for k in state.usage_keys} == {"credits": 0}
     assert grant_balances(real_backend, list(granted.grant_ids)) == {granted.grant_ids[0]: 0}
     entries = consumed_entries(real_backend, app.app_id)
-    assert [e["balance_after"] for e in entries] == list(range(24, -1, -1))
+    assert [e.balance_after for e in entries] == list(range(24, -1, -1))
     assert_verified(real_backend, app.app_id)
 
 
@@ -268,10 +268,10 @@ def test_usage_key_fed_by_three_grants_drains_them_in_key_order(
         third: 0,
     }
     entries = consumed_entries(real_backend, app.app_id)
-    assert all(e["amount"] == -1 and e["balance_after"] >= 0 for e in entries)
-    assert [e["grant_id"] for e in entries] == [first] * 10 + [second] * 8 + [third] * 7
+    assert all(e.amount == -1 and e.balance_after >= 0 for e in entries)
+    assert [e.grant_id for e in entries] == [first] * 10 + [second] * 8 + [third] * 7
     for grant_id, amount in ((first, 10), (second, 8), (third, 7)):
-        assert [e["balance_after"] for e in entries if e["grant_id"] == grant_id] == list(
+        assert [e.balance_after for e in entries if e.grant_id == grant_id] == list(
             range(amount - 1, -1, -1)
         )
     assert {k.key_id: k.remaining for k in app.state("bob").usage_keys} == {"credits": 0}
@@ -317,13 +317,11 @@ def test_burn_order_is_observable_in_the_ledger_when_units_run_out(
     expected: list[str] = []
     for grant_id, amount in order:
         expected += [grant_id] * amount
-    assert [e["grant_id"] for e in entries] == expected
+    assert [e.grant_id for e in entries] == expected
     # Spelled out: the first entry on each grant comes after the previous grant hit 0.
     for (previous, _), (following, _) in itertools.pairwise(order):
-        emptied_at = next(
-            e["id"] for e in entries if e["grant_id"] == previous and e["balance_after"] == 0
-        )
-        first_touch = min(e["id"] for e in entries if e["grant_id"] == following)
+        emptied_at = next(e.id for e in entries if e.grant_id == previous and e.balance_after == 0)
+        first_touch = min(e.id for e in entries if e.grant_id == following)
         assert first_touch > emptied_at
     assert set(grant_balances(real_backend, [g for g, _ in order]).values()) == {0}
     assert_verified(real_backend, app.app_id)
@@ -349,7 +347,7 @@ def test_same_idempotency_key_from_many_processes_is_applied_once(
     assert (answer["requested"], answer["consumed"], answer["remaining"]) == (3, 3, 22)
     assert {k.key_id: k.remaining for k in app.state("dave").usage_keys} == {"credits": 22}
     entries = consumed_entries(real_backend, app.app_id)
-    assert [(e["amount"], e["usage_event_id"]) for e in entries] == [(-3, answer["usage_event_id"])]
+    assert [(e.amount, e.usage_event_id) for e in entries] == [(-3, answer["usage_event_id"])]
     assert_verified(real_backend, app.app_id)
 
 

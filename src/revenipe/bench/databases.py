@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 
 START_POSTGRES_HINT = (
     "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, "
@@ -50,7 +50,8 @@ class BenchDatabases:
             if self._folder is None:
                 self._folder = Path(tempfile.mkdtemp(prefix="revenipe_bench_"))
             return f"sqlite:///{self._folder / (name + '.db')}"
-        assert self.admin_url is not None
+        if self.admin_url is None:
+            raise InvariantViolation("a PostgreSQL bench database needs the admin URL")
         database = f"revenipe_bench_{self._tag}_{name}"
         with self._admin() as admin:
             admin.execute(f'CREATE DATABASE "{database}"')
@@ -82,7 +83,8 @@ class BenchDatabases:
 
     @contextlib.contextmanager
     def _admin(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-        assert self.admin_url is not None
+        if self.admin_url is None:
+            raise InvariantViolation("a PostgreSQL bench database needs the admin URL")
         with psycopg.connect(libpq_url(self.admin_url), autocommit=True, connect_timeout=5) as conn:
             yield conn
 

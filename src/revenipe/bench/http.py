@@ -31,6 +31,7 @@ import httpx
 from revenipe.bench import loadgen, workload
 from revenipe.bench.plan import Plan
 from revenipe.bench.stats import Measurement, combine, summarize
+from revenipe.engine.errors import InvariantViolation
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -148,7 +149,8 @@ def prepare(plan: Plan, choice: str, say: Callable[[str], None]) -> HttpSetup:
         text=True,
     )
     try:
-        assert responder.stdout is not None
+        if responder.stdout is None:
+            raise InvariantViolation("Popen(stdout=PIPE) gave no stdout")
         if responder.stdout.readline().strip() != "ready":
             raise RuntimeError("the bench's trivial responder did not start")
         setup.ceiling, cpu = _load(setup, port, "generator ceiling (trivial responder)", None)
@@ -346,7 +348,8 @@ def launch_server(url: str, workers: int) -> Server:
         start_new_session=True,
     )
     output: list[str] = []
-    assert process.stdout is not None
+    if process.stdout is None:
+        raise InvariantViolation("Popen(stdout=PIPE) gave no stdout")
     stream = process.stdout
     threading.Thread(target=lambda: output.extend(stream), daemon=True).start()
     return Server(process, port, workers, output)

@@ -20,6 +20,7 @@ from revenipe.bench.plan import DATABASES, DEFAULT_POSTGRES_ADMIN_URL, PARTS, Pl
 from revenipe.bench.pool import WorkerPool, close_worker_state
 from revenipe.bench.report import build_report
 from revenipe.bench.scenarios import Scenario, measure_interleaved, split
+from revenipe.engine.errors import InvariantViolation
 
 Progress = Callable[[str], None]
 CALLER_MODULES = ("revenipe.bench.callers", "revenipe.embedded", "psycopg")
@@ -106,7 +107,8 @@ def _bench_database(context: _Context, kind: str, dbs: BenchDatabases) -> dict[s
         if {"sql_limit", "inprocess"} & set(parts):
             out.update(_limit_and_inprocess(context, kind, url, app))
         if "http" in parts:
-            assert context.http_setup is not None
+            if context.http_setup is None:
+                raise InvariantViolation("the http part runs after its setup")
             say(f"{kind}: http: setting up {plan.http_customers} customers")
             customers = workload.add_customers(
                 app, workload.customer_names("http", plan.http_customers)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from revenipe.embedded import Backend
-from revenipe.engine.errors import ErrorCode, RevenipeError
-from revenipe.services.purchases.revenuecat import settings as revenuecat_settings
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
+
+if TYPE_CHECKING:
+    from revenipe.embedded import Backend
+    from revenipe.services.purchases.revenuecat import settings as revenuecat_settings
 
 AUTHORIZATION_ENV = "REVENIPE_REVENUECAT_AUTHORIZATION"
 
@@ -49,11 +51,9 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _result(status: revenuecat_settings.RevenueCatStatus) -> tuple[Any, str, int]:
-    result = {
-        "app_id": status.app_id,
-        "configured": status.configured,
-        "webhook_path": status.webhook_path,
-    }
+    from revenipe.wire.providers import revenuecat_status_to_wire
+
+    result = revenuecat_status_to_wire(status)
     if not status.configured:
         return result, f"{status.app_id}: RevenueCat is not configured", 0
     text = (
@@ -64,7 +64,10 @@ def _result(status: revenuecat_settings.RevenueCatStatus) -> tuple[Any, str, int
 
 
 def _configure(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:
-    assert backend is not None
+    if backend is None:
+        raise InvariantViolation("a command that needs the database gets an open backend")
+    from revenipe.services.purchases.revenuecat import settings as revenuecat_settings
+
     value = args.authorization or os.environ.get(AUTHORIZATION_ENV) or None
     if value is None:
         raise RevenipeError(
@@ -76,10 +79,16 @@ def _configure(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, 
 
 
 def _show(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:
-    assert backend is not None
+    if backend is None:
+        raise InvariantViolation("a command that needs the database gets an open backend")
+    from revenipe.services.purchases.revenuecat import settings as revenuecat_settings
+
     return _result(revenuecat_settings.status(backend.context, args.app))
 
 
 def _remove(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:
-    assert backend is not None
+    if backend is None:
+        raise InvariantViolation("a command that needs the database gets an open backend")
+    from revenipe.services.purchases.revenuecat import settings as revenuecat_settings
+
     return _result(revenuecat_settings.remove(backend.context, args.app))

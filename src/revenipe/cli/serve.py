@@ -4,14 +4,48 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING, Any
 
-from revenipe.catalog.loader import catalog_from_file
-from revenipe.embedded import Backend
-from revenipe.services.apps import TokenPolicy
+from revenipe.cli.common import Outcome, parse_int, require_backend
+
+if TYPE_CHECKING:
+    from revenipe.embedded import Backend
+
+
+def add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Register `serve` on the CLI's subcommands (`commands` is argparse's subparsers)."""
+    serve = commands.add_parser("serve", parents=[common], help="run the HTTP server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=parse_int, default=8080)
+    serve.add_argument(
+        "--catalog",
+        metavar="FILE",
+        help="catalog for the app created on first start (or the only app)",
+    )
+    serve.add_argument("--workers", type=parse_int, default=1)
+    serve.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="make the app created on first start a sandbox app (sandbox checkout, test clock)",
+    )
+    serve.add_argument(
+        "--public-url",
+        help="this server's address as browsers reach it (sandbox checkout pages); "
+        "default: the address of each request",
+    )
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace, backend: Backend | None) -> Outcome:
+    prepare_and_serve(require_backend(backend), args)
+    return None, "", 0
 
 
 def prepare_and_serve(backend: Backend, args: argparse.Namespace) -> None:
     """Create the first app if the database has none, say how to reach it, then serve."""
+    from revenipe.catalog.loader import catalog_from_file
+    from revenipe.services.apps import TokenPolicy
+
     if args.workers < 1 or args.workers > 64:
         raise SystemExit("--workers must be from 1 to 64")
     catalog = catalog_from_file(args.catalog) if args.catalog else None

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from revenipe.embedded import Backend
-from revenipe.services.purchases.stripe import settings as stripe_settings
+from revenipe.engine.errors import InvariantViolation
+
+if TYPE_CHECKING:
+    from revenipe.embedded import Backend
+    from revenipe.services.purchases.stripe import settings as stripe_settings
 
 SECRET_KEY_ENV = "REVENIPE_STRIPE_SECRET_KEY"
 WEBHOOK_SECRET_ENV = "REVENIPE_STRIPE_WEBHOOK_SECRET"
@@ -50,14 +53,9 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _result(status: stripe_settings.StripeStatus) -> tuple[Any, str, int]:
-    result = {
-        "app_id": status.app_id,
-        "configured": status.configured,
-        "mode": status.mode,
-        "secret_key_last4": status.secret_key_last4,
-        "webhook_secret_set": status.webhook_secret_set,
-        "webhook_path": status.webhook_path,
-    }
+    from revenipe.wire.providers import stripe_status_to_wire
+
+    result = stripe_status_to_wire(status)
     if not status.configured:
         return result, f"{status.app_id}: Stripe is not configured", 0
     text = (
@@ -69,7 +67,10 @@ def _result(status: stripe_settings.StripeStatus) -> tuple[Any, str, int]:
 
 
 def _configure(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:
-    assert backend is not None
+    if backend is None:
+        raise InvariantViolation("a command that needs the database gets an open backend")
+    from revenipe.services.purchases.stripe import settings as stripe_settings
+
     status = stripe_settings.configure(
         backend.context,
         args.app,
@@ -80,10 +81,16 @@ def _configure(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, 
 
 
 def _show(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:
-    assert backend is not None
+    if backend is None:
+        raise InvariantViolation("a command that needs the database gets an open backend")
+    from revenipe.services.purchases.stripe import settings as stripe_settings
+
     return _result(stripe_settings.status(backend.context, args.app))
 
 
 def _remove(args: argparse.Namespace, backend: Backend | None) -> tuple[Any, str, int]:
-    assert backend is not None
+    if backend is None:
+        raise InvariantViolation("a command that needs the database gets an open backend")
+    from revenipe.services.purchases.stripe import settings as stripe_settings
+
     return _result(stripe_settings.remove(backend.context, args.app))

@@ -50,14 +50,17 @@ class BurnDecision:
 
     @property
     def success(self) -> bool:
+        """Whether the track is paid in full; a refused one draws nothing."""
         return self.refusal is None
 
     @property
     def consumed(self) -> int:
+        """Units drawn, over all grants: `requested` on success, 0 when refused."""
         return sum(d.amount for d in self.draws)
 
     @property
     def remaining(self) -> int:
+        """Units the usable grants hold after this decision's draws."""
         return self.available - self.consumed
 
 

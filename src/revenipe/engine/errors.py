@@ -82,4 +82,12 @@ class RevenipeError(Exception):
 
 
 class InvariantViolation(AssertionError):
-    """A rule that must always hold did not: a bug, never a user error."""
+    """A rule that must always hold did not: a bug, never a user error.
+
+    Raised, never asserted: `python -O` strips `assert` statements, not `raise`
+    (tests/unit/test_no_bare_asserts.py keeps the package free of them). It stays an
+    `AssertionError` because that is what it replaced and what it means: whatever
+    treated a failed `assert` as a bug (pytest, hypothesis, a test that collects
+    `AssertionError`s) treats this one the same, and no `except RevenipeError` catches
+    it, so the server answers 500 and the CLI exits with a traceback.
+    """

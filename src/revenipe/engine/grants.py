@@ -31,6 +31,9 @@ class EntryKind(StrEnum):
 
 
 class GrantStatus(StrEnum):
+    """Whether a grant may pay. Only an active one does; an expired or revoked grant
+    holds 0 (`revenipe verify` checks it)."""
+
     ACTIVE = "active"
     EXPIRED = "expired"
     REVOKED = "revoked"
@@ -49,6 +52,8 @@ class Rollover:
     max: int = 0
 
     def balance_after_reset(self, amount: int, leftover: int) -> int:
+        """The balance a reset leaves, in units: the refill `amount` plus what carries
+        over of the `leftover` balance (see the class)."""
         return amount + min(self.max, max(leftover, self.min))
 
 
@@ -118,7 +123,7 @@ def settle(grant: Grant, now: datetime) -> tuple[Grant, list[PendingEntry]]:
     entries: list[PendingEntry] = []
     current = grant
     if current.reset is not None:
-        current, entries = _apply_resets(current, now)
+        current, entries = _apply_resets(current, current.reset, now)
     if current.expires_at is not None and current.expires_at <= now:
         if current.balance:
             entries.append(
@@ -128,9 +133,7 @@ def settle(grant: Grant, now: datetime) -> tuple[Grant, list[PendingEntry]]:
     return current, entries
 
 
-def _apply_resets(grant: Grant, now: datetime) -> tuple[Grant, list[PendingEntry]]:
-    rule = grant.reset
-    assert rule is not None
+def _apply_resets(grant: Grant, rule: ResetRule, now: datetime) -> tuple[Grant, list[PendingEntry]]:
     last_index = period_index(rule.anchor, rule.interval, now)
     if grant.expires_at is not None:
         # A boundary at or after expiry never happens: the grant is gone by then.

@@ -17,6 +17,9 @@ from revenipe.engine.errors import ErrorCode, RevenipeError
 
 
 class Interval(StrEnum):
+    """A billing or reset period's length. Days and weeks are fixed durations; months
+    and years are calendar steps from an anchor, clamped to the month's last day."""
+
     DAY = "day"
     WEEK = "week"
     MONTH = "month"
@@ -88,6 +91,7 @@ class Duration:
         return add_months(moment, self.months) + timedelta(days=self.days, seconds=self.seconds)
 
     def isoformat(self) -> str:
+        """The ISO-8601 text (``P1Y2M3DT4H5M6S``; weeks are written as days)."""
         years, months = divmod(self.months, 12)
         text = "P"
         text += f"{years}Y" if years else ""
@@ -104,6 +108,7 @@ class Duration:
 
     @property
     def is_zero(self) -> bool:
+        """Whether it adds nothing to a moment (``P0D``)."""
         return not (self.months or self.days or self.seconds)
 
 

@@ -26,6 +26,9 @@ from revenipe.engine.periods import Duration, Interval, period_index, period_sta
 
 
 class SubscriptionStatus(StrEnum):
+    """A subscription's status, as providers name it; trialing, active and past_due are
+    live (`LIVE_STATUSES`): their grants pay until the access ends."""
+
     TRIALING = "trialing"
     ACTIVE = "active"
     PAST_DUE = "past_due"
@@ -41,6 +44,8 @@ LIVE_STATUSES = frozenset(
 
 
 class ChangeType(StrEnum):
+    """What a plan change is, by interval first, then price (`classify_change`)."""
+
     UPGRADE = "upgrade"
     DOWNGRADE = "downgrade"
     INTERVAL_UPGRADE = "interval_upgrade"
@@ -49,11 +54,17 @@ class ChangeType(StrEnum):
 
 
 class BillingMode(StrEnum):
+    """When a plan change takes effect: now, or at the end of the current period."""
+
     IMMEDIATE = "immediate"
     PERIOD_END = "period_end"
 
 
 class ChangeStatus(StrEnum):
+    """A plan change's status in the client protocol. The engine decides `pending` (it
+    waits for the period's end), `access_applied` (done now) or `canceled` (dropped by
+    asking for the current product); the other values are the protocol's."""
+
     PENDING = "pending"
     BILLING_APPLIED = "billing_applied"
     ACCESS_APPLIED = "access_applied"
@@ -62,6 +73,9 @@ class ChangeStatus(StrEnum):
 
 
 class CancelMode(StrEnum):
+    """When a canceled subscription's access ends: at the end of the period it is paid
+    through, or now."""
+
     PERIOD_END = "period_end"
     IMMEDIATELY = "immediately"
 
@@ -113,10 +127,12 @@ class Subscription:
 
     @property
     def is_live(self) -> bool:
+        """Whether its status is live (trialing, active or past_due)."""
         return self.status in LIVE_STATUSES
 
     @property
     def is_trial(self) -> bool:
+        """Whether it is in its trial."""
         return self.status is SubscriptionStatus.TRIALING
 
     @property
@@ -267,6 +283,8 @@ def classify_change(current: Plan, new: Plan) -> tuple[ChangeType, BillingMode]:
 
 @dataclass(frozen=True, slots=True)
 class PlanChangeOutcome:
+    """What `change_plan` decided: the subscription after it, and the change."""
+
     subscription: Subscription
     change: PendingChange
     """The change as decided: `access_applied` when immediate, `pending` otherwise,

@@ -21,6 +21,8 @@ MAX_TOKEN_LENGTH = 1024
 
 
 class TokenProblem(StrEnum):
+    """Why a customer token is refused (the code a refused request carries)."""
+
     MALFORMED = "token_malformed"
     BAD_SIGNATURE = "token_bad_signature"
     EXPIRED = "token_expired"
@@ -29,12 +31,17 @@ class TokenProblem(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
+    """What a token says: the app, the internal customer id, and when it expires
+    (signed as whole Unix seconds)."""
+
     app_id: str
     customer_id: str
     expires_at: datetime
 
 
 class InvalidToken(Exception):
+    """A token that proves nothing; `problem` says why, `message` says it to a person."""
+
     def __init__(self, problem: TokenProblem, message: str) -> None:
         super().__init__(message)
         self.problem = problem
@@ -54,6 +61,8 @@ def _signature(secret: str, signed: str) -> str:
 
 
 def sign_token(secret: str, claims: TokenClaims) -> str:
+    """The token for `claims`, signed with the app's signing `secret` (HMAC-SHA256;
+    the format is in the module's docstring). `expires_at` is cut to whole seconds."""
     payload = _b64(
         json.dumps(
             {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from revenipe.engine.errors import ErrorCode, RevenipeError
 
@@ -80,6 +80,14 @@ class Event:
 
 def _refused(message: str) -> RevenipeError:
     return RevenipeError(ErrorCode.WEBHOOK_REFUSED, message)
+
+
+@overload
+def _text(values: dict[str, Any], name: str, *, required: Literal[True]) -> str: ...
+
+
+@overload
+def _text(values: dict[str, Any], name: str, *, required: bool = False) -> str | None: ...
 
 
 def _text(values: dict[str, Any], name: str, *, required: bool = False) -> str | None:
@@ -153,7 +161,6 @@ def parse(payload: bytes) -> Event:
 def _event(values: dict[str, Any]) -> Event:
     event_id = _text(values, "id", required=True)
     event_type = _text(values, "type", required=True)
-    assert event_id is not None and event_type is not None
     return Event(
         id=event_id,
         type=event_type,

@@ -88,8 +88,7 @@ def parse_plan_changes(text: str | None) -> list[PlanChange]:
         match = _CHANGE.match(entry.strip())
         if match is None:
             continue
-        at = moment(int(match.group(3)))
-        assert at is not None
+        at = datetime.fromtimestamp(int(match.group(3)), UTC)
         changes.append(PlanChange(match.group(1), match.group(2), at))
     changes.sort(key=lambda c: c.at)
     return changes

@@ -6,7 +6,10 @@ parse, authorize, call a service, render.
 - `security`: app ids, secret keys, customer tokens and the token policy.
 - `limits`: body size and anonymous-login rate limits.
 - `errors`: every error becomes a JSON body with `code` and `message`.
-- `schemas`: request and response models (strict; also the OpenAPI document).
-- `client_protocol`: `v1/client/...` and `v1/customer/...`, exactly as the reference.
-- `api`: the server API under `/v1/`, authenticated by secret keys.
+- `http_limits`: a bound on the size of a request's head (request line and headers).
+- `runtime`: what the routes share (service context, caches, rate limits).
+- `requests`: request models (strict); answers are `revenipe.wire`'s shapes.
+- `routes`: one module per resource: the client protocol, the server API under `/v1/`
+  (authenticated by secret keys), the providers' webhooks and the sandbox pages.
+- `openapi`: the OpenAPI document, as served and as committed.
 """

@@ -10,15 +10,21 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from revenipe import __version__
-from revenipe.server import (
-    api,
-    client_protocol,
-    revenuecat_routes,
-    sandbox_pages,
-    stripe_routes,
-)
 from revenipe.server.errors import install_error_handlers
 from revenipe.server.limits import BodySizeLimit, ClientFloodLimit
+from revenipe.server.routes import (
+    apps,
+    catalog,
+    client_protocol,
+    customers,
+    ledger,
+    purchases,
+    revenuecat,
+    sandbox_clock,
+    sandbox_pages,
+    stripe,
+    usage,
+)
 from revenipe.server.runtime import Runtime
 from revenipe.server.settings import ServerSettings
 from revenipe.services.context import ServiceContext, utc_now
@@ -62,11 +68,20 @@ def create_app(
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    app.include_router(client_protocol.build_router(runtime))
-    app.include_router(api.build_router(runtime))
-    app.include_router(sandbox_pages.build_router(runtime))
-    app.include_router(stripe_routes.build_router(runtime))
-    app.include_router(revenuecat_routes.build_router(runtime))
+    for routes in (
+        client_protocol,
+        purchases,
+        apps,
+        catalog,
+        customers,
+        usage,
+        sandbox_clock,
+        ledger,
+        sandbox_pages,
+        stripe,
+        revenuecat,
+    ):
+        app.include_router(routes.build_router(runtime))
 
     @app.get("/v1/health", tags=["operations"], summary="Liveness (touches nothing)")
     def health() -> JSONResponse:

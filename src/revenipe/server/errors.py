@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from revenipe.catalog import CatalogError
 from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.wire.common import catalog_problems_to_wire, error_body
 
 logger = logging.getLogger("revenipe.server")
 
@@ -59,10 +59,6 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"code": code, "message": message, **extra}
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -79,7 +75,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CatalogError)
     async def _catalog_error(_: Request, exc: CatalogError) -> JSONResponse:
-        problems = [{"path": p.path, "message": p.message} for p in exc.problems]
+        problems = catalog_problems_to_wire(exc)
         return JSONResponse(error_body("invalid_catalog", str(exc), problems=problems), 400)
 
     @app.exception_handler(RequestValidationError)

@@ -23,7 +23,7 @@ from revenipe.services import apps as app_service
 from revenipe.services.apps import TokenPolicy
 from revenipe.services.context import ServiceContext
 from revenipe.services.tokens import check_customer_token
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
 
 CUSTOMER_TOKEN_HEADER = "X-Revenipe-Customer-Token"
 
@@ -34,15 +34,15 @@ class AppCache:
     def __init__(self, ctx: ServiceContext, ttl_seconds: float) -> None:
         self.ctx = ctx
         self.ttl = ttl_seconds
-        self._entries: dict[str, tuple[float, repo.AppRow | None]] = {}
+        self._entries: dict[str, tuple[float, app_store.AppRow | None]] = {}
 
-    def get(self, app_id: str) -> repo.AppRow | None:
+    def get(self, app_id: str) -> app_store.AppRow | None:
         now = time.monotonic()
         cached = self._entries.get(app_id)
         if cached is not None and now - cached[0] < self.ttl:
             return cached[1]
         try:
-            app: repo.AppRow | None = app_service.get_app(self.ctx, app_id)
+            app: app_store.AppRow | None = app_service.get_app(self.ctx, app_id)
         except RevenipeError as exc:
             # Only "no such app" is an answer; a database fault must not turn into
             # "invalid app id" (cached, too): it propagates as the 503 it is.
@@ -62,7 +62,7 @@ class AppCache:
 class ClientAccess:
     """An authenticated client request: its app and, if it sent one, a valid token."""
 
-    app: repo.AppRow
+    app: app_store.AppRow
     claims: TokenClaims | None
 
     @property

@@ -6,14 +6,13 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from revenipe.catalog import Catalog
 from revenipe.engine.amounts import require_text
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.services.catalogs import apply_catalog_in
 from revenipe.services.context import ServiceContext, new_id
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
 
 
 class TokenPolicy(StrEnum):
@@ -25,7 +24,7 @@ class TokenPolicy(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class CreatedApp:
-    app: repo.AppRow
+    app: app_store.AppRow
     secret_key: str
     """Shown once: only its hash is stored."""
 
@@ -45,7 +44,7 @@ def create_app(
     """
     name = require_text(name, field="name", max_length=200)
     now = ctx.now()
-    app = repo.AppRow(
+    app = app_store.AppRow(
         id=new_id("app"),
         name=name,
         token_policy=TokenPolicy.ENFORCE.value,
@@ -56,25 +55,25 @@ def create_app(
     )
     secret_key = f"sk_{secrets.token_urlsafe(32)}"
     with ctx.db.write() as conn:
-        repo.insert_app(conn, app)
-        repo.insert_secret_key(conn, new_id("key"), app.id, hash_secret_key(secret_key), now)
+        app_store.insert_app(conn, app)
+        app_store.insert_secret_key(conn, new_id("key"), app.id, hash_secret_key(secret_key), now)
         if catalog is not None:
             apply_catalog_in(ctx, conn, app, catalog, now)
             app = ctx.require_app(conn, app.id)
     return CreatedApp(app, secret_key)
 
 
-def get_app(ctx: ServiceContext, app_id: str) -> repo.AppRow:
+def get_app(ctx: ServiceContext, app_id: str) -> app_store.AppRow:
     with ctx.db.read() as conn:
         return ctx.require_app(conn, app_id)
 
 
-def list_apps(ctx: ServiceContext) -> list[repo.AppRow]:
+def list_apps(ctx: ServiceContext) -> list[app_store.AppRow]:
     with ctx.db.read() as conn:
-        return repo.list_apps(conn)
+        return app_store.list_apps(conn)
 
 
-def set_token_policy(ctx: ServiceContext, app_id: str, policy: str) -> repo.AppRow:
+def set_token_policy(ctx: ServiceContext, app_id: str, policy: str) -> app_store.AppRow:
     try:
         value = TokenPolicy(policy)
     except ValueError:
@@ -85,7 +84,7 @@ def set_token_policy(ctx: ServiceContext, app_id: str, policy: str) -> repo.AppR
         ) from None
     with ctx.db.write() as conn:
         ctx.require_app(conn, app_id)
-        repo.set_app_fields(conn, app_id, token_policy=value.value)
+        app_store.update_app_token_policy(conn, app_id, value.value)
         return ctx.require_app(conn, app_id)
 
 
@@ -95,20 +94,20 @@ def create_secret_key(ctx: ServiceContext, app_id: str) -> tuple[str, str]:
     key_id = new_id("key")
     with ctx.db.write() as conn:
         ctx.require_app(conn, app_id)
-        repo.insert_secret_key(conn, key_id, app_id, hash_secret_key(secret_key), ctx.now())
+        app_store.insert_secret_key(conn, key_id, app_id, hash_secret_key(secret_key), ctx.now())
     return key_id, secret_key
 
 
-def list_secret_keys(ctx: ServiceContext, app_id: str) -> list[dict[str, Any]]:
+def list_secret_keys(ctx: ServiceContext, app_id: str) -> list[app_store.SecretKeyRow]:
     """The app's secret keys: ids and dates, never the keys."""
     with ctx.db.read() as conn:
         ctx.require_app(conn, app_id)
-        return repo.list_secret_keys(conn, app_id)
+        return app_store.list_secret_keys(conn, app_id)
 
 
 def revoke_secret_key(ctx: ServiceContext, app_id: str, key_id: str) -> None:
     with ctx.db.write() as conn:
-        if not repo.revoke_secret_key(conn, app_id, key_id, ctx.now()):
+        if not app_store.update_secret_key_revoked(conn, app_id, key_id, ctx.now()):
             raise RevenipeError(
                 ErrorCode.INVALID_ARGUMENT, f"no active secret key {key_id!r} in this app"
             )
@@ -117,4 +116,4 @@ def revoke_secret_key(ctx: ServiceContext, app_id: str, key_id: str) -> None:
 def app_for_secret_key(ctx: ServiceContext, secret_key: str) -> str | None:
     """The app a (non-revoked) secret key belongs to, or None."""
     with ctx.db.read() as conn:
-        return repo.app_id_for_secret_hash(conn, hash_secret_key(secret_key))
+        return app_store.find_app_id_by_secret_hash(conn, hash_secret_key(secret_key))

@@ -20,7 +20,10 @@ from revenipe.catalog import Catalog
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.engine.subscriptions import LIVE_STATUSES
 from revenipe.services.context import ServiceContext
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
+from revenipe.storage import catalogs as catalog_store
+from revenipe.storage import grants as grant_store
+from revenipe.storage import sources as source_store
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,24 +44,26 @@ def apply_catalog(ctx: ServiceContext, app_id: str, catalog: Catalog) -> Applied
 
 
 def apply_catalog_in(
-    ctx: ServiceContext, conn: Connection, app: repo.AppRow, catalog: Catalog, now: datetime
+    ctx: ServiceContext, conn: Connection, app: app_store.AppRow, catalog: Catalog, now: datetime
 ) -> AppliedCatalog:
     document = canonical_document(catalog)
     digest = hashlib.sha256(document.encode()).hexdigest()
     if app.catalog_version:
-        current = repo.get_catalog_version(conn, app.id, app.catalog_version)
+        current = catalog_store.get_catalog_version(conn, app.id, app.catalog_version)
         if current is not None and current.digest == digest:
             return AppliedCatalog(app.catalog_version, changed=False)
     _refuse_breaking_changes(conn, app.id, catalog)
     version = app.catalog_version + 1
-    repo.insert_catalog_version(conn, app.id, version, document, digest, now)
-    repo.set_app_fields(conn, app.id, catalog_version=version)
+    catalog_store.insert_catalog_version(conn, app.id, version, document, digest, now)
+    app_store.update_app_catalog_version(conn, app.id, version)
     return AppliedCatalog(version, changed=True)
 
 
 def _refuse_breaking_changes(conn: Connection, app_id: str, catalog: Catalog) -> None:
     problems = []
-    for entitlement_id, held_type in sorted(repo.held_entitlements(conn, app_id).items()):
+    for entitlement_id, held_type in sorted(
+        grant_store.map_held_entitlement_types(conn, app_id).items()
+    ):
         entitlement = catalog.entitlements_by_id.get(entitlement_id)
         if entitlement is None:
             problems.append(
@@ -69,7 +74,9 @@ def _refuse_breaking_changes(conn: Connection, app_id: str, catalog: Catalog) ->
                 f"entitlement {entitlement_id!r} is held by customers as "
                 f"{held_type} and cannot become {entitlement.type.value}"
             )
-    for product_id in sorted(repo.subscribed_products(conn, app_id, sorted(LIVE_STATUSES))):
+    for product_id in sorted(
+        source_store.list_subscribed_product_ids(conn, app_id, sorted(LIVE_STATUSES))
+    ):
         product = catalog.products_by_id.get(product_id)
         if product is None:
             problems.append(

@@ -13,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, parse_catalog
-from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.providers.stripe_gateway import StripeClients
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
+from revenipe.storage import catalogs as catalog_store
 from revenipe.storage.database import Database
 
 
@@ -49,9 +50,9 @@ class CatalogCache:
         if version == 0:
             catalog = Catalog()
         else:
-            row = repo.get_catalog_version(conn, app_id, version)
+            row = catalog_store.get_catalog_version(conn, app_id, version)
             if row is None:
-                raise AssertionError(f"app {app_id} has no catalog version {version}")
+                raise InvariantViolation(f"app {app_id} has no catalog version {version}")
             catalog = parse_catalog(json.loads(row.document))
         with self._lock:
             if len(self._entries) > 10_000:
@@ -74,18 +75,17 @@ class ServiceContext:
         """The server's time (customer tokens, rate limits: never a test clock)."""
         return self.clock()
 
-    def now_for(self, app: repo.AppRow) -> datetime:
+    def now_for(self, app: app_store.AppRow) -> datetime:
         """The app's time: the server's, plus the test clock's lead in a sandbox app.
 
         Everything a balance depends on (resets, expiry, renewals) runs on it.
         """
         return app_time(self.clock(), app.clock_offset_seconds)
 
-    def require_app(self, conn: Connection, app_id: str) -> repo.AppRow:
-        app = repo.get_app(conn, app_id) if isinstance(app_id, str) else None
-        if app is None:
+    def require_app(self, conn: Connection, app_id: str) -> app_store.AppRow:
+        if not isinstance(app_id, str):
             raise RevenipeError(ErrorCode.APP_NOT_FOUND, f"no app with id {app_id!r}")
-        return app
+        return app_store.require_app(conn, app_id)
 
-    def catalog(self, conn: Connection, app: repo.AppRow) -> Catalog:
+    def catalog(self, conn: Connection, app: app_store.AppRow) -> Catalog:
         return self.catalogs.get(conn, app.id, app.catalog_version)

@@ -10,14 +10,17 @@ from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, EntitlementType, Product, ProductType
 from revenipe.engine.amounts import MAX_EXTERNAL_ID_LENGTH, require_amount, require_text
-from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.engine.grants import Grant, settle
 from revenipe.engine.periods import period_index, period_start, require_utc
 from revenipe.engine.sources import MANAGED_PROVIDERS, Provider
 from revenipe.engine.subscriptions import PendingChange
 from revenipe.services import access
 from revenipe.services.context import ServiceContext, new_id
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
+from revenipe.storage import customers as customer_store
+from revenipe.storage import grants as grant_store
+from revenipe.storage import sources as source_store
 
 MAX_PRIORITY = 1_000_000
 """Providers whose subscriptions customers change through this server (not the stores)."""
@@ -62,18 +65,18 @@ class CustomerRef:
 def locked_customer(
     ctx: ServiceContext,
     conn: Connection,
-    app: repo.AppRow,
+    app: app_store.AppRow,
     ref: CustomerRef,
     *,
     create: bool,
     now: datetime,
     anonymous: bool = False,
-) -> repo.CustomerRow:
+) -> customer_store.CustomerRow:
     """The customer, row-locked for this transaction; created (with defaults) if asked.
 
     Only external identities can create: an unknown internal id is an error.
     """
-    customer = repo.find_customer(
+    customer = customer_store.find_customer(
         conn, app.id, customer_id=ref.customer_id, external_id=ref.external_id, lock=True
     )
     if customer is not None:
@@ -82,19 +85,20 @@ def locked_customer(
         return customer
     if not create or ref.external_id is None:
         raise RevenipeError(ErrorCode.CUSTOMER_NOT_FOUND, "no such customer in this app")
-    row = repo.CustomerRow(new_id("cus"), app.id, ref.external_id, anonymous, now)
-    if repo.insert_customer_if_new(conn, row):
+    row = customer_store.CustomerRow(new_id("cus"), app.id, ref.external_id, anonymous, now)
+    if customer_store.insert_customer_if_new(conn, row):
         catalog = ctx.catalog(conn, app)
         for product in catalog.default_products:
             grant_product_in(conn, app.id, row.id, catalog, product, now, kind=SourceKind.DEFAULT)
-    customer = repo.find_customer(conn, app.id, external_id=ref.external_id, lock=True)
-    assert customer is not None
+    customer = customer_store.find_customer(conn, app.id, external_id=ref.external_id, lock=True)
+    if customer is None:
+        raise InvariantViolation(f"customer {ref.external_id!r} not found right after its insert")
     return customer
 
 
 def ensure_customer(
     ctx: ServiceContext, app_id: str, external_id: str, *, anonymous: bool = False
-) -> repo.CustomerRow:
+) -> customer_store.CustomerRow:
     """Log in: the customer for this external identity, created with defaults if new.
 
     `anonymous` marks a customer created by a token-less anonymous login (see the
@@ -103,7 +107,7 @@ def ensure_customer(
     ref = CustomerRef.external(external_id)
     with ctx.db.read() as conn:
         app = ctx.require_app(conn, app_id)
-        found = repo.find_customer(conn, app.id, external_id=ref.external_id)
+        found = customer_store.find_customer(conn, app.id, external_id=ref.external_id)
     if found is not None:
         return found
     with ctx.db.write() as conn:
@@ -122,10 +126,10 @@ def catch_up(ctx: ServiceContext, app_id: str, customer_id: str) -> None:
         )
 
 
-def find_customer(ctx: ServiceContext, app_id: str, ref: CustomerRef) -> repo.CustomerRow:
+def find_customer(ctx: ServiceContext, app_id: str, ref: CustomerRef) -> customer_store.CustomerRow:
     with ctx.db.read() as conn:
         ctx.require_app(conn, app_id)
-        customer = repo.find_customer(
+        customer = customer_store.find_customer(
             conn, app_id, customer_id=ref.customer_id, external_id=ref.external_id
         )
     if customer is None:
@@ -135,11 +139,11 @@ def find_customer(ctx: ServiceContext, app_id: str, ref: CustomerRef) -> repo.Cu
 
 def list_customers(
     ctx: ServiceContext, app_id: str, *, after_id: str | None = None, limit: int = 100
-) -> list[repo.CustomerRow]:
+) -> list[customer_store.CustomerRow]:
     """Customers in id order (creation order); page with `after_id`."""
     with ctx.db.read() as conn:
         ctx.require_app(conn, app_id)
-        return repo.list_customers(conn, app_id, after_id=after_id, limit=limit)
+        return customer_store.list_customers(conn, app_id, after_id=after_id, limit=limit)
 
 
 # --- granting ----------------------------------------------------------------------
@@ -170,7 +174,7 @@ def grant_product_in(
     (no payment to wait for); `expires_at` ends it.
     """
     interval = product.recurring_interval
-    source = repo.SourceRow(
+    source = source_store.SourceRow(
         id=new_id("src"),
         app_id=app_id,
         customer_id=customer_id,
@@ -186,7 +190,7 @@ def grant_product_in(
         canceled_at=None,
         created_at=now,
     )
-    repo.insert_source(conn, source)
+    source_store.insert_source(conn, source)
     grant_ids = access.grant_product(
         conn,
         app_id,
@@ -294,7 +298,7 @@ def grant_entitlement(
                 field="amount",
             )
         customer = locked_customer(ctx, conn, app, ref, create=True, now=now)
-        source = repo.SourceRow(
+        source = source_store.SourceRow(
             id=new_id("src"),
             app_id=app.id,
             customer_id=customer.id,
@@ -310,7 +314,7 @@ def grant_entitlement(
             canceled_at=None,
             created_at=now,
         )
-        repo.insert_source(conn, source)
+        source_store.insert_source(conn, source)
         grant_id = access.insert_grant(
             conn,
             app.id,
@@ -348,7 +352,7 @@ class UsageKeyState:
 
 @dataclass(frozen=True, slots=True)
 class SourceState:
-    source: repo.SourceRow
+    source: source_store.SourceRow
     product: Product | None
     period_start: datetime | None
     period_end: datetime | None
@@ -372,7 +376,7 @@ class SourceState:
 class CustomerState:
     """Everything a client shows: what the customer holds, as of `as_of`."""
 
-    customer: repo.CustomerRow
+    customer: customer_store.CustomerRow
     entitlements: tuple[EntitlementState, ...]
     usage_keys: tuple[UsageKeyState, ...]
     sources: tuple[SourceState, ...]
@@ -403,25 +407,25 @@ def customer_state(ctx: ServiceContext, app_id: str, ref: CustomerRef) -> Custom
         with ctx.db.read() as conn:
             app = ctx.require_app(conn, app_id)
             now = ctx.now_for(app)
-            customer = repo.find_customer(
+            customer = customer_store.find_customer(
                 conn, app.id, customer_id=ref.customer_id, external_id=ref.external_id
             )
             if customer is None:
                 raise RevenipeError(ErrorCode.CUSTOMER_NOT_FOUND, "no such customer in this app")
             if attempt == 2 or customer.due_at is None or customer.due_at > now:
                 catalog = ctx.catalog(conn, app)
-                grant_rows = repo.active_grants(conn, customer.id)
-                sources = repo.list_sources(conn, customer.id)
+                grant_rows = grant_store.list_active_grants(conn, customer.id)
+                sources = source_store.list_sources(conn, customer.id)
                 return build_state(customer, catalog, grant_rows, sources, now)
         catch_up(ctx, app_id, customer.id)
-    raise AssertionError("unreachable")
+    raise InvariantViolation("customer_state: the third attempt always returns")
 
 
 def build_state(
-    customer: repo.CustomerRow,
+    customer: customer_store.CustomerRow,
     catalog: Catalog,
-    grant_rows: list[repo.GrantRow],
-    sources: list[repo.SourceRow],
+    grant_rows: list[grant_store.GrantRow],
+    sources: list[source_store.SourceRow],
     now: datetime,
 ) -> CustomerState:
     usable: list[tuple[Grant, str]] = []

@@ -9,7 +9,7 @@ from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.engine.tokens import TokenClaims, sign_token, verify_token
 from revenipe.services.context import ServiceContext
 from revenipe.services.customers import ensure_customer
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
 
 DEFAULT_TOKEN_TTL_SECONDS = 3600
 MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600
@@ -39,7 +39,7 @@ def mint_customer_token(
     return issue_token(app, customer.id, ctx.now() + timedelta(seconds=ttl))
 
 
-def issue_token(app: repo.AppRow, customer_id: str, expires_at: datetime) -> MintedToken:
+def issue_token(app: app_store.AppRow, customer_id: str, expires_at: datetime) -> MintedToken:
     """Sign a token for an already known customer (expiry rounded up to a whole second)."""
     if expires_at.microsecond:
         expires_at = expires_at.replace(microsecond=0) + timedelta(seconds=1)
@@ -47,6 +47,6 @@ def issue_token(app: repo.AppRow, customer_id: str, expires_at: datetime) -> Min
     return MintedToken(token, customer_id, expires_at)
 
 
-def check_customer_token(app: repo.AppRow, token: str, now: datetime) -> TokenClaims:
+def check_customer_token(app: app_store.AppRow, token: str, now: datetime) -> TokenClaims:
     """Raise `engine.tokens.InvalidToken` unless `token` is valid for `app` at `now`."""
     return verify_token(app.token_signing_secret, token, app_id=app.id, now=now)

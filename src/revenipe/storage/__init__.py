@@ -3,6 +3,43 @@
 - `schema`: table definitions (the single source the migrations are written from).
 - `database`: opening a database from a URL, connection settings, transactions,
   running migrations on first use.
-- `repository`: every query the services need.
+- `driver_sql`: how queries run: hand-written SQL on the driver's cursor, and the one
+  place values are converted between Python and the columns (`Columns`, `time_in`,
+  `time_out`).
+- One module per aggregate, each holding every query on its tables:
+  - `apps`: apps, their secret keys and provider settings.
+  - `catalogs`: the catalog versions an app applied.
+  - `customers`: customers and their ids at the providers.
+  - `sources`: access sources (subscriptions, purchases, promotional access).
+  - `grants`: grants.
+  - `ledger`: ledger entries.
+  - `usage_events`: usage events (a track's two round trips) and reversals.
+  - `purchases`: purchase attempts (checkouts, payment and setup intents).
+  - `webhooks`: provider events received.
 - `migrations/`: Alembic environment and versions.
+
+Each module has one row type per table it returns rows of (`AppRow`, `GrantRow`, ...:
+frozen dataclasses read from the row by column name). Functions take an open
+connection (one transaction) and return a row type, a list of it, or plain values;
+their name says which:
+
+- `get_x(conn, <primary key>) -> X | None`: None when absent.
+- `require_x(conn, <primary key>) -> X`: raises `RevenipeError` with the code of the
+  absence (`APP_NOT_FOUND`, ...) when absent.
+- `find_x(conn, <anything else>) -> X | None`: a lookup by something other than the
+  primary key (an external id, a provider's id, an idempotency key); X may be a plain
+  value (`find_app_id_by_secret_hash -> str | None`).
+- `list_x(...) -> list[X]`: every match, in the order the docstring says.
+- `map_x(...) -> dict[str, X]`: matches keyed by id, or a total per id.
+- `has_x(...) -> bool`: whether any row matches.
+- writes: `insert_x` (a new row; `insert_x_if_new` returns False when it existed),
+  `update_x...` (some columns of existing rows; returns a bool when it may match
+  nothing), `save_x` (a row or rows written whole: insert or update, or several at
+  once), `delete_x`.
+- the track's two round trips keep the names of what they do: `lock_for_track`,
+  `record_track` (`usage_events`).
+
+Writes that touch a customer's balances take the customer's row lock first
+(`customers.find_customer(..., lock=True)` or `usage_events.lock_for_track`), which
+serializes them per customer on PostgreSQL (SQLite serializes all writers already).
 """

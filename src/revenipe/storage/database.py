@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 
 DEFAULT_DATABASE_URL = "sqlite:///./revenipe.db"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -119,7 +119,8 @@ class Database:
         writer start the log again from its beginning (see `_start_checkpointer`)."""
         with _busy_as_error(), self.engine.connect() as conn:
             raw = conn.connection.dbapi_connection
-            assert raw is not None
+            if raw is None:
+                raise InvariantViolation("a checked-out connection has no DBAPI connection")
             # The bulk of the work, fsyncs included, while writers go on.
             raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             # Then what was appended meanwhile, between this process's writers: a log
@@ -183,7 +184,8 @@ def _begin_immediate(conn: Connection, waited_ms: int) -> None:
     that met another once or twice slept far longer than the other held the lock (the
     in-process track p99 with two processes was 6 to 10 ms for a 0.4 ms p50)."""
     raw = conn.connection.dbapi_connection
-    assert raw is not None
+    if raw is None:
+        raise InvariantViolation("a checked-out connection has no DBAPI connection")
     deadline = time.monotonic() + max(0, SQLITE_BUSY_TIMEOUT_MS - waited_ms) / 1000
     pause_s = 0.0001
     raw.execute("PRAGMA busy_timeout=0")

@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.sql.expression import false
 from sqlalchemy.types import TypeDecorator
 
+from revenipe.engine.errors import InvariantViolation
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in, timezone-aware UTC out, on both dialects.
@@ -47,7 +49,8 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        assert isinstance(value, datetime)
+        if not isinstance(value, datetime):
+            raise InvariantViolation(f"a time column read as {type(value).__name__}")
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         converted: datetime = value.astimezone(UTC)

@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 import revenipe
-from revenipe.storage import repository as repo
+from revenipe.storage import customers as customer_store
+from revenipe.storage import sources as source_store
 
 from ..conftest import Tenant, TestClient, _add_customer, ok
 from support import DEMO_CATALOG, Clock, assert_verified
@@ -202,14 +203,16 @@ class RcWorld:
         (key,) = (k for k in self.state(name, tenant)["usage_keys"] if k["key_id"] == "credits")
         return int(key["remaining"])
 
-    def rows(self, name: str = "alice", tenant: Tenant | None = None) -> list[repo.SourceRow]:
+    def rows(
+        self, name: str = "alice", tenant: Tenant | None = None
+    ) -> list[source_store.SourceRow]:
         """The customer's RevenueCat access sources as stored (ended ones too)."""
         tenant = tenant or self.a
         with self.backend.database.read() as conn:
-            customer = repo.find_customer(conn, tenant.app_id, external_id=name)
+            customer = customer_store.find_customer(conn, tenant.app_id, external_id=name)
             if customer is None:
                 return []
-            rows = repo.list_sources(conn, customer.id)
+            rows = source_store.list_sources(conn, customer.id)
         return [r for r in rows if r.provider == "revenuecat"]
 
     def track(self, name: str, tenant: Tenant, entitlement_id: str, value: int) -> dict[str, Any]:

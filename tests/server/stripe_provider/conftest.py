@@ -18,7 +18,7 @@ import pytest
 
 import revenipe
 from revenipe.providers.stripe_gateway import StripeClients
-from revenipe.storage import repository as repo
+from revenipe.storage import sources as source_store
 
 from ..conftest import Tenant, TestClient, _add_customer, ok
 from ..test_purchases_sandbox import START, TRACK
@@ -201,11 +201,13 @@ class StripeWorld:
         state = self.state(name, tenant)
         return [s for s in state["subscriptions"] + state["add_ons"] if s["provider"] == "stripe"]
 
-    def rows(self, name: str = "alice", tenant: Tenant | None = None) -> list[repo.SourceRow]:
+    def rows(
+        self, name: str = "alice", tenant: Tenant | None = None
+    ) -> list[source_store.SourceRow]:
         """The customer's Stripe access sources as stored (packs included, ended ones too)."""
         tenant = tenant or self.a
         with self.backend.database.read() as conn:
-            rows = repo.list_sources(conn, tenant.customers[name].client_id)
+            rows = source_store.list_sources(conn, tenant.customers[name].client_id)
         return [r for r in rows if r.provider == "stripe"]
 
     def subscription(self, source_id: str, name: str = "alice") -> dict[str, Any] | None:

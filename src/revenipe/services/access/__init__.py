@@ -21,6 +21,8 @@ Usage and purchases build on this package; it imports neither.
 
 from revenipe.services.access.grants import end_grants, grant_product, insert_grant
 from revenipe.services.access.sources import (
+    KnownSubscription,
+    ToldHistory,
     follow_history,
     move_source,
     open_purchase,
@@ -36,6 +38,8 @@ from revenipe.services.access.subscriptions import (
 )
 
 __all__ = [
+    "KnownSubscription",
+    "ToldHistory",
     "catch_up",
     "end_grants",
     "follow_history",

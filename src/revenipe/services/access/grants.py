@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, EntitlementType, Product, ResetKind
+from revenipe.engine.errors import InvariantViolation
 from revenipe.engine.grants import (
     EntryKind,
     Grant,
@@ -22,7 +23,9 @@ from revenipe.engine.grants import (
 )
 from revenipe.engine.periods import Interval
 from revenipe.services.context import new_id
-from revenipe.storage import repository as repo
+from revenipe.storage import grants as grant_store
+from revenipe.storage import ledger as ledger_store
+from revenipe.storage import sources as source_store
 
 
 def earliest(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -74,16 +77,16 @@ def insert_grant(
         expires_at=earliest(term_expires_at, access_ends_at),
         reset=reset,
     )
-    row = repo.GrantRow(grant, entitlement_type.value, term_expires_at, follows_period)
-    repo.insert_grant(conn, app_id, customer_id, row)
+    row = grant_store.GrantRow(grant, entitlement_type.value, term_expires_at, follows_period)
+    grant_store.insert_grant(conn, app_id, customer_id, row)
     if amount:
         entry = PendingEntry(grant.id, EntryKind.GRANTED, amount, amount, start)
-        repo.insert_entries(conn, app_id, customer_id, [entry], now)
+        ledger_store.insert_entries(conn, app_id, customer_id, [entry], now)
     # A grant that is born expired is written off at once, like any other expiry.
     settled, entries = settle(grant, as_of or now)
     if entries or settled != grant:
-        repo.save_grant_states(conn, [settled])
-        repo.insert_entries(conn, app_id, customer_id, entries, now)
+        grant_store.save_grant_states(conn, [settled])
+        ledger_store.insert_entries(conn, app_id, customer_id, entries, now)
     return grant.id
 
 
@@ -114,7 +117,10 @@ def grant_product(
         reset = None
         follows_period = spec.reset is ResetKind.PERIOD
         if follows_period:
-            assert product.recurring_interval is not None, "validated: period needs an interval"
+            if product.recurring_interval is None:
+                raise InvariantViolation(
+                    f"product {product.id}: the catalog let a period reset on a one-off product"
+                )
             reset = ResetRule(product.recurring_interval, period_anchor or start, spec.rollover)
         elif spec.reset is not ResetKind.NEVER:
             reset = ResetRule(Interval(spec.reset.value), start, spec.rollover)
@@ -140,12 +146,14 @@ def grant_product(
     return tuple(grant_ids)
 
 
-def end_grants(conn: Connection, source: repo.SourceRow, at: datetime, now: datetime) -> None:
+def end_grants(
+    conn: Connection, source: source_store.SourceRow, at: datetime, now: datetime
+) -> None:
     """The source's grants stop paying at `at` for good (its product changed, or the
     source ended): what is left then is written off at `at`."""
-    rows: list[repo.GrantRow] = []
+    rows: list[grant_store.GrantRow] = []
     entries: list[PendingEntry] = []
-    for row in repo.grants_of_source(conn, source.id):
+    for row in grant_store.list_grants_of_source(conn, source.id):
         grant = row.grant
         if grant.status is GrantStatus.REVOKED:
             continue
@@ -158,29 +166,29 @@ def end_grants(conn: Connection, source: repo.SourceRow, at: datetime, now: date
         settled, new_entries = settle(ending, now)
         rows.append(replace(row, grant=settled, term_expires_at=settled.expires_at))
         entries.extend(new_entries)
-    repo.save_grant_terms(conn, rows)
-    repo.insert_entries(conn, source.app_id, source.customer_id, entries, now)
+    grant_store.save_grant_terms(conn, rows)
+    ledger_store.insert_entries(conn, source.app_id, source.customer_id, entries, now)
 
 
 def move_access_end(
     conn: Connection,
-    source: repo.SourceRow,
+    source: source_store.SourceRow,
     access_ends_at: datetime | None,
     now: datetime,
 ) -> None:
     """The source now gives access until `access_ends_at`: each grant pays until the
     sooner of that and its own expiry. A grant the old end had written off comes back
     when the new end is later (a renewal confirmed after the period ended)."""
-    rows: list[repo.GrantRow] = []
+    rows: list[grant_store.GrantRow] = []
     entries: list[PendingEntry] = []
-    for row in repo.grants_of_source(conn, source.id):
+    for row in grant_store.list_grants_of_source(conn, source.id):
         grant = row.grant
         target = earliest(row.term_expires_at, access_ends_at)
         if grant.status is GrantStatus.REVOKED or grant.expires_at == target:
             continue
         written_off = 0
         if grant.status is GrantStatus.EXPIRED:
-            last = repo.last_entry(conn, grant.id, EntryKind.EXPIRED)
+            last = ledger_store.find_last_entry_amount(conn, grant.id, EntryKind.EXPIRED)
             written_off = -last if last is not None else 0
         moved, revived = extend(grant, target, written_off)
         settled, later = settle(moved, now)
@@ -188,5 +196,5 @@ def move_access_end(
             rows.append(replace(row, grant=settled))
             entries.extend(revived)
             entries.extend(later)
-    repo.save_grant_terms(conn, rows)
-    repo.insert_entries(conn, source.app_id, source.customer_id, entries, now)
+    grant_store.save_grant_terms(conn, rows)
+    ledger_store.insert_entries(conn, source.app_id, source.customer_id, entries, now)

@@ -31,12 +31,14 @@ from revenipe.engine.subscriptions import (
 )
 from revenipe.services.access.grants import end_grants, grant_product, move_access_end
 from revenipe.services.context import new_id
-from revenipe.storage import repository as repo
+from revenipe.storage import customers as customer_store
+from revenipe.storage import grants as grant_store
+from revenipe.storage import sources as source_store
 
 # --- sources --------------------------------------------------------------------------
 
 
-def subscription_of(source: repo.SourceRow) -> Subscription:
+def subscription_of(source: source_store.SourceRow) -> Subscription:
     """The engine's view of a recurring source."""
     if (
         source.billing_anchor is None
@@ -62,11 +64,11 @@ def subscription_of(source: repo.SourceRow) -> Subscription:
     )
 
 
-def is_subscription(source: repo.SourceRow) -> bool:
+def is_subscription(source: source_store.SourceRow) -> bool:
     return source.billing_interval is not None
 
 
-def pending_change_of(source: repo.SourceRow) -> PendingChange | None:
+def pending_change_of(source: source_store.SourceRow) -> PendingChange | None:
     return _pending_from_json(source.pending_change)
 
 
@@ -94,7 +96,9 @@ def _pending_from_json(text: str | None) -> PendingChange | None:
     )
 
 
-def _with_subscription(source: repo.SourceRow, sub: Subscription, now: datetime) -> repo.SourceRow:
+def _with_subscription(
+    source: source_store.SourceRow, sub: Subscription, now: datetime
+) -> source_store.SourceRow:
     scheduled_end = sub.period_end if sub.cancel_at_period_end else None
     return replace(
         source,
@@ -119,7 +123,7 @@ def _with_subscription(source: repo.SourceRow, sub: Subscription, now: datetime)
 def open_subscription(
     conn: Connection,
     catalog: Catalog,
-    customer: repo.CustomerRow,
+    customer: customer_store.CustomerRow,
     sub: Subscription,
     started_at: datetime,
     now: datetime,
@@ -129,10 +133,10 @@ def open_subscription(
     provider_ref: str | None = None,
     source_id: str | None = None,
     provider_state_at: datetime | None = None,
-) -> repo.SourceRow:
+) -> source_store.SourceRow:
     """A new recurring source in state `sub`, its product's grants from `started_at`."""
     product = catalog.products_by_id[sub.product_id]
-    blank = repo.SourceRow(
+    blank = source_store.SourceRow(
         id=source_id or new_id("src"),
         app_id=customer.app_id,
         customer_id=customer.id,
@@ -151,7 +155,7 @@ def open_subscription(
         provider_state_at=provider_state_at,
     )
     source = _with_subscription(blank, sub, now)
-    repo.insert_source(conn, source)
+    source_store.insert_source(conn, source)
     grant_product(
         conn,
         customer.app_id,
@@ -164,20 +168,20 @@ def open_subscription(
         access_ends_at=sub.access_ends_at,
         period_anchor=sub.anchor,
     )
-    repo.refresh_customer_due(conn, customer.id)
+    customer_store.update_customer_due(conn, customer.id)
     return source
 
 
 def update_subscription(
     conn: Connection,
     catalog: Catalog,
-    source: repo.SourceRow,
+    source: source_store.SourceRow,
     sub: Subscription,
     now: datetime,
     *,
     product_changes: list[ProductChange] | None = None,
     provider_state_at: datetime | None = None,
-) -> repo.SourceRow:
+) -> source_store.SourceRow:
     """Bring a recurring source and its grants to state `sub`.
 
     `product_changes` are the instants its product changed since it was last written
@@ -215,9 +219,9 @@ def update_subscription(
     updated = _with_subscription(source, sub, now)
     if provider_state_at is not None:
         updated = replace(updated, provider_state_at=provider_state_at)
-    repo.update_source(conn, updated)
+    source_store.update_source(conn, updated)
     move_access_end(conn, updated, sub.access_ends_at, now)
-    repo.refresh_customer_due(conn, source.customer_id)
+    customer_store.update_customer_due(conn, source.customer_id)
     return updated
 
 
@@ -234,7 +238,7 @@ def _terms(
 
 
 def _terms_changed(
-    conn: Connection, catalog: Catalog, source: repo.SourceRow, product_id: str
+    conn: Connection, catalog: Catalog, source: source_store.SourceRow, product_id: str
 ) -> bool:
     """Whether the grants the source's product gives now differ from those it holds."""
     product = catalog.products_by_id.get(product_id)
@@ -242,7 +246,7 @@ def _terms_changed(
     # ended the instant they began (a plan changed twice at once) are not among them.
     rows = [
         row
-        for row in repo.grants_of_source(conn, source.id)
+        for row in grant_store.list_grants_of_source(conn, source.id)
         if row.term_expires_at is None or row.term_expires_at > row.grant.created_at
     ]
     if product is None or not rows:
@@ -269,7 +273,10 @@ def _terms_changed(
                 if spec.reset is ResetKind.PERIOD
                 else Interval(spec.reset.value)
             )
-            assert interval is not None
+            if interval is None:
+                raise InvariantViolation(
+                    f"product {product.id}: a period reset needs a recurring product"
+                )
             reset = ResetRule(interval, start, spec.rollover)
         expiry = spec.expires_after.after(start) if spec.expires_after else None
         offered.append(
@@ -288,7 +295,7 @@ def _terms_changed(
 def _grant_current(
     conn: Connection,
     catalog: Catalog,
-    source: repo.SourceRow,
+    source: source_store.SourceRow,
     sub: Subscription,
     product_id: str,
     start: datetime,
@@ -329,10 +336,10 @@ def catch_up(conn: Connection, catalog: Catalog, customer_id: str, now: datetime
     runs; the caller runs it when `customers.due_at` has passed, before anything reads
     or spends a balance.
     """
-    for source in repo.sources_due(conn, customer_id, now):
+    for source in source_store.list_sources_due(conn, customer_id, now):
         if source.provider == Provider.SANDBOX and is_subscription(source):
             sub, changes = lifecycle.advance(subscription_of(source), now)
             update_subscription(conn, catalog, source, sub, now, product_changes=changes)
         else:
-            repo.update_source(conn, replace(source, due_at=None, updated_at=now))
-    repo.refresh_customer_due(conn, customer_id)
+            source_store.update_source(conn, replace(source, due_at=None, updated_at=now))
+    customer_store.update_customer_due(conn, customer_id)

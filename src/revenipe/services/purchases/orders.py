@@ -40,7 +40,9 @@ from revenipe.services.purchases.vocabulary import (
     choice,
     live_subscription,
 )
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
+from revenipe.storage import customers as customer_store
+from revenipe.storage import sources as source_store
 
 
 def _provider_named(name: str) -> PurchaseProvider:
@@ -61,11 +63,11 @@ def _provider_named(name: str) -> PurchaseProvider:
     )
 
 
-def seller_of(conn: Connection, app: repo.AppRow) -> str:
+def seller_of(conn: Connection, app: app_store.AppRow) -> str:
     """The provider an app sells through, or `purchases_not_configured`."""
     if app.sandbox:
         return Provider.SANDBOX
-    if repo.get_provider_settings(conn, app.id, Provider.STRIPE) is not None:
+    if app_store.get_provider_settings(conn, app.id, Provider.STRIPE) is not None:
         return Provider.STRIPE
     raise RevenipeError(
         ErrorCode.PURCHASES_NOT_CONFIGURED,
@@ -147,8 +149,8 @@ def start_purchase(
     return provider.start(ctx, order)
 
 
-def _customer(conn: Connection, app_id: str, customer_id: str) -> repo.CustomerRow:
-    customer = repo.find_customer(conn, app_id, customer_id=customer_id)
+def _customer(conn: Connection, app_id: str, customer_id: str) -> customer_store.CustomerRow:
+    customer = customer_store.find_customer(conn, app_id, customer_id=customer_id)
     if customer is None:
         raise RevenipeError(ErrorCode.CUSTOMER_NOT_FOUND, "no such customer in this app")
     return customer
@@ -166,7 +168,7 @@ def held_subscription(
     with ctx.db.read() as conn:
         app = ctx.require_app(conn, app_id)
         customer = _customer(conn, app.id, customer_id)
-        source = repo.get_source(conn, customer.id, source_id)
+        source = source_store.get_source(conn, customer.id, source_id)
         if source is None:
             raise RevenipeError(
                 ErrorCode.ACCESS_SOURCE_NOT_FOUND,

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, Product, ProductType
-from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.engine.sources import Provider
 from revenipe.engine.subscriptions import (
     LIVE_STATUSES,
@@ -24,7 +24,9 @@ from revenipe.engine.subscriptions import (
     Subscription,
 )
 from revenipe.services.context import ServiceContext
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
+from revenipe.storage import customers as customer_store
+from revenipe.storage import sources as source_store
 
 PURCHASE_METHODS = ("hosted_checkout", "payment_sheet")
 TRIAL_BEHAVIORS = ("direct", "setup_intent")
@@ -50,8 +52,8 @@ class PurchaseRequest:
 class Order:
     """A validated purchase request, with what a provider needs to fulfil it."""
 
-    app: repo.AppRow
-    customer: repo.CustomerRow
+    app: app_store.AppRow
+    customer: customer_store.CustomerRow
     catalog: Catalog
     product: Product
     request: PurchaseRequest
@@ -142,10 +144,10 @@ class AttachOutcome:
 class Held:
     """A customer's subscription, loaded and checked, for a provider to act on."""
 
-    app: repo.AppRow
-    customer: repo.CustomerRow
+    app: app_store.AppRow
+    customer: customer_store.CustomerRow
     catalog: Catalog
-    source: repo.SourceRow
+    source: source_store.SourceRow
     product: Product
     now: datetime
 
@@ -211,7 +213,8 @@ def plan_change_outcome(change: PendingChange) -> PlanChangeOutcome:
 
 def plan_of(product: Product) -> Plan:
     """What the lifecycle needs of a recurring product."""
-    assert product.recurring_interval is not None, "only recurring products have a plan"
+    if product.recurring_interval is None:
+        raise InvariantViolation(f"product {product.id} is not recurring: only those have a plan")
     return Plan(product.id, product.recurring_interval, product.price or 0)
 
 
@@ -241,10 +244,10 @@ def check_url(value: Any, field: str) -> str | None:
 
 def live_subscription(
     conn: Connection, catalog: Catalog, customer_id: str, product: Product
-) -> repo.SourceRow | None:
+) -> source_store.SourceRow | None:
     """The customer's live paid subscription that buying `product` would duplicate: any
     base plan for a subscription product, the same add-on for a recurring add-on."""
-    for source in repo.list_sources(conn, customer_id):
+    for source in source_store.list_sources(conn, customer_id):
         if source.kind != "subscription" or source.status not in LIVE_STATUSES:
             continue
         held = catalog.products_by_id.get(source.product_id or "")

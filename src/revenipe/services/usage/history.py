@@ -8,7 +8,9 @@ from typing import Any
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.services.context import ServiceContext
 from revenipe.services.customers import CustomerRef
-from revenipe.storage import repository as repo
+from revenipe.storage import customers as customer_store
+from revenipe.storage import ledger as ledger_store
+from revenipe.storage import usage_events as usage_store
 
 
 def _customer_id(
@@ -16,7 +18,7 @@ def _customer_id(
 ) -> str | None:
     if customer is None:
         return None
-    row = repo.find_customer(
+    row = customer_store.find_customer(
         conn, app_id, customer_id=customer.customer_id, external_id=customer.external_id
     )
     if row is None:
@@ -34,12 +36,12 @@ def usage_history(
     until: datetime | None = None,
     before_id: str | None = None,
     limit: int = 100,
-) -> list[repo.UsageEventRow]:
+) -> list[usage_store.UsageEventRow]:
     """Usage events, newest first; page with `before_id` = the last id of a page."""
     with ctx.db.read() as conn:
         ctx.require_app(conn, app_id)
         customer_id = _customer_id(ctx, conn, app_id, customer)
-        return repo.list_usage_events(
+        return usage_store.list_usage_events(
             conn,
             app_id,
             customer_id=customer_id,
@@ -58,11 +60,11 @@ def ledger_export(
     customer: CustomerRef | None = None,
     after_id: int = 0,
     limit: int = 1000,
-) -> list[dict[str, Any]]:
-    """Ledger entries (as column dicts), oldest first; page with `after_id`."""
+) -> list[ledger_store.LedgerEntryRow]:
+    """Ledger entries, oldest first; page with `after_id`."""
     with ctx.db.read() as conn:
         ctx.require_app(conn, app_id)
         customer_id = _customer_id(ctx, conn, app_id, customer)
-        return repo.ledger_page(
+        return ledger_store.list_ledger_entries(
             conn, app_id, customer_id=customer_id, after_id=after_id, limit=limit
         )

@@ -7,19 +7,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
-
 from revenipe.engine.amounts import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
     require_amount,
     require_text,
 )
-from revenipe.engine.errors import ErrorCode, RevenipeError
-from revenipe.engine.grants import EntryKind, Grant, GrantStatus, PendingEntry, settle
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
+from revenipe.engine.usage import amount_to_reverse, decide_reversal
 from revenipe.services.context import ServiceContext, new_id
 from revenipe.services.customers import CustomerRef, locked_customer
-from revenipe.services.usage.track import with_balance
-from revenipe.storage import repository as repo
+from revenipe.storage import grants as grant_store
+from revenipe.storage import ledger as ledger_store
+from revenipe.storage import usage_events as usage_store
 
 # --- reversal ------------------------------------------------------------------------
 
@@ -62,7 +61,7 @@ def reverse(
     with ctx.db.write() as conn:
         app = ctx.require_app(conn, app_id)
         now = ctx.now_for(app)
-        event = repo.find_usage_event(conn, app.id, event_id=event_id)
+        event = usage_store.get_usage_event(conn, app.id, event_id=event_id)
         if event is None:
             raise RevenipeError(
                 ErrorCode.USAGE_EVENT_NOT_FOUND, f"no usage event {event_id!r} in this app"
@@ -71,10 +70,13 @@ def reverse(
             ctx, conn, app, CustomerRef(customer_id=event.customer_id), create=False, now=now
         )
         # Re-read under the customer lock: a concurrent reversal may have committed.
-        event = repo.find_usage_event(conn, app.id, event_id=event_id)
-        assert event is not None
+        event = usage_store.get_usage_event(conn, app.id, event_id=event_id)
+        if event is None:
+            raise InvariantViolation(
+                f"usage event {event_id} vanished: usage events are never deleted"
+            )
         if idempotency_key is not None:
-            previous = repo.find_reversal(conn, event.id, idempotency_key)
+            previous = usage_store.find_reversal(conn, event.id, idempotency_key)
             if previous is not None:
                 if amount is not None and previous.amount != amount:
                     raise RevenipeError(
@@ -85,54 +87,41 @@ def reverse(
                 return ReversalResult(
                     previous.id, event.id, int(previous.amount), event.reversed, (), replayed=True
                 )
-        reversible = event.consumed - event.reversed
-        wanted = reversible if amount is None else amount
-        if wanted > reversible:
-            raise RevenipeError(
-                ErrorCode.REVERSAL_EXCEEDS_CONSUMED,
-                f"usage event {event.id} has {reversible} unit(s) left to reverse, {wanted} asked",
-                field="amount",
-            )
+        # Nothing left, or too much asked: answered from the event alone, before its
+        # ledger entries are read.
+        wanted = amount_to_reverse(event.id, event.consumed, event.reversed, amount)
         if wanted == 0:
             return ReversalResult(None, event.id, 0, event.reversed, ())
-        credits = _plan_credits(conn, event.id, wanted)
-        reversal_id = new_id("rev")
-        repo.insert_reversal(conn, reversal_id, app.id, event.id, wanted, idempotency_key, now)
-        rows = repo.grants_by_id(conn, [grant_id for grant_id, _ in credits])
-        states: dict[str, Grant] = {}
-        settlement: list[PendingEntry] = []
-        refunds: list[PendingEntry] = []
-        write_offs: list[PendingEntry] = []
-        for grant_id, units in credits:
-            grant, entries = settle(states.get(grant_id, rows[grant_id].grant), now)
-            settlement.extend(entries)
-            balance = grant.balance + units
-            refunds.append(PendingEntry(grant_id, EntryKind.REVERSED, units, balance, now))
-            if grant.status is GrantStatus.EXPIRED:
-                write_offs.append(PendingEntry(grant_id, EntryKind.EXPIRED, -units, 0, now))
-                balance = 0
-            states[grant_id] = with_balance(grant, balance)
-        repo.save_grant_states(conn, list(states.values()))
-        repo.insert_entries(conn, app.id, event.customer_id, settlement, now)
-        repo.insert_entries(conn, app.id, event.customer_id, refunds, now, reversal_id=reversal_id)
-        repo.insert_entries(conn, app.id, event.customer_id, write_offs, now)
-        repo.add_reversed(conn, event.id, wanted)
-        return ReversalResult(
-            reversal_id, event.id, wanted, event.reversed + wanted, tuple(credits)
+        consumption = [
+            (entry.grant_id, -entry.amount)
+            for entry in ledger_store.list_consumed_entries(conn, event.id)
+        ]
+        rows = grant_store.map_grants_by_id(conn, [grant_id for grant_id, _ in consumption])
+        decision = decide_reversal(
+            usage_event_id=event.id,
+            consumed=event.consumed,
+            reversed_before=event.reversed,
+            consumption=consumption,
+            reversed_per_grant=ledger_store.map_reversed_per_grant(conn, event.id),
+            grants={grant_id: row.grant for grant_id, row in rows.items()},
+            amount=wanted,
+            now=now,
         )
-
-
-def _plan_credits(conn: Connection, event_id: str, wanted: int) -> list[tuple[str, int]]:
-    already = repo.reversed_per_grant(conn, event_id)
-    credits = []
-    for grant_id, consumed in reversed(repo.consumption_of_event(conn, event_id)):
-        open_units = consumed - already.get(grant_id, 0)
-        take = min(open_units, wanted)
-        if take > 0:
-            credits.append((grant_id, take))
-            wanted -= take
-        if wanted == 0:
-            break
-    if wanted:
-        raise AssertionError(f"usage event {event_id}: ledger holds less than its consumed")
-    return credits
+        reversal_id = new_id("rev")
+        usage_store.insert_reversal(
+            conn, reversal_id, app.id, event.id, decision.amount, idempotency_key, now
+        )
+        grant_store.save_grant_states(conn, decision.grants)
+        ledger_store.insert_entries(conn, app.id, event.customer_id, decision.settlement, now)
+        ledger_store.insert_entries(
+            conn, app.id, event.customer_id, decision.refunds, now, reversal_id=reversal_id
+        )
+        ledger_store.insert_entries(conn, app.id, event.customer_id, decision.write_offs, now)
+        usage_store.update_usage_event_reversed(conn, event.id, decision.amount)
+        return ReversalResult(
+            reversal_id,
+            event.id,
+            decision.amount,
+            decision.total_reversed,
+            tuple((credit.grant_id, credit.units) for credit in decision.credits),
+        )

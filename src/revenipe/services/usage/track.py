@@ -1,8 +1,9 @@
 """Track and check: the rules of docs/concepts/track.md.
 
 A track is one write transaction: lock the customer, answer a replay if the idempotency
-key was seen, settle the grants that may pay (resets, expiry), let the engine decide the
-burn, write the grants, the ledger entries and the usage event, commit. Refusals are
+key was seen, settle the grants that may pay (resets, expiry), let the engine decide
+(`engine.usage.decide_track`: the burn, the new balances, the ledger entries and the
+usage event's outcome), write what it decided, commit. Refusals are
 answers (`success: false`), recorded as usage events like successes. A check decides
 the same way and writes nothing.
 """
@@ -22,13 +23,16 @@ from revenipe.engine.amounts import (
     require_catalog_id,
     require_text,
 )
-from revenipe.engine.burn import BurnDecision, decide_burn, order_grants
-from revenipe.engine.errors import ErrorCode, RefusalCode, RevenipeError
-from revenipe.engine.grants import EntryKind, Grant, PendingEntry, settle
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RefusalCode, RevenipeError
+from revenipe.engine.grants import Grant, PendingEntry, settle
+from revenipe.engine.usage import TrackDecision, decide_track, refuse_track
 from revenipe.services import access, customers
 from revenipe.services.context import ServiceContext, app_time, new_id
 from revenipe.services.customers import CustomerRef, locked_customer
-from revenipe.storage import repository as repo
+from revenipe.storage import customers as customer_store
+from revenipe.storage import grants as grant_store
+from revenipe.storage import sources as source_store
+from revenipe.storage import usage_events as usage_store
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +108,12 @@ def _validate(tracked_id: Any, value: Any, access_source_id: Any, idempotency_ke
     )
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Evaluation:
-    """The candidate grants settled to `now`, and what the engine decided."""
+    """What the engine decided, and what settling the candidate grants to `now` changed
+    (written whatever the decision: a reset or an expiry happened either way)."""
 
-    decision: BurnDecision | None
-    refusal: RefusalCode | None
-    settled: list[Grant]
+    decision: TrackDecision
     settlement_entries: list[PendingEntry]
     changed: list[Grant]
 
@@ -118,23 +121,32 @@ class _Evaluation:
 def _evaluate(
     conn: Connection, catalog: Catalog, customer_id: str, request: _Request, now: datetime
 ) -> _Evaluation:
+    def refused(refusal: RefusalCode) -> _Evaluation:
+        decision = refuse_track(
+            refusal,
+            request.value,
+            tracked_id=request.tracked_id,
+            access_source_id=request.access_source_id,
+        )
+        return _Evaluation(decision, [], [])
+
     entitlement_ids: tuple[str, ...]
     entitlement = catalog.entitlements_by_id.get(request.tracked_id)
     usage_key = catalog.usage_keys_by_id.get(request.tracked_id)
     if entitlement is not None:
         if entitlement.type is not EntitlementType.METERED:
-            return _Evaluation(None, RefusalCode.NOT_METERED, [], [], [])
+            return refused(RefusalCode.NOT_METERED)
         entitlement_ids = (entitlement.id,)
     elif usage_key is not None:
         entitlement_ids = usage_key.entitlement_ids
     else:
-        return _Evaluation(None, RefusalCode.UNKNOWN_ENTITLEMENT, [], [], [])
+        return refused(RefusalCode.UNKNOWN_ENTITLEMENT)
     if (
         request.access_source_id is not None
-        and repo.get_source(conn, customer_id, request.access_source_id) is None
+        and source_store.get_source(conn, customer_id, request.access_source_id) is None
     ):
-        return _Evaluation(None, RefusalCode.UNKNOWN_ACCESS_SOURCE, [], [], [])
-    rows = repo.active_grants(
+        return refused(RefusalCode.UNKNOWN_ACCESS_SOURCE)
+    rows = grant_store.list_active_grants(
         conn, customer_id, entitlement_ids=entitlement_ids, source_id=request.access_source_id
     )
     settled: list[Grant] = []
@@ -146,14 +158,21 @@ def _evaluate(
         entries.extend(new_entries)
         if after != row.grant:
             changed.append(after)
-    if not any(g.is_usable(now) for g in settled):
-        if settled or repo.has_any_grant(
-            conn, customer_id, entitlement_ids, request.access_source_id
-        ):
-            return _Evaluation(None, RefusalCode.ACCESS_EXPIRED, settled, entries, changed)
-        return _Evaluation(None, RefusalCode.NO_ACCESS, settled, entries, changed)
-    decision = decide_burn(order_grants(settled, entitlement_ids), request.value, now)
-    return _Evaluation(decision, decision.refusal, settled, entries, changed)
+    # Only a customer without an active candidate needs the history: did they ever hold
+    # one (access_expired) or not (no_access)?
+    held_before = bool(settled) or grant_store.has_grant(
+        conn, customer_id, entitlement_ids, request.access_source_id
+    )
+    decision = decide_track(
+        settled,
+        request.value,
+        now,
+        tracked_id=request.tracked_id,
+        entitlement_order=entitlement_ids,
+        access_source_id=request.access_source_id,
+        held_before=held_before,
+    )
+    return _Evaluation(decision, entries, changed)
 
 
 def track(
@@ -177,7 +196,7 @@ def track(
     request = _validate(tracked_id, value, access_source_id, idempotency_key)
     try:
         return _track_once(ctx, app_id, ref, request, create_customer)
-    except repo.IdempotencyKeyTaken:
+    except usage_store.IdempotencyKeyTaken:
         # A concurrent track with the same key committed while this one waited for the
         # customer's lock (PostgreSQL's lock re-check does not refresh joined rows); the
         # unique index refused the second event. Again: this time it is a replay.
@@ -190,7 +209,7 @@ def _track_once(
     with ctx.db.write() as conn:
         # The common case, one round trip: the customer exists; lock it, read the app's
         # catalog version and clock, and any usage event already under this key.
-        lock = repo.lock_for_track(
+        lock = usage_store.lock_for_track(
             conn,
             app_id if isinstance(app_id, str) else "",
             customer_id=ref.customer_id,
@@ -202,14 +221,17 @@ def _track_once(
             customer = locked_customer(
                 ctx, conn, app, ref, create=create_customer, now=ctx.now_for(app)
             )
-            lock = repo.lock_for_track(
+            lock = usage_store.lock_for_track(
                 conn,
                 app.id,
                 customer_id=customer.id,
                 external_id=None,
                 idempotency_key=request.idempotency_key,
             )
-            assert lock is not None
+            if lock is None:
+                raise InvariantViolation(
+                    f"customer {customer.id}: no track lock once the customer exists"
+                )
         if lock.previous is not None:
             return _replay(lock.previous, request)
         now = app_time(ctx.now(), lock.clock_offset_seconds)
@@ -220,7 +242,7 @@ def _track_once(
         return _record(conn, app_id, lock.customer_id, request, evaluation, now)
 
 
-def _replay(previous: repo.UsageEventRow, request: _Request) -> TrackResult:
+def _replay(previous: usage_store.UsageEventRow, request: _Request) -> TrackResult:
     same = (previous.tracked_id, previous.requested, previous.access_source_id) == (
         request.tracked_id,
         request.value,
@@ -256,41 +278,29 @@ def _record(
     now: datetime,
 ) -> TrackResult:
     decision = evaluation.decision
-    success = decision is not None and decision.success
-    remaining = (
-        decision.remaining
-        if decision is not None
-        else sum(g.balance for g in evaluation.settled if g.is_usable(now))
-    )
-    event = repo.UsageEventRow(
+    event = usage_store.UsageEventRow(
         id=new_id("use"),
         app_id=app_id,
         customer_id=customer_id,
-        tracked_id=request.tracked_id,
-        access_source_id=request.access_source_id,
-        requested=request.value,
-        consumed=decision.consumed if success and decision else 0,
+        tracked_id=decision.tracked_id,
+        access_source_id=decision.access_source_id,
+        requested=decision.requested,
+        consumed=decision.consumed,
         reversed=0,
-        remaining=remaining,
-        success=success,
-        error=None if success else (evaluation.refusal or RefusalCode.INSUFFICIENT_BALANCE).value,
+        remaining=decision.remaining,
+        success=decision.success,
+        error=decision.error,
         idempotency_key=request.idempotency_key,
         created_at=now,
     )
+    # The decision's states come after settling's, so they win for a grant in both.
     states = {g.id: g for g in evaluation.changed}
-    consumption: list[PendingEntry] = []
-    if success and decision is not None:
-        by_id = {g.id: g for g in evaluation.settled}
-        for draw in decision.draws:
-            grant = states.get(draw.grant_id, by_id[draw.grant_id])
-            after = grant.balance - draw.amount
-            consumption.append(PendingEntry(grant.id, EntryKind.CONSUMED, -draw.amount, after, now))
-            states[grant.id] = with_balance(grant, after)
-    repo.record_track(
-        conn, event, list(states.values()), evaluation.settlement_entries, consumption
+    states.update((g.id, g) for g in decision.grants)
+    usage_store.record_track(
+        conn, event, list(states.values()), evaluation.settlement_entries, decision.entries
     )
     return TrackResult(
-        success=success,
+        success=decision.success,
         requested=event.requested,
         consumed=event.consumed,
         remaining=event.remaining,
@@ -300,12 +310,6 @@ def _record(
         usage_event_id=event.id,
         customer_id=customer_id,
     )
-
-
-def with_balance(grant: Grant, balance: int) -> Grant:
-    from dataclasses import replace
-
-    return replace(grant, balance=balance)
 
 
 def check(
@@ -322,7 +326,7 @@ def check(
     with ctx.db.read() as conn:
         app = ctx.require_app(conn, app_id)
         now = ctx.now_for(app)
-        customer = repo.find_customer(
+        customer = customer_store.find_customer(
             conn, app.id, customer_id=ref.customer_id, external_id=ref.external_id
         )
         if customer is None:
@@ -335,24 +339,17 @@ def check(
         now = ctx.now_for(app)
         evaluation = _evaluate(conn, ctx.catalog(conn, app), customer.id, request, now)
     decision = evaluation.decision
-    by_id = {g.id: g for g in evaluation.settled}
-    draws: tuple[DrawDetail, ...] = ()
-    available = sum(g.balance for g in evaluation.settled if g.is_usable(now))
-    if decision is not None and decision.success:
-        draws = tuple(
-            DrawDetail(
-                d.grant_id, by_id[d.grant_id].source_id, by_id[d.grant_id].entitlement_id, d.amount
-            )
-            for d in decision.draws
-        )
-    success = decision is not None and decision.success
+    draws = tuple(
+        DrawDetail(grant.id, grant.source_id, grant.entitlement_id, -entry.amount)
+        for entry, grant in zip(decision.entries, decision.grants, strict=True)
+    )
     return CheckResult(
-        would_succeed=success,
-        requested=request.value,
-        available=available,
-        remaining_after=available - request.value if success else available,
-        entitlement_id=request.tracked_id,
-        access_source_id=request.access_source_id,
-        error=None if success else (evaluation.refusal or RefusalCode.INSUFFICIENT_BALANCE).value,
+        would_succeed=decision.success,
+        requested=decision.requested,
+        available=decision.available,
+        remaining_after=decision.remaining,
+        entitlement_id=decision.tracked_id,
+        access_source_id=decision.access_source_id,
+        error=decision.error,
         draws=draws,
     )

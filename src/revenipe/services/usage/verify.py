@@ -13,137 +13,357 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, Table, func, select
+from sqlalchemy import Connection, Select, Table, func, select
 
+from revenipe.engine.grants import EntryKind, GrantStatus
 from revenipe.services.context import ServiceContext
 from revenipe.storage.schema import grants, ledger_entries, reversals, usage_events
 
 
+class Invariant(StrEnum):
+    """The rule a problem breaks (numbers as in the module docstring)."""
+
+    GRANT_BALANCE = "grant_balance"
+    """1: a grant's balance is the sum of its ledger entries."""
+    NOT_NEGATIVE = "not_negative"
+    """2: no balance, held or running, is below zero."""
+    ENDED_GRANT_EMPTY = "ended_grant_empty"
+    """2: an expired or revoked grant holds nothing."""
+    RUNNING_BALANCE = "running_balance"
+    """3: an entry's `balance_after` is its grant's running sum."""
+    ENTRY_SHAPE = "entry_shape"
+    """4, 5: a consumed entry is negative and names its usage event; a reversed entry is
+    positive and names its reversal."""
+    EVENT_CONSUMED = "event_consumed"
+    """4: a usage event consumed what its entries consumed, all of it or (refused) none."""
+    EVENT_REVERSED = "event_reversed"
+    """5: a usage event's `reversed` is its reversals' sum, at most what it consumed."""
+    REVERSAL_AMOUNT = "reversal_amount"
+    """5: a reversal's amount is what its entries gave back."""
+    IDEMPOTENT = "idempotent"
+    """6: an idempotency key was applied once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One broken invariant: the rule, the row that breaks it, and the two values that
+    disagree (`found` in the row, `expected` by the rule; credits or counts), when the
+    rule compares two."""
+
+    invariant: Invariant
+    table: str
+    row_id: str | int | None
+    """The row's id (a ledger entry's is an integer); None for a rule over several rows."""
+    detail: str
+    """What is wrong, for a person."""
+    found: int | None = None
+    expected: int | None = None
+
+    def __str__(self) -> str:
+        where = self.table if self.row_id is None else f"{self.table}.id={self.row_id}"
+        return f"{where}: {self.detail}"
+
+
 @dataclass
 class VerifyReport:
+    """How many rows `verify` read, and every problem it found, in the order found."""
+
     checked_grants: int = 0
     checked_entries: int = 0
     checked_usage_events: int = 0
-    problems: list[str] = field(default_factory=list)
+    found: list[Problem] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """Each problem as one line: what `revenipe verify` prints and reports."""
+        return [str(problem) for problem in self.found]
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.found
 
 
 def verify(ctx: ServiceContext, app_id: str | None = None) -> VerifyReport:
-    """Check every invariant; the report names each broken row."""
+    """Check every invariant of the module docstring, over one app's rows or the whole
+    database; the report names each broken row. Raises `app_not_found` for an unknown
+    app; a broken invariant is reported, never raised."""
     report = VerifyReport()
     with ctx.db.read() as conn:
         if app_id is not None:
             ctx.require_app(conn, app_id)
-
-        def scoped(table: Table, query: Select[Any]) -> Select[Any]:
-            return query.where(table.c.app_id == app_id) if app_id is not None else query
-
-        running: dict[str, int] = defaultdict(int)
-        entry_query = scoped(ledger_entries, select(ledger_entries).order_by(ledger_entries.c.id))
-        consumed_by_event: dict[str, int] = defaultdict(int)
-        reversed_by_reversal: dict[str, int] = defaultdict(int)
-        for entry in conn.execute(entry_query):
-            report.checked_entries += 1
-            running[entry.grant_id] += entry.amount
-            if running[entry.grant_id] != entry.balance_after:
-                report.problems.append(
-                    f"ledger_entries.id={entry.id}: balance_after {entry.balance_after} but "
-                    f"running sum of grant {entry.grant_id} is {running[entry.grant_id]}"
-                )
-            if running[entry.grant_id] < 0:
-                report.problems.append(
-                    f"ledger_entries.id={entry.id}: grant {entry.grant_id} below zero "
-                    f"({running[entry.grant_id]})"
-                )
-            if entry.kind == "consumed":
-                if entry.usage_event_id is None or entry.amount >= 0:
-                    report.problems.append(
-                        f"ledger_entries.id={entry.id}: consumed entry must be negative and "
-                        "name its usage event"
-                    )
-                else:
-                    consumed_by_event[entry.usage_event_id] -= entry.amount
-            if entry.kind == "reversed":
-                if entry.reversal_id is None or entry.amount <= 0:
-                    report.problems.append(
-                        f"ledger_entries.id={entry.id}: reversed entry must be positive and "
-                        "name its reversal"
-                    )
-                else:
-                    reversed_by_reversal[entry.reversal_id] += entry.amount
-
-        for grant in conn.execute(scoped(grants, select(grants))):
-            report.checked_grants += 1
-            total = running.get(grant.id, 0)
-            if grant.balance != total:
-                report.problems.append(
-                    f"grants.id={grant.id}: balance {grant.balance} but ledger sum {total}"
-                )
-            if grant.balance < 0:
-                report.problems.append(f"grants.id={grant.id}: balance below zero")
-            if grant.status in ("expired", "revoked") and grant.balance != 0:
-                report.problems.append(
-                    f"grants.id={grant.id}: {grant.status} but holds {grant.balance}"
-                )
-
-        reversal_rows = list(conn.execute(scoped(reversals, select(reversals))))
-        reversed_by_event: dict[str, int] = defaultdict(int)
-        for reversal in reversal_rows:
-            reversed_by_event[reversal.usage_event_id] += reversal.amount
-            entries_total = reversed_by_reversal.get(reversal.id, 0)
-            if entries_total != reversal.amount:
-                report.problems.append(
-                    f"reversals.id={reversal.id}: amount {reversal.amount} but its entries "
-                    f"gave back {entries_total}"
-                )
-
-        for event in conn.execute(scoped(usage_events, select(usage_events))):
-            report.checked_usage_events += 1
-            consumed = consumed_by_event.get(event.id, 0)
-            if consumed != event.consumed:
-                report.problems.append(
-                    f"usage_events.id={event.id}: consumed {event.consumed} but its entries "
-                    f"consumed {consumed}"
-                )
-            if event.success and event.consumed != event.requested:
-                report.problems.append(
-                    f"usage_events.id={event.id}: success but consumed {event.consumed} of "
-                    f"{event.requested}"
-                )
-            if not event.success and event.consumed != 0:
-                report.problems.append(
-                    f"usage_events.id={event.id}: refusal that consumed {event.consumed}"
-                )
-            if event.reversed != reversed_by_event.get(event.id, 0):
-                report.problems.append(
-                    f"usage_events.id={event.id}: reversed {event.reversed} but reversals "
-                    f"sum to {reversed_by_event.get(event.id, 0)}"
-                )
-            if event.reversed > event.consumed:
-                report.problems.append(
-                    f"usage_events.id={event.id}: reversed {event.reversed} more than "
-                    f"consumed {event.consumed}"
-                )
-
-        duplicates = conn.execute(
-            scoped(
-                usage_events,
-                select(
-                    usage_events.c.customer_id, usage_events.c.idempotency_key, func.count()
-                ).where(usage_events.c.idempotency_key.is_not(None)),
-            )
-            .group_by(usage_events.c.customer_id, usage_events.c.idempotency_key)
-            .having(func.count() > 1)
-        )
-        for row in duplicates:
-            report.problems.append(
-                f"usage_events: idempotency key {row.idempotency_key!r} of customer "
-                f"{row.customer_id} applied {row[2]} times"
-            )
+        scope = _Scope(app_id)
+        ledger = _sum_ledger(conn, scope, report)
+        _check_grants(conn, scope, ledger, report)
+        reversed_by_event = _check_reversals(conn, scope, ledger, report)
+        _check_usage_events(conn, scope, ledger, reversed_by_event, report)
+        _check_idempotency(conn, scope, report)
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """The rows verified: one app's, or (None) every app's."""
+
+    app_id: str | None
+
+    def rows(self, table: Table, query: Select[Any]) -> Select[Any]:
+        return query.where(table.c.app_id == self.app_id) if self.app_id is not None else query
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    id: int
+    grant_id: str
+    kind: str
+    amount: int
+    balance_after: int
+    usage_event_id: str | None
+    reversal_id: str | None
+
+
+@dataclass
+class _Ledger:
+    """What the ledger's entries add up to: per grant (running), per usage event
+    (consumed) and per reversal (given back)."""
+
+    running: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    consumed_by_event: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    reversed_by_reversal: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def _sum_ledger(conn: Connection, scope: _Scope, report: VerifyReport) -> _Ledger:
+    """Read every entry in order, checking each against its grant's running sum (3, 2)
+    and its kind's shape (4, 5), and add up what it did."""
+    ledger = _Ledger()
+    query = scope.rows(ledger_entries, select(ledger_entries).order_by(ledger_entries.c.id))
+    for row in conn.execute(query):
+        report.checked_entries += 1
+        entry = _Entry(
+            row.id,
+            row.grant_id,
+            row.kind,
+            row.amount,
+            row.balance_after,
+            row.usage_event_id,
+            row.reversal_id,
+        )
+        ledger.running[entry.grant_id] += entry.amount
+        report.found.extend(_check_running(entry, ledger.running[entry.grant_id]))
+        report.found.extend(_count_entry(entry, ledger))
+    return ledger
+
+
+def _check_running(entry: _Entry, running: int) -> Iterable[Problem]:
+    """The entry's `balance_after` is its grant's running sum, never below zero."""
+    if running != entry.balance_after:
+        yield Problem(
+            Invariant.RUNNING_BALANCE,
+            "ledger_entries",
+            entry.id,
+            f"balance_after {entry.balance_after} but running sum of grant {entry.grant_id} "
+            f"is {running}",
+            found=entry.balance_after,
+            expected=running,
+        )
+    if running < 0:
+        yield Problem(
+            Invariant.NOT_NEGATIVE,
+            "ledger_entries",
+            entry.id,
+            f"grant {entry.grant_id} below zero ({running})",
+            found=running,
+        )
+
+
+def _count_entry(entry: _Entry, ledger: _Ledger) -> Iterable[Problem]:
+    """Add a consumed entry to its usage event, a reversed one to its reversal; either
+    of the wrong sign, or naming neither, is a problem instead."""
+    if entry.kind == EntryKind.CONSUMED:
+        if entry.usage_event_id is None or entry.amount >= 0:
+            yield Problem(
+                Invariant.ENTRY_SHAPE,
+                "ledger_entries",
+                entry.id,
+                "consumed entry must be negative and name its usage event",
+                found=entry.amount,
+            )
+        else:
+            ledger.consumed_by_event[entry.usage_event_id] -= entry.amount
+    if entry.kind == EntryKind.REVERSED:
+        if entry.reversal_id is None or entry.amount <= 0:
+            yield Problem(
+                Invariant.ENTRY_SHAPE,
+                "ledger_entries",
+                entry.id,
+                "reversed entry must be positive and name its reversal",
+                found=entry.amount,
+            )
+        else:
+            ledger.reversed_by_reversal[entry.reversal_id] += entry.amount
+
+
+def _check_grants(conn: Connection, scope: _Scope, ledger: _Ledger, report: VerifyReport) -> None:
+    """Each grant holds its ledger sum (1), never below zero, nothing once ended (2)."""
+    for grant in conn.execute(scope.rows(grants, select(grants))):
+        report.checked_grants += 1
+        grant_id: str = grant.id
+        balance: int = grant.balance
+        total = ledger.running.get(grant_id, 0)
+        if balance != total:
+            report.found.append(
+                Problem(
+                    Invariant.GRANT_BALANCE,
+                    "grants",
+                    grant_id,
+                    f"balance {balance} but ledger sum {total}",
+                    found=balance,
+                    expected=total,
+                )
+            )
+        if balance < 0:
+            report.found.append(
+                Problem(
+                    Invariant.NOT_NEGATIVE, "grants", grant_id, "balance below zero", found=balance
+                )
+            )
+        if grant.status in (GrantStatus.EXPIRED, GrantStatus.REVOKED) and balance != 0:
+            report.found.append(
+                Problem(
+                    Invariant.ENDED_GRANT_EMPTY,
+                    "grants",
+                    grant_id,
+                    f"{grant.status} but holds {balance}",
+                    found=balance,
+                    expected=0,
+                )
+            )
+
+
+def _check_reversals(
+    conn: Connection, scope: _Scope, ledger: _Ledger, report: VerifyReport
+) -> dict[str, int]:
+    """Each reversal's amount is what its entries gave back (5); returns what the
+    reversals of each usage event add up to."""
+    reversed_by_event: defaultdict[str, int] = defaultdict(int)
+    for reversal in conn.execute(scope.rows(reversals, select(reversals))):
+        amount: int = reversal.amount
+        reversed_by_event[reversal.usage_event_id] += amount
+        given_back = ledger.reversed_by_reversal.get(reversal.id, 0)
+        if given_back != amount:
+            report.found.append(
+                Problem(
+                    Invariant.REVERSAL_AMOUNT,
+                    "reversals",
+                    reversal.id,
+                    f"amount {amount} but its entries gave back {given_back}",
+                    found=amount,
+                    expected=given_back,
+                )
+            )
+    return reversed_by_event
+
+
+def _check_usage_events(
+    conn: Connection,
+    scope: _Scope,
+    ledger: _Ledger,
+    reversed_by_event: dict[str, int],
+    report: VerifyReport,
+) -> None:
+    """Each usage event consumed what its entries did (4) and reversed what its
+    reversals did, never more than it consumed (5)."""
+    for event in conn.execute(scope.rows(usage_events, select(usage_events))):
+        report.checked_usage_events += 1
+        report.found.extend(_check_consumed(event, ledger.consumed_by_event.get(event.id, 0)))
+        report.found.extend(_check_reversed(event, reversed_by_event.get(event.id, 0)))
+
+
+def _check_consumed(event: Any, by_entries: int) -> Iterable[Problem]:
+    """A usage event row's `consumed` against its entries and its outcome."""
+    event_id: str = event.id
+    consumed: int = event.consumed
+    requested: int = event.requested
+    if consumed != by_entries:
+        yield Problem(
+            Invariant.EVENT_CONSUMED,
+            "usage_events",
+            event_id,
+            f"consumed {consumed} but its entries consumed {by_entries}",
+            found=consumed,
+            expected=by_entries,
+        )
+    if event.success and consumed != requested:
+        yield Problem(
+            Invariant.EVENT_CONSUMED,
+            "usage_events",
+            event_id,
+            f"success but consumed {consumed} of {requested}",
+            found=consumed,
+            expected=requested,
+        )
+    if not event.success and consumed != 0:
+        yield Problem(
+            Invariant.EVENT_CONSUMED,
+            "usage_events",
+            event_id,
+            f"refusal that consumed {consumed}",
+            found=consumed,
+            expected=0,
+        )
+
+
+def _check_reversed(event: Any, by_reversals: int) -> Iterable[Problem]:
+    """A usage event row's `reversed` against its reversals and what it consumed."""
+    event_id: str = event.id
+    reversed_: int = event.reversed
+    consumed: int = event.consumed
+    if reversed_ != by_reversals:
+        yield Problem(
+            Invariant.EVENT_REVERSED,
+            "usage_events",
+            event_id,
+            f"reversed {reversed_} but reversals sum to {by_reversals}",
+            found=reversed_,
+            expected=by_reversals,
+        )
+    if reversed_ > consumed:
+        yield Problem(
+            Invariant.EVENT_REVERSED,
+            "usage_events",
+            event_id,
+            f"reversed {reversed_} more than consumed {consumed}",
+            found=reversed_,
+            expected=consumed,
+        )
+
+
+def _check_idempotency(conn: Connection, scope: _Scope, report: VerifyReport) -> None:
+    """No (customer, idempotency key) holds more than one usage event (6)."""
+    duplicates = conn.execute(
+        scope.rows(
+            usage_events,
+            select(usage_events.c.customer_id, usage_events.c.idempotency_key, func.count()).where(
+                usage_events.c.idempotency_key.is_not(None)
+            ),
+        )
+        .group_by(usage_events.c.customer_id, usage_events.c.idempotency_key)
+        .having(func.count() > 1)
+    )
+    for row in duplicates:
+        times: int = row[2]
+        report.found.append(
+            Problem(
+                Invariant.IDEMPOTENT,
+                "usage_events",
+                None,
+                f"idempotency key {row.idempotency_key!r} of customer {row.customer_id} "
+                f"applied {times} times",
+                found=times,
+                expected=1,
+            )
+        )

@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.engine.sources import Provider
 from revenipe.services.context import ServiceContext
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
 
 WEBHOOK_PATH = "/v1/webhooks/revenuecat/{app_id}"
 MIN_AUTHORIZATION_LENGTH = 16
@@ -49,7 +49,7 @@ class RevenueCatStatus:
 
 def load(conn: Connection, app_id: str) -> RevenueCatSettings | None:
     """The app's RevenueCat settings, or None when it has none."""
-    text = repo.get_provider_settings(conn, app_id, Provider.REVENUECAT)
+    text = app_store.get_provider_settings(conn, app_id, Provider.REVENUECAT)
     if text is None:
         return None
     return RevenueCatSettings(json.loads(text)["authorization"])
@@ -80,7 +80,7 @@ def configure(ctx: ServiceContext, app_id: str, *, authorization: Any) -> Revenu
                 "stores; create a live app (`revenipe apps create` without --sandbox)",
             )
         document = json.dumps({"authorization": authorization}, sort_keys=True)
-        repo.put_provider_settings(conn, app.id, Provider.REVENUECAT, document, ctx.now())
+        app_store.save_provider_settings(conn, app.id, Provider.REVENUECAT, document, ctx.now())
         return RevenueCatStatus(app.id, True)
 
 
@@ -95,11 +95,11 @@ def remove(ctx: ServiceContext, app_id: str) -> RevenueCatStatus:
     (access already given stays as it is)."""
     with ctx.db.write() as conn:
         app = ctx.require_app(conn, app_id)
-        repo.delete_provider_settings(conn, app.id, Provider.REVENUECAT)
+        app_store.delete_provider_settings(conn, app.id, Provider.REVENUECAT)
         return RevenueCatStatus(app.id, False)
 
 
-def require(conn: Connection, app: repo.AppRow) -> RevenueCatSettings:
+def require(conn: Connection, app: app_store.AppRow) -> RevenueCatSettings:
     """The settings of an app that takes RevenueCat's events, or `provider_not_configured`."""
     settings = None if app.sandbox else load(conn, app.id)
     if settings is None:

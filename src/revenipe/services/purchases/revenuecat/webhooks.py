@@ -31,7 +31,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, Product
-from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
+from revenipe.engine.periods import Interval
 from revenipe.engine.sources import Provider
 from revenipe.engine.subscriptions import (
     BillingMode,
@@ -49,7 +50,10 @@ from revenipe.services.customers import CustomerRef, locked_customer
 from revenipe.services.purchases.revenuecat import settings as revenuecat_settings
 from revenipe.services.purchases.vocabulary import plan_of
 from revenipe.services.purchases.webhooks import Received
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
+from revenipe.storage import customers as customer_store
+from revenipe.storage import sources as source_store
+from revenipe.storage import webhooks as webhook_store
 
 FINAL = ("refunded", "transferred")
 """Statuses of sources whose access was taken back or moved: later events change nothing."""
@@ -85,19 +89,20 @@ def receive(
     with ctx.db.write() as conn:
         app = ctx.require_app(conn, app.id)
         now = ctx.now_for(app)
-        if repo.get_webhook_event(conn, app.id, Provider.REVENUECAT, event.id) is not None:
+        if webhook_store.get_webhook_event(conn, app.id, Provider.REVENUECAT, event.id) is not None:
             return Received(event.id, event.type, "duplicate", "applied once already")
         catalog = ctx.catalog(conn, app)
         subject, product, why_not = _subject(catalog, event)
         customer = None
         if subject is not None and why_not is None:
             name = event.transferred_to[0] if subject == TRANSFERS else event.app_user_id
-            assert name is not None
+            if name is None:
+                raise InvariantViolation(f"event {event.id}: its subject names no app user")
             customer = locked_customer(
                 ctx, conn, app, CustomerRef.external(name), create=True, now=now
             )
         detail: dict[str, Any] = {"event": rce.to_record(event)}
-        if not repo.record_webhook_event(
+        if not webhook_store.insert_webhook_event_if_new(
             conn,
             app.id,
             Provider.REVENUECAT,
@@ -117,10 +122,11 @@ def receive(
         elif subject.startswith(_SUBSCRIPTION):
             result = _follow_subscription(ctx, conn, app, catalog, subject, now)
         else:
-            assert product is not None
+            if product is None:
+                raise InvariantViolation(f"event {event.id}: a purchase of no catalog product")
             result = _follow_purchase(ctx, conn, app, catalog, customer, subject, now)
         detail["note"] = result.detail
-        repo.set_webhook_outcome(
+        webhook_store.update_webhook_outcome(
             conn, app.id, Provider.REVENUECAT, event.id, result.outcome, json.dumps(detail)
         )
         return Received(event.id, event.type, result.outcome, result.detail)
@@ -194,17 +200,19 @@ def _subject(catalog: Catalog, event: rce.Event) -> tuple[str | None, Product | 
 def _events_of(conn: Connection, app_id: str, subject: str) -> list[rce.Event]:
     return [
         rce.from_record(json.loads(row.detail or "{}")["event"])
-        for row in repo.webhook_events_about(conn, app_id, Provider.REVENUECAT, subject)
+        for row in webhook_store.list_webhook_events_about(
+            conn, app_id, Provider.REVENUECAT, subject
+        )
     ]
 
 
 def _owner(
     ctx: ServiceContext,
     conn: Connection,
-    app: repo.AppRow,
+    app: app_store.AppRow,
     external_id: str,
     now: datetime,
-) -> repo.CustomerRow:
+) -> customer_store.CustomerRow:
     return locked_customer(ctx, conn, app, CustomerRef.external(external_id), create=True, now=now)
 
 
@@ -224,86 +232,151 @@ class _History:
 
 
 def _fold(catalog: Catalog, events: list[rce.Event]) -> _History | None:
-    """What a subscription's events, oldest first, tell; None before its INITIAL_PURCHASE."""
+    """What a subscription's events, oldest first, tell; None before its INITIAL_PURCHASE.
+
+    The INITIAL_PURCHASE opens the fold; each later event of a recurring catalog product
+    is applied in turn (`_take_event`) until a refund, which ends the history there.
+    """
     opening = next((e for e in events if e.type == "INITIAL_PURCHASE"), None)
     if opening is None or opening.purchased_at is None or opening.expires_at is None:
         return None
-    start = opening.purchased_at
-    first = product_for(catalog, opening.store, opening.product_id)
-    assert first is not None and first.recurring_interval is not None
-    product, interval = first.id, first.recurring_interval
-    trial_end = opening.expires_at if opening.is_trial else None
-    anchor = trial_end or start
-    anchors = [anchor]
-    changes: list[ProductChange] = []
-    status = SubscriptionStatus.TRIALING if opening.is_trial else SubscriptionStatus.ACTIVE
-    period_start, period_end = start, opening.expires_at
-    cancel, canceled_at = False, None
-    ended_at: datetime | None = None
-    pending: PendingChange | None = None
+    told = _opened(catalog, opening, opening.purchased_at, opening.expires_at)
     refunded_at: datetime | None = None
     for event in events[events.index(opening) + 1 :]:
         named = product_for(catalog, event.store, event.product_id)
         if named is None or named.recurring_interval is None:
             continue
         if event.is_refund:
-            refunded_at = max(event.occurred_at, start)
+            refunded_at = max(event.occurred_at, told.start)
             break
-        began = max(event.purchased_at or event.occurred_at, start)
-        if named.id != product and event.type != "PRODUCT_CHANGE":
-            at = max([began, *(c.at for c in changes)])
-            changes.append(ProductChange(at, product, named.id))
-            if named.recurring_interval is not interval:
-                anchor = at
-            product, interval = named.id, named.recurring_interval
-            anchors.append(anchor)
-            pending = None
-        if (
-            event.purchased_at is not None
-            and event.expires_at is not None
-            and event.expires_at > event.purchased_at
-        ):
-            period_start, period_end = event.purchased_at, event.expires_at
-        if event.type in ("INITIAL_PURCHASE", "RENEWAL"):
-            if ended_at is not None and began > ended_at:
-                # A resubscription after it had ended: billing counts from its new start.
-                anchor = began
-                anchors[-1] = anchor
-            status = SubscriptionStatus.TRIALING if event.is_trial else SubscriptionStatus.ACTIVE
-            if event.is_trial and event.expires_at is not None:
-                trial_end = event.expires_at
-            cancel, canceled_at, ended_at, pending = False, None, None, None
-        elif event.type == "CANCELLATION":
-            if event.cancel_reason == "BILLING_ERROR":
-                status = SubscriptionStatus.PAST_DUE
-            else:
-                cancel, canceled_at, pending = True, event.occurred_at, None
-        elif event.type == "UNCANCELLATION":
-            cancel, canceled_at = False, None
-        elif event.type == "BILLING_ISSUE":
-            if ended_at is None:
-                status = SubscriptionStatus.PAST_DUE
-        elif event.type == "EXPIRATION":
-            status = SubscriptionStatus.EXPIRED
-            ended_at = max(event.expires_at or event.occurred_at, start)
-            cancel, pending = False, None
-        elif event.type == "PRODUCT_CHANGE":
-            pending = _pending_change(catalog, event, product, period_end)
-    target = Subscription(
-        product_id=product,
-        interval=interval,
-        status=status,
+        _take_event(catalog, told, event, named.id, named.recurring_interval)
+    return _History(opening, _target(told), told.changes, told.anchors, refunded_at)
+
+
+@dataclass(slots=True)
+class _Told:
+    """What a subscription's events told so far: the running state of `_fold`."""
+
+    start: datetime
+    product: str
+    interval: Interval
+    anchor: datetime
+    anchors: list[datetime]
+    changes: list[ProductChange]
+    status: SubscriptionStatus
+    period_start: datetime
+    period_end: datetime
+    trial_end: datetime | None
+    cancel: bool = False
+    canceled_at: datetime | None = None
+    ended_at: datetime | None = None
+    pending: PendingChange | None = None
+
+
+def _opened(catalog: Catalog, opening: rce.Event, start: datetime, expires_at: datetime) -> _Told:
+    """The subscription as its INITIAL_PURCHASE opens it: its product, its first period,
+    and its trial (whose end is then its billing anchor)."""
+    first = product_for(catalog, opening.store, opening.product_id)
+    if first is None or first.recurring_interval is None:
+        raise InvariantViolation(
+            f"event {opening.id}: a subscription's INITIAL_PURCHASE names no recurring product"
+        )
+    trial_end = expires_at if opening.is_trial else None
+    anchor = trial_end or start
+    return _Told(
+        start=start,
+        product=first.id,
+        interval=first.recurring_interval,
         anchor=anchor,
-        period_start=period_start,
-        period_end=period_end,
+        anchors=[anchor],
+        changes=[],
+        status=SubscriptionStatus.TRIALING if opening.is_trial else SubscriptionStatus.ACTIVE,
+        period_start=start,
+        period_end=expires_at,
         trial_end=trial_end,
-        cancel_at_period_end=cancel and ended_at is None,
-        canceled_at=canceled_at,
-        ended_at=ended_at,
-        payment_method_attached=True,
-        pending_change=pending if ended_at is None else None,
     )
-    return _History(opening, target, changes, anchors, refunded_at)
+
+
+def _take_event(
+    catalog: Catalog, told: _Told, event: rce.Event, product_id: str, interval: Interval
+) -> None:
+    """Apply one later event (of recurring product `product_id`): the product it carries,
+    the period it bills, then what its type says of the lifecycle."""
+    began = max(event.purchased_at or event.occurred_at, told.start)
+    if product_id != told.product and event.type != "PRODUCT_CHANGE":
+        _take_product(told, began, product_id, interval)
+    if (
+        event.purchased_at is not None
+        and event.expires_at is not None
+        and event.expires_at > event.purchased_at
+    ):
+        told.period_start, told.period_end = event.purchased_at, event.expires_at
+    _take_lifecycle(catalog, told, event, began)
+
+
+def _take_product(told: _Told, began: datetime, product_id: str, interval: Interval) -> None:
+    """An event carrying another product: the change happened when it began (never before
+    an earlier change), and a new interval bills from there."""
+    at = max([began, *(c.at for c in told.changes)])
+    told.changes.append(ProductChange(at, told.product, product_id))
+    if interval is not told.interval:
+        told.anchor = at
+    told.product, told.interval = product_id, interval
+    told.anchors.append(told.anchor)
+    told.pending = None
+
+
+def _take_lifecycle(catalog: Catalog, told: _Told, event: rce.Event, began: datetime) -> None:
+    """What the event's type says of the status, the cancellation and a pending change."""
+    if event.type in ("INITIAL_PURCHASE", "RENEWAL"):
+        _take_renewal(told, event, began)
+    elif event.type == "CANCELLATION":
+        if event.cancel_reason == "BILLING_ERROR":
+            told.status = SubscriptionStatus.PAST_DUE
+        else:
+            told.cancel, told.canceled_at, told.pending = True, event.occurred_at, None
+    elif event.type == "UNCANCELLATION":
+        told.cancel, told.canceled_at = False, None
+    elif event.type == "BILLING_ISSUE":
+        if told.ended_at is None:
+            told.status = SubscriptionStatus.PAST_DUE
+    elif event.type == "EXPIRATION":
+        told.status = SubscriptionStatus.EXPIRED
+        told.ended_at = max(event.expires_at or event.occurred_at, told.start)
+        told.cancel, told.pending = False, None
+    elif event.type == "PRODUCT_CHANGE":
+        told.pending = _pending_change(catalog, event, told.product, told.period_end)
+
+
+def _take_renewal(told: _Told, event: rce.Event, began: datetime) -> None:
+    """A purchase or renewal: live again (trialing or active), nothing canceled or pending."""
+    if told.ended_at is not None and began > told.ended_at:
+        # A resubscription after it had ended: billing counts from its new start.
+        told.anchor = began
+        told.anchors[-1] = told.anchor
+    told.status = SubscriptionStatus.TRIALING if event.is_trial else SubscriptionStatus.ACTIVE
+    if event.is_trial and event.expires_at is not None:
+        told.trial_end = event.expires_at
+    told.cancel, told.canceled_at, told.ended_at, told.pending = False, None, None, None
+
+
+def _target(told: _Told) -> Subscription:
+    """The subscription as of the last event folded (an ended one cancels nothing and
+    changes to nothing)."""
+    return Subscription(
+        product_id=told.product,
+        interval=told.interval,
+        status=told.status,
+        anchor=told.anchor,
+        period_start=told.period_start,
+        period_end=told.period_end,
+        trial_end=told.trial_end,
+        cancel_at_period_end=told.cancel and told.ended_at is None,
+        canceled_at=told.canceled_at,
+        ended_at=told.ended_at,
+        payment_method_attached=True,
+        pending_change=told.pending if told.ended_at is None else None,
+    )
 
 
 def _pending_change(
@@ -330,7 +403,7 @@ def _pending_change(
 def _follow_subscription(
     ctx: ServiceContext,
     conn: Connection,
-    app: repo.AppRow,
+    app: app_store.AppRow,
     catalog: Catalog,
     subject: str,
     now: datetime,
@@ -338,20 +411,22 @@ def _follow_subscription(
     """Bring the subscription to what all its recorded events tell."""
     reference = subject.removeprefix(_SUBSCRIPTION)
     history = _fold(catalog, _events_of(conn, app.id, subject))
-    source = repo.find_source_by_ref(conn, app.id, Provider.REVENUECAT, reference)
+    source = source_store.find_source_by_ref(conn, app.id, Provider.REVENUECAT, reference)
     if source is not None and source.status in FINAL:
         return _Outcome("ignored", f"{reference} was {source.status}: its access is final")
     if history is None:
         return _Outcome("pending", f"{reference}: waiting for its INITIAL_PURCHASE")
     if source is None:
-        assert history.opened_by.app_user_id is not None
-        owner = _owner(ctx, conn, app, history.opened_by.app_user_id, now)
+        opener = history.opened_by.app_user_id
+        if opener is None:
+            raise InvariantViolation(f"{reference}: its INITIAL_PURCHASE names no app user")
+        owner = _owner(ctx, conn, app, opener, now)
     else:
         owner = locked_customer(
             ctx, conn, app, CustomerRef(customer_id=source.customer_id), create=False, now=now
         )
     # Under the holder's lock now: read again what an event of it committed meanwhile.
-    source = repo.find_source_by_ref(conn, app.id, Provider.REVENUECAT, reference)
+    source = source_store.find_source_by_ref(conn, app.id, Provider.REVENUECAT, reference)
     if source is not None and source.status in FINAL:
         return _Outcome("ignored", f"{reference} was {source.status}: its access is final")
     if source is not None and source.customer_id != owner.id:
@@ -359,24 +434,23 @@ def _follow_subscription(
             ctx, conn, app, CustomerRef(customer_id=source.customer_id), create=False, now=now
         )
     history = _fold(catalog, _events_of(conn, app.id, subject))
-    assert history is not None, "events are never deleted"
+    if history is None:
+        raise InvariantViolation(
+            f"{reference}: its INITIAL_PURCHASE vanished: events are never deleted"
+        )
     target = history.target
     # A refund takes back what was left when it happened: nothing is evaluated past it.
     until = now if history.refunded_at is None else min(now, history.refunded_at)
     started_at = history.opened_by.purchased_at
-    assert started_at is not None
+    if started_at is None:
+        raise InvariantViolation(f"{reference}: its INITIAL_PURCHASE has no purchased_at")
     source = access.follow_history(
         conn,
         catalog,
         owner,
-        source,
-        target,
-        history.changes,
-        history.anchors,
-        started_at,
+        access.KnownSubscription(source, Provider.REVENUECAT, reference),
+        access.ToldHistory(target, history.changes, history.anchors, started_at),
         until,
-        provider=Provider.REVENUECAT,
-        provider_ref=reference,
     )
     if history.refunded_at is not None:
         access.revoke_source(conn, source, now, status="refunded", at=history.refunded_at)
@@ -391,27 +465,29 @@ def _follow_subscription(
 def _follow_purchase(
     ctx: ServiceContext,
     conn: Connection,
-    app: repo.AppRow,
+    app: app_store.AppRow,
     catalog: Catalog,
-    customer: repo.CustomerRow,
+    customer: customer_store.CustomerRow,
     subject: str,
     now: datetime,
 ) -> _Outcome:
     """Open the purchase its events name, and take it back if one of them is a refund."""
     reference = subject.removeprefix(_PURCHASE)
     events = _events_of(conn, app.id, subject)
-    source = repo.find_source_by_ref(conn, app.id, Provider.REVENUECAT, reference)
+    source = source_store.find_source_by_ref(conn, app.id, Provider.REVENUECAT, reference)
     if source is not None and source.status in FINAL:
         return _Outcome("ignored", f"{reference} was {source.status}: its access is final")
     # Every event of a purchase names it whole (product, when bought): the first opens it.
     first = events[0]
     refunds = [e.occurred_at for e in events if e.is_refund]
-    assert first.purchased_at is not None
+    if first.purchased_at is None:
+        raise InvariantViolation(f"{reference}: a purchase event without purchased_at")
     purchased_at = min(first.purchased_at, now)
     refunded_at = max(min(min(refunds), now), purchased_at) if refunds else None
     if source is None:
         product = product_for(catalog, first.store, first.product_id)
-        assert product is not None and first.app_user_id is not None
+        if product is None or first.app_user_id is None:
+            raise InvariantViolation(f"{reference}: a purchase of no product or by no app user")
         owner = customer
         if first.app_user_id != customer.external_id:
             owner = _owner(ctx, conn, app, first.app_user_id, now)
@@ -437,23 +513,27 @@ def _follow_purchase(
 
 
 def _transfer(
-    ctx: ServiceContext, conn: Connection, app: repo.AppRow, event: rce.Event, now: datetime
+    ctx: ServiceContext, conn: Connection, app: app_store.AppRow, event: rce.Event, now: datetime
 ) -> _Outcome:
     """Move every RevenueCat source the `transferred_from` users hold to the (first)
     `transferred_to` user, at the event's instant."""
     moved = 0
     for external_id in event.transferred_from:
-        found = repo.find_customer(conn, app.id, external_id=external_id)
+        found = customer_store.find_customer(conn, app.id, external_id=external_id)
         if found is None or external_id == event.transferred_to[0]:
             continue
-        for source in repo.list_sources(conn, found.id):
+        for source in source_store.list_sources(conn, found.id):
             if source.provider == Provider.REVENUECAT and source.status not in FINAL:
                 moved += _apply_transfers(ctx, conn, app, source, [event], now)[1]
     return _Outcome("applied", f"moved {moved} source(s) to {event.transferred_to[0]!r}")
 
 
 def _follow_transfers(
-    ctx: ServiceContext, conn: Connection, app: repo.AppRow, source: repo.SourceRow, now: datetime
+    ctx: ServiceContext,
+    conn: Connection,
+    app: app_store.AppRow,
+    source: source_store.SourceRow,
+    now: datetime,
 ) -> str:
     """A source learned of after a transfer that named its holder moves too."""
     transfers = _events_of(conn, app.id, TRANSFERS)
@@ -466,15 +546,18 @@ def _follow_transfers(
 def _apply_transfers(
     ctx: ServiceContext,
     conn: Connection,
-    app: repo.AppRow,
-    source: repo.SourceRow,
+    app: app_store.AppRow,
+    source: source_store.SourceRow,
     transfers: list[rce.Event],
     now: datetime,
-) -> tuple[repo.SourceRow, int]:
+) -> tuple[source_store.SourceRow, int]:
     moved = 0
     for transfer in transfers:
-        holder = repo.find_customer(conn, app.id, customer_id=source.customer_id)
-        assert holder is not None
+        holder = customer_store.find_customer(conn, app.id, customer_id=source.customer_id)
+        if holder is None:
+            raise InvariantViolation(
+                f"customer {source.customer_id} vanished: customers are never deleted"
+            )
         at = transfer.occurred_at
         recipient_id = transfer.transferred_to[0]
         if (
@@ -491,7 +574,7 @@ def _apply_transfers(
     return source, moved
 
 
-def _gives_access_at(source: repo.SourceRow, at: datetime) -> bool:
+def _gives_access_at(source: source_store.SourceRow, at: datetime) -> bool:
     if source.status in FINAL:
         return False
     if not access.is_subscription(source):

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog
 from revenipe.engine import subscriptions as lifecycle
-from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.engine.sources import Provider
 from revenipe.services import access
 from revenipe.services.context import ServiceContext
@@ -22,7 +22,9 @@ from revenipe.services.purchases.sandbox.provider import hash_secret, refuse_sec
 from revenipe.services.purchases.vocabulary import (
     plan_of,
 )
-from revenipe.storage import repository as repo
+from revenipe.storage import customers as customer_store
+from revenipe.storage import purchases as purchase_store
+from revenipe.storage import sources as source_store
 
 # --- completing what was started ----------------------------------------------------------
 
@@ -80,10 +82,12 @@ def checkout_view(ctx: ServiceContext, session_id: Any) -> CheckoutView:
     )
 
 
-def _attempt(conn: Connection, attempt_id: Any, *, prefix: str) -> repo.PurchaseAttemptRow:
+def _attempt(
+    conn: Connection, attempt_id: Any, *, prefix: str
+) -> purchase_store.PurchaseAttemptRow:
     found = None
     if isinstance(attempt_id, str) and attempt_id.startswith(prefix) and len(attempt_id) <= 64:
-        found = repo.get_purchase_attempt(conn, attempt_id)
+        found = purchase_store.get_purchase_attempt(conn, attempt_id)
     if found is None or found.provider != Provider.SANDBOX:
         raise RevenipeError(
             ErrorCode.CHECKOUT_NOT_FOUND, "no sandbox checkout or intent with that id"
@@ -138,8 +142,11 @@ def _finish(
             ctx, conn, app, CustomerRef(customer_id=attempt.customer_id), create=False, now=now
         )
         # Re-read under the customer's lock: a second click may have finished it.
-        current = repo.get_purchase_attempt(conn, attempt.id)
-        assert current is not None
+        current = purchase_store.get_purchase_attempt(conn, attempt.id)
+        if current is None:
+            raise InvariantViolation(
+                f"purchase attempt {attempt.id} vanished: attempts are never deleted"
+            )
         if current.status != "open":
             if current.status == "complete" and succeed:
                 return _completion(current, "complete")
@@ -147,19 +154,19 @@ def _finish(
                 ErrorCode.CHECKOUT_CLOSED, f"this checkout is {current.status} already"
             )
         if now >= current.expires_at:
-            repo.finish_purchase_attempt(conn, current.id, "expired", now, None)
+            purchase_store.update_purchase_attempt_closed(conn, current.id, "expired", now, None)
             raise RevenipeError(ErrorCode.CHECKOUT_CLOSED, "this checkout has expired")
         if not succeed:
-            repo.finish_purchase_attempt(conn, current.id, failed, now, None)
+            purchase_store.update_purchase_attempt_closed(conn, current.id, failed, now, None)
             return _completion(current, failed)
         catalog = ctx.catalog(conn, app)
         source_id = _fulfil(conn, catalog, customer, current, now)
-        repo.finish_purchase_attempt(conn, current.id, "complete", now, source_id)
+        purchase_store.update_purchase_attempt_closed(conn, current.id, "complete", now, source_id)
         return _completion(current, "complete", source_id)
 
 
 def _completion(
-    attempt: repo.PurchaseAttemptRow, status: str, source_id: str | None = None
+    attempt: purchase_store.PurchaseAttemptRow, status: str, source_id: str | None = None
 ) -> Completion:
     url = attempt.success_url if status == "complete" else attempt.cancel_url
     if url is not None:
@@ -170,13 +177,13 @@ def _completion(
 def _fulfil(
     conn: Connection,
     catalog: Catalog,
-    customer: repo.CustomerRow,
-    attempt: repo.PurchaseAttemptRow,
+    customer: customer_store.CustomerRow,
+    attempt: purchase_store.PurchaseAttemptRow,
     now: datetime,
 ) -> str:
     """Grant what the attempt bought (or attach its payment method): the source's id."""
     if attempt.kind == "setup":
-        source = repo.get_source(conn, customer.id, attempt.source_id or "")
+        source = source_store.get_source(conn, customer.id, attempt.source_id or "")
         if source is None or not access.is_subscription(source):
             raise RevenipeError(ErrorCode.ACCESS_SOURCE_NOT_FOUND, "the subscription is gone")
         sub = lifecycle.attach_payment_method(access.subscription_of(source))

@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.services.context import ServiceContext
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
 
 # --- the test clock ----------------------------------------------------------------------
 
@@ -26,7 +26,7 @@ class ClockState:
     clock_offset_seconds: int
 
 
-def _sandbox_app(ctx: ServiceContext, conn: Connection, app_id: str) -> repo.AppRow:
+def _sandbox_app(ctx: ServiceContext, conn: Connection, app_id: str) -> app_store.AppRow:
     app = ctx.require_app(conn, app_id)
     if not app.sandbox:
         raise RevenipeError(
@@ -58,6 +58,6 @@ def advance_clock(ctx: ServiceContext, app_id: str, seconds: Any) -> ClockState:
         )
     with ctx.db.write() as conn:
         _sandbox_app(ctx, conn, app_id)
-        repo.advance_app_clock(conn, app_id, seconds)
+        app_store.update_app_clock(conn, app_id, seconds)
         app = ctx.require_app(conn, app_id)
         return ClockState(app.id, ctx.now_for(app), app.clock_offset_seconds)

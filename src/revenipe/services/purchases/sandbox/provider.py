@@ -25,7 +25,7 @@ from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, Product
 from revenipe.engine import subscriptions as lifecycle
-from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.engine.sources import Provider
 from revenipe.engine.subscriptions import CancelMode, Subscription
 from revenipe.services import access
@@ -47,7 +47,9 @@ from revenipe.services.purchases.vocabulary import (
     plan_change_outcome,
     plan_of,
 )
-from revenipe.storage import repository as repo
+from revenipe.storage import customers as customer_store
+from revenipe.storage import purchases as purchase_store
+from revenipe.storage import sources as source_store
 
 CHECKOUT_LIFETIME = timedelta(hours=24)
 CHECKOUT_PATH = "/v1/sandbox/checkout/"
@@ -65,7 +67,7 @@ class _NewAttempt:
 
 def _open_attempt(
     conn: Connection,
-    customer: repo.CustomerRow,
+    customer: customer_store.CustomerRow,
     now: datetime,
     *,
     prefix: str,
@@ -81,9 +83,9 @@ def _open_attempt(
 ) -> _NewAttempt:
     attempt_id = f"{prefix}_sbx_{secrets.token_hex(16)}"
     client_secret = f"{attempt_id}_secret_{secrets.token_urlsafe(24)}" if with_secret else None
-    repo.insert_purchase_attempt(
+    purchase_store.insert_purchase_attempt(
         conn,
-        repo.PurchaseAttemptRow(
+        purchase_store.PurchaseAttemptRow(
             id=attempt_id,
             app_id=customer.app_id,
             customer_id=customer.id,
@@ -123,20 +125,131 @@ def refuse_second_subscription(
         )
 
 
+def _started(order: Order) -> StartedPurchase:
+    """The answer every start gives, before what its purchase method adds."""
+    return StartedPurchase(
+        purchase_method=order.request.purchase_method,
+        product_id=order.product.id,
+        product_type=order.product.type.value,
+    )
+
+
+def _start_trial_directly(
+    conn: Connection, order: Order, customer: customer_store.CustomerRow, now: datetime
+) -> StartedPurchase:
+    """A trial with `trial_payment_method_behavior` "direct": the subscription opens now,
+    trialing, with no payment method on file."""
+    sub = lifecycle.start(
+        plan_of(order.product), now, trial=order.product.trial, payment_method_attached=False
+    )
+    source = access.open_subscription(
+        conn,
+        order.catalog,
+        customer,
+        sub,
+        now,
+        now,
+        kind="subscription",
+        provider=Provider.SANDBOX,
+    )
+    direct = DirectSubscription(source.id, sub.status.value, sub.trial_end)
+    return replace(_started(order), subscription=direct)
+
+
+@dataclass(frozen=True, slots=True)
+class _Opening:
+    """An order about to open its purchase attempt, and what every attempt records."""
+
+    conn: Connection
+    order: Order
+    customer: customer_store.CustomerRow
+    now: datetime
+    reserved: str | None
+    """The id reserved for the subscription the attempt will open (None for a payment)."""
+
+    def attempt(
+        self,
+        prefix: str,
+        method: str,
+        *,
+        trial: bool = False,
+        success_url: str | None = None,
+        cancel_url: str | None = None,
+        with_secret: bool = False,
+    ) -> _NewAttempt:
+        """Record the open attempt (`_open_attempt`) of this order's product."""
+        request = self.order.request
+        return _open_attempt(
+            self.conn,
+            self.customer,
+            self.now,
+            prefix=prefix,
+            kind="subscription" if self.order.recurring else "payment",
+            method=method,
+            product_id=self.order.product.id,
+            source_id=self.reserved,
+            trial=trial,
+            success_url=success_url,
+            cancel_url=cancel_url,
+            details=dict(request.extra_params) if request.extra_params else None,
+            with_secret=with_secret,
+        )
+
+
+def _start_hosted_checkout(opening: _Opening) -> StartedPurchase:
+    """A hosted checkout: a page on this server whose pay button completes the purchase."""
+    order = opening.order
+    attempt = opening.attempt(
+        "cs",
+        "hosted_checkout",
+        trial=order.with_trial,
+        success_url=order.request.success_url,
+        cancel_url=order.request.cancel_url,
+    )
+    url = _checkout_url(order.public_base_url, attempt.id)
+    return replace(_started(order), checkout=CheckoutSession(attempt.id, url))
+
+
+def _start_trial_setup(opening: _Opening) -> StartedPurchase:
+    """A trial in the app: it needs a payment method on file, not a payment, so a setup
+    intent's secret goes back, alone ("setup_intent") or in a payment sheet."""
+    attempt = opening.attempt("seti", "setup_intent", trial=True, with_secret=True)
+    if attempt.client_secret is None:
+        raise InvariantViolation(f"attempt {attempt.id} was opened with a secret, yet has none")
+    customer_id = opening.customer.id
+    if opening.order.request.trial_payment_method_behavior == "setup_intent":
+        setup = PaymentSetup(customer_id, _ephemeral_key(), attempt.id, attempt.client_secret)
+        return replace(_started(opening.order), setup=setup)
+    sheet = PaymentSheet(
+        customer_id,
+        _ephemeral_key(),
+        subscription_id=opening.reserved,
+        setup_intent_client_secret=attempt.client_secret,
+    )
+    return replace(_started(opening.order), payment_sheet=sheet)
+
+
+def _start_payment_sheet(opening: _Opening) -> StartedPurchase:
+    """A payment in the app: a payment intent's secret in a payment sheet."""
+    attempt = opening.attempt("pi", "payment_sheet", with_secret=True)
+    sheet = PaymentSheet(
+        opening.customer.id,
+        _ephemeral_key(),
+        payment_intent_client_secret=attempt.client_secret,
+        subscription_id=opening.reserved,
+    )
+    return replace(_started(opening.order), payment_sheet=sheet)
+
+
 class SandboxProvider:
     """The purchase endpoints for a sandbox app: everything happens here and now."""
 
     name = Provider.SANDBOX
 
     def start(self, ctx: ServiceContext, order: Order) -> StartedPurchase:
-        request = order.request
-        product = order.product
-        started = StartedPurchase(
-            purchase_method=request.purchase_method,
-            product_id=product.id,
-            product_type=product.type.value,
-        )
-        kind = "subscription" if order.recurring else "payment"
+        """Start a purchase in one write transaction, under the customer's lock: a trial
+        that starts directly opens its subscription now; any other purchase opens an
+        attempt that its checkout page or payment sheet completes later."""
         with ctx.db.write() as conn:
             app = ctx.require_app(conn, order.app.id)
             now = ctx.now_for(app)
@@ -144,89 +257,17 @@ class SandboxProvider:
                 ctx, conn, app, CustomerRef(customer_id=order.customer.id), create=False, now=now
             )
             if order.recurring:
-                refuse_second_subscription(conn, order.catalog, customer.id, product)
-            if order.with_trial and request.trial_payment_method_behavior == "direct":
-                sub = lifecycle.start(
-                    plan_of(product), now, trial=product.trial, payment_method_attached=False
-                )
-                source = access.open_subscription(
-                    conn,
-                    order.catalog,
-                    customer,
-                    sub,
-                    now,
-                    now,
-                    kind="subscription",
-                    provider=Provider.SANDBOX,
-                )
-                direct = DirectSubscription(source.id, sub.status.value, sub.trial_end)
-                return replace(started, subscription=direct)
-            details = dict(request.extra_params) if request.extra_params else None
-            reserved = new_id("src") if order.recurring else None
-            if request.purchase_method == "hosted_checkout":
-                attempt = _open_attempt(
-                    conn,
-                    customer,
-                    now,
-                    prefix="cs",
-                    kind=kind,
-                    method="hosted_checkout",
-                    product_id=product.id,
-                    source_id=reserved,
-                    trial=order.with_trial,
-                    success_url=request.success_url,
-                    cancel_url=request.cancel_url,
-                    details=details,
-                )
-                url = _checkout_url(order.public_base_url, attempt.id)
-                return replace(started, checkout=CheckoutSession(attempt.id, url))
+                refuse_second_subscription(conn, order.catalog, customer.id, order.product)
+            if order.with_trial and order.request.trial_payment_method_behavior == "direct":
+                return _start_trial_directly(conn, order, customer, now)
+            opening = _Opening(
+                conn, order, customer, now, new_id("src") if order.recurring else None
+            )
+            if order.request.purchase_method == "hosted_checkout":
+                return _start_hosted_checkout(opening)
             if order.with_trial:
-                # The trial needs a payment method on file, not a payment.
-                attempt = _open_attempt(
-                    conn,
-                    customer,
-                    now,
-                    prefix="seti",
-                    kind=kind,
-                    method="setup_intent",
-                    product_id=product.id,
-                    source_id=reserved,
-                    trial=True,
-                    details=details,
-                    with_secret=True,
-                )
-                assert attempt.client_secret is not None
-                if request.trial_payment_method_behavior == "setup_intent":
-                    setup = PaymentSetup(
-                        customer.id, _ephemeral_key(), attempt.id, attempt.client_secret
-                    )
-                    return replace(started, setup=setup)
-                sheet = PaymentSheet(
-                    customer.id,
-                    _ephemeral_key(),
-                    subscription_id=reserved,
-                    setup_intent_client_secret=attempt.client_secret,
-                )
-                return replace(started, payment_sheet=sheet)
-            attempt = _open_attempt(
-                conn,
-                customer,
-                now,
-                prefix="pi",
-                kind=kind,
-                method="payment_sheet",
-                product_id=product.id,
-                source_id=reserved,
-                details=details,
-                with_secret=True,
-            )
-            sheet = PaymentSheet(
-                customer.id,
-                _ephemeral_key(),
-                payment_intent_client_secret=attempt.client_secret,
-                subscription_id=reserved,
-            )
-            return replace(started, payment_sheet=sheet)
+                return _start_trial_setup(opening)
+            return _start_payment_sheet(opening)
 
     def cancel(self, ctx: ServiceContext, held: Held, mode: CancelMode) -> CancelOutcome:
         def cancel(sub: Subscription, now: datetime) -> Subscription:
@@ -323,8 +364,11 @@ def _change(
         locked_customer(
             ctx, conn, app, CustomerRef(customer_id=held.customer.id), create=False, now=now
         )
-        source = repo.get_source(conn, held.customer.id, held.source.id)
-        assert source is not None, "access sources are never deleted"
+        source = source_store.get_source(conn, held.customer.id, held.source.id)
+        if source is None:
+            raise InvariantViolation(
+                f"access source {held.source.id} vanished: sources are never deleted"
+            )
         catalog = ctx.catalog(conn, app)
         sub = rule(access.subscription_of(source), now)
         access.update_subscription(

@@ -24,22 +24,20 @@ from its `price` and `currency`; elsewhere a product needs its `stripe_price_id`
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
-from dataclasses import replace
-from datetime import datetime
+from dataclasses import dataclass, replace
 from typing import Any
 
 from revenipe.catalog import Product
 from revenipe.engine import subscriptions as lifecycle
-from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.engine.sources import Provider
 from revenipe.engine.subscriptions import BillingMode, CancelMode, ChangeStatus, Subscription
 from revenipe.providers import stripe_objects as so
 from revenipe.providers.stripe_gateway import StripeGateway
 from revenipe.services import access
 from revenipe.services.context import ServiceContext, new_id
-from revenipe.services.customers import CustomerRef, locked_customer
+from revenipe.services.purchases.stripe import calls
 from revenipe.services.purchases.stripe import settings as stripe_settings
 from revenipe.services.purchases.stripe import sync as stripe_sync
 from revenipe.services.purchases.vocabulary import (
@@ -57,159 +55,48 @@ from revenipe.services.purchases.vocabulary import (
     plan_change_outcome,
     plan_of,
 )
-from revenipe.storage import repository as repo
 
 COMPLETE_PATH = "/v1/stripe/checkout/complete"
 """Our own page a Checkout returns to when the client gave no success_url."""
-MAX_EXTRA_KEY = 40
-"""Stripe's limit on a metadata key; `extra_params` become metadata."""
 
 
-def _refuse(product: Product, why: str) -> RevenipeError:
-    return RevenipeError(
-        ErrorCode.PRODUCT_NOT_PURCHASABLE,
-        f"{product.id!r} cannot be sold through Stripe: {why}",
-        field="product_id",
+def _started(order: Order) -> StartedPurchase:
+    """The answer every start gives, before what its purchase method adds."""
+    return StartedPurchase(
+        purchase_method=order.request.purchase_method,
+        product_id=order.product.id,
+        product_type=order.product.type.value,
     )
 
 
-def checkout_line_item(product: Product) -> dict[str, Any]:
-    """What a Checkout Session sells: the product's Stripe Price, or one made from the
-    catalog's price (Checkout accepts `price_data` with `product_data`)."""
-    if product.stripe_price_id:
-        return {"price": product.stripe_price_id, "quantity": 1}
-    if not product.price or not product.currency:
-        raise _refuse(product, "give it a stripe_price_id, or a price and a currency")
-    price_data: dict[str, Any] = {
-        "currency": product.currency,
-        "unit_amount": product.price,
-        "product_data": {"name": product.name, "metadata": {so.PRODUCT_KEY: product.id}},
-    }
-    if product.description:
-        price_data["product_data"]["description"] = product.description
-    if product.recurring_interval is not None:
-        price_data["recurring"] = {"interval": product.recurring_interval.value}
-    return {"price_data": price_data, "quantity": 1}
+@dataclass(frozen=True, slots=True)
+class _StripeCall:
+    """An order about to be made at Stripe: the account, the Stripe customer, and the
+    metadata every object it makes there carries."""
+
+    ctx: ServiceContext
+    order: Order
+    app_id: str
+    gateway: StripeGateway
+    customer: str
+    """The Stripe customer's id."""
+    reserved: str | None
+    """The id reserved for the source of the subscription (None for a payment)."""
+    metadata: dict[str, str]
 
 
-def subscription_price(product: Product) -> str:
-    """The Stripe Price a subscription made or changed through the API bills: Stripe
-    takes no `price_data` without a Stripe product there, so the catalog must name it."""
-    if not product.stripe_price_id:
-        raise _refuse(
-            product,
-            "a subscription created or changed through Stripe's API needs the product's "
-            "stripe_price_id (hosted checkout can sell its price and currency instead)",
-        )
-    return product.stripe_price_id
-
-
-def _trial(product: Product, now: datetime) -> dict[str, Any]:
-    """A trial's length in Stripe's terms: whole days, or an end instant."""
-    trial = product.trial
-    if trial is None:
-        return {}
-    if trial.months == 0 and trial.seconds == 0:
-        return {"trial_period_days": trial.days}
-    return {"trial_end": so.unix(trial.after(now))}
-
-
-_TRIAL_ENDS_WITHOUT_PAYMENT_METHOD = {"end_behavior": {"missing_payment_method": "cancel"}}
-"""As the sandbox: a trial without a payment method by its end ends with it."""
-
-
-def _metadata(order_or_held: Order | Held, product: Product, **extra: str | None) -> dict[str, str]:
-    values = {
-        so.APP_KEY: order_or_held.app.id,
-        so.CUSTOMER_KEY: order_or_held.customer.id,
-        so.PRODUCT_KEY: product.id,
-    }
-    values.update({k: v for k, v in extra.items() if v is not None})
-    return values
-
-
-def _with_extra(metadata: dict[str, str], extra: Mapping[str, str] | None) -> dict[str, str]:
-    """The client's `extra_params`, as metadata beside ours (never over ours)."""
-    merged = dict(metadata)
-    for key, value in (extra or {}).items():
-        if key.startswith("revenipe_") or not 0 < len(key) <= MAX_EXTRA_KEY:
-            raise RevenipeError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"extra_params keys must be 1 to {MAX_EXTRA_KEY} characters, not starting "
-                "with revenipe_ (they become Stripe metadata)",
-                field="extra_params",
-            )
-        if len(value) > so.MAX_METADATA_VALUE:
-            raise RevenipeError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"extra_params values are at most {so.MAX_METADATA_VALUE} characters",
-                field="extra_params",
-            )
-        merged[key] = value
-    return merged
-
-
-def _key(app_id: str, what: str) -> str:
-    """An idempotency key for one new object: a retry of the same call makes it once."""
-    return f"revenipe:{app_id}:{what}:{secrets.token_hex(12)}"
-
-
-def stripe_customer(
-    ctx: ServiceContext, gateway: StripeGateway, app: repo.AppRow, customer: repo.CustomerRow
-) -> str:
-    """The customer's Stripe customer, made on first need. Concurrent first purchases
-    send one idempotency key, so Stripe makes one customer; the first link wins."""
-    with ctx.db.read() as conn:
-        found = repo.provider_customer_id(conn, app.id, Provider.STRIPE, customer.id)
-    if found is not None:
-        return found
-    created = gateway.create_customer(
-        metadata={so.APP_KEY: app.id, so.CUSTOMER_KEY: customer.id},
-        idempotency_key=f"revenipe:{app.id}:customer:{customer.id}",
+def _connect(ctx: ServiceContext, order: Order) -> _StripeCall:
+    """Reserve the subscription's source id and write the metadata (refusing bad
+    `extra_params`), then reach the app's Stripe account and its Stripe customer (made
+    on first need)."""
+    reserved = new_id("src") if order.recurring else None
+    metadata = calls.with_extra(
+        calls.metadata_of(order, order.product, **{so.SOURCE_KEY: reserved}),
+        order.request.extra_params,
     )
-    with ctx.db.write() as conn:
-        repo.link_provider_customer(
-            conn, app.id, Provider.STRIPE, customer.id, str(created["id"]), ctx.now()
-        )
-        linked = repo.provider_customer_id(conn, app.id, Provider.STRIPE, customer.id)
-    assert linked is not None
-    return linked
-
-
-def apply_subscription(
-    ctx: ServiceContext, app_id: str, customer_id: str, obj: Mapping[str, Any]
-) -> stripe_sync.Applied:
-    """Apply a subscription object Stripe just answered (our own call's effect)."""
-    view = so.read_subscription(obj)
-    with ctx.db.write() as conn:
-        app = ctx.require_app(conn, app_id)
-        now = ctx.now_for(app)
-        customer = locked_customer(
-            ctx, conn, app, CustomerRef(customer_id=customer_id), create=False, now=now
-        )
-        return stripe_sync.sync_subscription(conn, ctx.catalog(conn, app), customer, view, now)
-
-
-def _subscription_params(
-    order: Order, customer: str, price_id: str, metadata: dict[str, str]
-) -> dict[str, Any]:
-    """A subscription made through the API: it waits for its first payment (or, on
-    trial, for nothing), and the payment method it is paid with becomes its default."""
-    params: dict[str, Any] = {
-        "customer": customer,
-        "items": [{"price": price_id}],
-        "payment_behavior": "default_incomplete",
-        "payment_settings": {"save_default_payment_method": "on_subscription"},
-        "metadata": metadata,
-    }
-    if order.with_trial:
-        params["trial_settings"] = _TRIAL_ENDS_WITHOUT_PAYMENT_METHOD
-        params.update(_trial(order.product, order.now))
-    return params
-
-
-def _ephemeral_secret(gateway: StripeGateway, stripe_customer_id: str) -> str:
-    return str(gateway.create_ephemeral_key(stripe_customer_id)["secret"])
+    app, _, gateway = stripe_settings.connect(ctx, order.app.id)
+    customer = calls.stripe_customer(ctx, gateway, app, order.customer)
+    return _StripeCall(ctx, order, app.id, gateway, customer, reserved, metadata)
 
 
 class StripeProvider:
@@ -218,82 +105,72 @@ class StripeProvider:
     name = Provider.STRIPE
 
     def start(self, ctx: ServiceContext, order: Order) -> StartedPurchase:
+        """Start a purchase at Stripe, in the way its method and trial behaviour ask:
+
+        - a trial that starts "direct": a subscription made through the API, live now;
+        - a subscription by payment sheet: made through the API, waiting for its first
+          payment (on trial, for a payment method: a setup intent);
+        - a hosted checkout: a Stripe Checkout session to send the customer to;
+        - a one-time product by payment sheet: a payment intent.
+
+        What Stripe would refuse (a subscription made through the API without the
+        product's `stripe_price_id`, a one-time price Stripe cannot charge) raises
+        `RevenipeError` before anything is made there; an app without Stripe settings
+        raises `provider_not_configured`, and Stripe's own refusals `provider_error`.
+        """
         request = order.request
-        product = order.product
-        started = StartedPurchase(
-            purchase_method=request.purchase_method,
-            product_id=product.id,
-            product_type=product.type.value,
-        )
-        # Refuse what Stripe would refuse before making anything there.
         direct = order.with_trial and request.trial_payment_method_behavior == "direct"
-        via_api = direct or (order.recurring and request.purchase_method == "payment_sheet")
-        price_id = subscription_price(product) if via_api else None
-        line_item = (
-            checkout_line_item(product)
-            if not via_api and request.purchase_method == "hosted_checkout"
-            else None
+        if direct or (order.recurring and request.purchase_method == "payment_sheet"):
+            price_id = calls.subscription_price(order.product)
+            call = _connect(ctx, order)
+            if direct:
+                return self._start_direct_subscription(call, price_id)
+            return self._start_subscription_sheet(call, price_id)
+        if request.purchase_method == "hosted_checkout":
+            line_item = calls.checkout_line_item(order.product)
+            return self._start_checkout(_connect(ctx, order), line_item)
+        return self._start_payment_intent(_connect(ctx, order))
+
+    def _start_direct_subscription(self, call: _StripeCall, price_id: str) -> StartedPurchase:
+        """A trial that needs no payment method to start: the subscription is made, and
+        applied at once (trialing)."""
+        obj = call.gateway.create_subscription(
+            calls.subscription_params(call.order, call.customer, price_id, call.metadata),
+            idempotency_key=calls.idempotency_key(call.app_id, "subscription"),
         )
-        reserved = new_id("src") if order.recurring else None
-        metadata = _with_extra(
-            _metadata(order, product, **{so.SOURCE_KEY: reserved}), request.extra_params
-        )
-        app, _, gateway = stripe_settings.connect(ctx, order.app.id)
-        customer = stripe_customer(ctx, gateway, app, order.customer)
-        if direct:
-            assert price_id is not None
-            obj = gateway.create_subscription(
-                _subscription_params(order, customer, price_id, metadata),
-                idempotency_key=_key(app.id, "subscription"),
-            )
-            applied = apply_subscription(ctx, app.id, order.customer.id, obj)
-            source_id = applied.source.id if applied.source else reserved
-            assert source_id is not None
-            view = so.read_subscription(obj)
-            subscription = DirectSubscription(source_id, view.status, view.trial_end)
-            return replace(started, subscription=subscription)
-        if line_item is not None:
-            session = gateway.create_checkout_session(
-                self._checkout(order, customer, line_item, metadata),
-                idempotency_key=_key(app.id, "checkout"),
-            )
-            checkout = CheckoutSession(str(session["id"]), str(session["url"]))
-            return replace(started, checkout=checkout)
-        ephemeral = _ephemeral_secret(gateway, customer)
-        if not order.recurring:
-            amount, currency = self._one_time_price(gateway, product)
-            intent = gateway.create_payment_intent(
-                {
-                    "amount": amount,
-                    "currency": currency,
-                    "customer": customer,
-                    "metadata": metadata,
-                    "automatic_payment_methods": {"enabled": True},
-                },
-                idempotency_key=_key(app.id, "payment_intent"),
-            )
-            sheet = PaymentSheet(
-                customer, ephemeral, payment_intent_client_secret=str(intent["client_secret"])
-            )
-            return replace(started, payment_sheet=sheet)
-        assert price_id is not None
-        obj = gateway.create_subscription(
+        applied = calls.apply_subscription(call.ctx, call.app_id, call.order.customer.id, obj)
+        source_id = applied.source.id if applied.source else call.reserved
+        if source_id is None:
+            raise InvariantViolation("a subscription's start reserves the id of its source")
+        view = so.read_subscription(obj)
+        subscription = DirectSubscription(source_id, view.status, view.trial_end)
+        return replace(_started(call.order), subscription=subscription)
+
+    def _start_subscription_sheet(self, call: _StripeCall, price_id: str) -> StartedPurchase:
+        """A subscription in the app: made now, it waits for what its payment sheet (or,
+        on trial, its setup intent) confirms."""
+        ephemeral = calls.ephemeral_secret(call.gateway, call.customer)
+        obj = call.gateway.create_subscription(
             {
-                **_subscription_params(order, customer, price_id, metadata),
+                **calls.subscription_params(call.order, call.customer, price_id, call.metadata),
                 "expand": ["latest_invoice.confirmation_secret", "pending_setup_intent"],
             },
-            idempotency_key=_key(app.id, "subscription"),
+            idempotency_key=calls.idempotency_key(call.app_id, "subscription"),
         )
         # On trial it is live already (trialing); otherwise it waits for its payment.
-        apply_subscription(ctx, app.id, order.customer.id, obj)
+        calls.apply_subscription(call.ctx, call.app_id, call.order.customer.id, obj)
+        started = _started(call.order)
         setup_intent = so.pending_setup_intent(obj)
         if setup_intent is not None:
             secret = str(setup_intent["client_secret"])
-            if request.trial_payment_method_behavior == "setup_intent":
-                setup = PaymentSetup(customer, ephemeral, str(setup_intent["id"]), secret)
+            if call.order.request.trial_payment_method_behavior == "setup_intent":
+                setup = PaymentSetup(call.customer, ephemeral, str(setup_intent["id"]), secret)
                 return replace(started, setup=setup)
             sheet = PaymentSheet(
-                customer, ephemeral, subscription_id=reserved, setup_intent_client_secret=secret
+                call.customer,
+                ephemeral,
+                subscription_id=call.reserved,
+                setup_intent_client_secret=secret,
             )
             return replace(started, payment_sheet=sheet)
         payment_secret = so.first_payment_secret(obj)
@@ -303,12 +180,40 @@ class StripeProvider:
                 f"Stripe made subscription {obj.get('id')} with nothing to pay or set up",
             )
         sheet = PaymentSheet(
-            customer,
+            call.customer,
             ephemeral,
             payment_intent_client_secret=payment_secret,
-            subscription_id=reserved,
+            subscription_id=call.reserved,
         )
         return replace(started, payment_sheet=sheet)
+
+    def _start_checkout(self, call: _StripeCall, line_item: dict[str, Any]) -> StartedPurchase:
+        """A hosted checkout: Stripe's page takes the payment (and starts any trial)."""
+        session = call.gateway.create_checkout_session(
+            self._checkout(call.order, call.customer, line_item, call.metadata),
+            idempotency_key=calls.idempotency_key(call.app_id, "checkout"),
+        )
+        checkout = CheckoutSession(str(session["id"]), str(session["url"]))
+        return replace(_started(call.order), checkout=checkout)
+
+    def _start_payment_intent(self, call: _StripeCall) -> StartedPurchase:
+        """A one-time product in the app: a payment intent for its price."""
+        ephemeral = calls.ephemeral_secret(call.gateway, call.customer)
+        amount, currency = self._one_time_price(call.gateway, call.order.product)
+        intent = call.gateway.create_payment_intent(
+            {
+                "amount": amount,
+                "currency": currency,
+                "customer": call.customer,
+                "metadata": call.metadata,
+                "automatic_payment_methods": {"enabled": True},
+            },
+            idempotency_key=calls.idempotency_key(call.app_id, "payment_intent"),
+        )
+        sheet = PaymentSheet(
+            call.customer, ephemeral, payment_intent_client_secret=str(intent["client_secret"])
+        )
+        return replace(_started(call.order), payment_sheet=sheet)
 
     def _checkout(
         self,
@@ -332,8 +237,8 @@ class StripeProvider:
             if order.with_trial:
                 params["subscription_data"].update(
                     {
-                        "trial_settings": _TRIAL_ENDS_WITHOUT_PAYMENT_METHOD,
-                        **_trial(order.product, order.now),
+                        "trial_settings": calls.TRIAL_ENDS_WITHOUT_PAYMENT_METHOD,
+                        **calls.trial_params(order.product, order.now),
                     }
                 )
         else:
@@ -345,12 +250,12 @@ class StripeProvider:
             price = gateway.retrieve_price(product.stripe_price_id)
             amount, currency = price.get("unit_amount"), price.get("currency")
             if price.get("recurring") is not None or not isinstance(amount, int) or not currency:
-                raise _refuse(
+                raise calls.refuse(
                     product, f"its Stripe Price {product.stripe_price_id} is not a one-time amount"
                 )
             return amount, str(currency)
         if not product.price or not product.currency:
-            raise _refuse(product, "give it a stripe_price_id, or a price and a currency")
+            raise calls.refuse(product, "give it a stripe_price_id, or a price and a currency")
         return product.price, product.currency
 
     # --- changing a subscription -----------------------------------------------------
@@ -383,7 +288,9 @@ class StripeProvider:
             change_id="decision",
         ).change
         new_price = (
-            None if decided.status is ChangeStatus.CANCELED else subscription_price(new_product)
+            None
+            if decided.status is ChangeStatus.CANCELED
+            else calls.subscription_price(new_product)
         )
         _, _, gateway = stripe_settings.connect(ctx, held.app.id)
         reference = _reference(held)
@@ -392,7 +299,10 @@ class StripeProvider:
             _release_schedule(gateway, reference, view)
             obj = gateway.retrieve_subscription(reference)
         elif decided.billing_mode is BillingMode.IMMEDIATE:
-            assert new_price is not None and view.item_id is not None
+            if new_price is None or view.item_id is None:
+                raise InvariantViolation(
+                    f"{reference}: an immediate change needs the new price and the item"
+                )
             _release_schedule(gateway, reference, view)
             change = so.PlanChange(held.product.id, new_product.id, held.now)
             obj = gateway.update_subscription(
@@ -408,7 +318,8 @@ class StripeProvider:
                 },
             )
         else:
-            assert new_price is not None
+            if new_price is None:
+                raise InvariantViolation(f"{reference}: a scheduled change needs the new price")
             self._schedule_downgrade(gateway, held, view, new_product, new_price)
             obj = gateway.retrieve_subscription(reference)
         applied = _applied_state(ctx, held, obj)
@@ -426,11 +337,12 @@ class StripeProvider:
     ) -> None:
         """The current price until the period's end, then the new one (whose phase also
         writes the change into the subscription's metadata), then the schedule lets go."""
-        assert new_product.recurring_interval is not None and view.price_id is not None
+        if new_product.recurring_interval is None or view.price_id is None:
+            raise InvariantViolation(f"{new_product.id}: a downgrade is between recurring prices")
         schedule_id = view.schedule_id
         if schedule_id is None:
             schedule = gateway.create_schedule(
-                view.id, idempotency_key=_key(held.app.id, "schedule")
+                view.id, idempotency_key=calls.idempotency_key(held.app.id, "schedule")
             )
             schedule_id = str(schedule["id"])
             current_start = so.unix(view.period_start)
@@ -482,9 +394,9 @@ class StripeProvider:
     ) -> AttachOutcome:
         lifecycle.attach_payment_method(_held_state(held))
         app, _, gateway = stripe_settings.connect(ctx, held.app.id)
-        customer = stripe_customer(ctx, gateway, app, held.customer)
+        customer = calls.stripe_customer(ctx, gateway, app, held.customer)
         reference = _reference(held)
-        metadata = _metadata(
+        metadata = calls.metadata_of(
             held,
             held.product,
             **{so.SOURCE_KEY: held.source.id, so.SUBSCRIPTION_KEY: reference},
@@ -502,7 +414,9 @@ class StripeProvider:
             }
             if cancel_url:
                 params["cancel_url"] = cancel_url
-            session = gateway.create_checkout_session(params, idempotency_key=_key(app.id, "setup"))
+            session = gateway.create_checkout_session(
+                params, idempotency_key=calls.idempotency_key(app.id, "setup")
+            )
             return AttachOutcome(
                 mode, checkout=CheckoutSession(str(session["id"]), str(session["url"]))
             )
@@ -513,11 +427,11 @@ class StripeProvider:
                 "metadata": metadata,
                 "automatic_payment_methods": {"enabled": True},
             },
-            idempotency_key=_key(app.id, "setup_intent"),
+            idempotency_key=calls.idempotency_key(app.id, "setup_intent"),
         )
         sheet = PaymentSheet(
             customer,
-            _ephemeral_secret(gateway, customer),
+            calls.ephemeral_secret(gateway, customer),
             setup_intent_client_secret=str(intent["client_secret"]),
         )
         return AttachOutcome(mode, payment_sheet=sheet)
@@ -552,7 +466,7 @@ def _release_schedule(
 
 
 def _applied_state(ctx: ServiceContext, held: Held, obj: Mapping[str, Any]) -> Subscription:
-    applied = apply_subscription(ctx, held.app.id, held.customer.id, obj)
+    applied = calls.apply_subscription(ctx, held.app.id, held.customer.id, obj)
     source = applied.source
     if source is None:
         raise RevenipeError(

@@ -21,7 +21,7 @@ from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.engine.sources import Provider
 from revenipe.providers.stripe_gateway import StripeGateway
 from revenipe.services.context import ServiceContext
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
 
 WEBHOOK_PATH = "/v1/webhooks/stripe/{app_id}"
 _SECRET_KEY = re.compile(r"^(sk|rk)_(test|live)_[0-9A-Za-z]{10,247}$")
@@ -56,7 +56,7 @@ class StripeStatus:
 
 def load(conn: Connection, app_id: str) -> StripeSettings | None:
     """The app's Stripe settings, or None when it has none."""
-    text = repo.get_provider_settings(conn, app_id, Provider.STRIPE)
+    text = app_store.get_provider_settings(conn, app_id, Provider.STRIPE)
     if text is None:
         return None
     values = json.loads(text)
@@ -122,7 +122,7 @@ def configure(
             whsec or (current.webhook_secret if current else None),
         )
         document = {"secret_key": updated.secret_key, "webhook_secret": updated.webhook_secret}
-        repo.put_provider_settings(
+        app_store.save_provider_settings(
             conn, app.id, Provider.STRIPE, json.dumps(document, sort_keys=True), ctx.now()
         )
         return _status(app.id, updated)
@@ -139,11 +139,13 @@ def remove(ctx: ServiceContext, app_id: str) -> StripeStatus:
     its Stripe subscriptions can no longer be changed here (access stays as it is)."""
     with ctx.db.write() as conn:
         app = ctx.require_app(conn, app_id)
-        repo.delete_provider_settings(conn, app.id, Provider.STRIPE)
+        app_store.delete_provider_settings(conn, app.id, Provider.STRIPE)
         return _status(app.id, None)
 
 
-def connect(ctx: ServiceContext, app_id: str) -> tuple[repo.AppRow, StripeSettings, StripeGateway]:
+def connect(
+    ctx: ServiceContext, app_id: str
+) -> tuple[app_store.AppRow, StripeSettings, StripeGateway]:
     """The app, its Stripe settings and its Stripe account (one read, no call yet)."""
     with ctx.db.read() as conn:
         app = ctx.require_app(conn, app_id)
@@ -151,7 +153,7 @@ def connect(ctx: ServiceContext, app_id: str) -> tuple[repo.AppRow, StripeSettin
     return app, settings, ctx.stripe.gateway(settings.secret_key)
 
 
-def require(conn: Connection, app: repo.AppRow) -> StripeSettings:
+def require(conn: Connection, app: app_store.AppRow) -> StripeSettings:
     """The settings of an app that sells through Stripe, or `provider_not_configured`."""
     settings = None if app.sandbox else load(conn, app.id)
     if settings is None:

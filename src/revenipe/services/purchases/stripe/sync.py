@@ -30,6 +30,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, Product
+from revenipe.engine.errors import InvariantViolation
 from revenipe.engine.periods import Interval
 from revenipe.engine.sources import Provider
 from revenipe.engine.subscriptions import (
@@ -45,7 +46,9 @@ from revenipe.providers import stripe_objects as so
 from revenipe.providers.stripe_gateway import StripeGateway
 from revenipe.services import access
 from revenipe.services.purchases.vocabulary import plan_of
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
+from revenipe.storage import customers as customer_store
+from revenipe.storage import sources as source_store
 
 TAKEN_BACK = ("refunded", "disputed")
 """Statuses of sources whose access was revoked: final, whatever Stripe says later."""
@@ -57,7 +60,7 @@ class Applied:
     outcome: str
     """applied (the source is in Stripe's state now) or ignored (nothing of ours)."""
     detail: str | None = None
-    source: repo.SourceRow | None = None
+    source: source_store.SourceRow | None = None
 
 
 def ignored(detail: str) -> Applied:
@@ -65,8 +68,8 @@ def ignored(detail: str) -> Applied:
 
 
 def customer_for(
-    conn: Connection, app: repo.AppRow, metadata: dict[str, str], stripe_customer: str | None
-) -> repo.CustomerRow | None:
+    conn: Connection, app: app_store.AppRow, metadata: dict[str, str], stripe_customer: str | None
+) -> customer_store.CustomerRow | None:
     """Our customer an object belongs to: by our metadata, else by the Stripe customer
     it names. None when it is not one of this app's (another app's metadata, a customer
     we never linked): such an object is never applied here."""
@@ -75,24 +78,26 @@ def customer_for(
         return None
     customer_id = metadata.get(so.CUSTOMER_KEY)
     if customer_id is None and stripe_customer is not None:
-        customer_id = repo.customer_for_provider_id(conn, app.id, Provider.STRIPE, stripe_customer)
+        customer_id = customer_store.find_customer_id_by_provider_id(
+            conn, app.id, Provider.STRIPE, stripe_customer
+        )
     if customer_id is None:
         return None
-    return repo.find_customer(conn, app.id, customer_id=customer_id)
+    return customer_store.find_customer(conn, app.id, customer_id=customer_id)
 
 
 def _reserved_source_id(conn: Connection, metadata: dict[str, str]) -> str | None:
     # The id we answered when the purchase started, unless it is malformed or taken.
     wanted = metadata.get(so.SOURCE_KEY)
-    if wanted is None or not _SOURCE_ID.match(wanted) or repo.source_id_taken(conn, wanted):
+    if wanted is None or not _SOURCE_ID.match(wanted) or source_store.has_source_id(conn, wanted):
         return None
     return wanted
 
 
 def _owned_source(
-    conn: Connection, customer: repo.CustomerRow, provider_ref: str
-) -> tuple[repo.SourceRow | None, Applied | None]:
-    source = repo.find_source_by_ref(conn, customer.app_id, Provider.STRIPE, provider_ref)
+    conn: Connection, customer: customer_store.CustomerRow, provider_ref: str
+) -> tuple[source_store.SourceRow | None, Applied | None]:
+    source = source_store.find_source_by_ref(conn, customer.app_id, Provider.STRIPE, provider_ref)
     if source is not None and source.customer_id != customer.id:
         return None, ignored(f"{provider_ref} gives access to another customer")
     if source is not None and source.status in TAKEN_BACK:
@@ -149,7 +154,8 @@ def _pending(catalog: Catalog, view: so.SubscriptionView, product: Product) -> P
     new = product_of_price(catalog, phase.price_id) if phase else None
     if phase is None or new is None or new.id == product.id:
         return None
-    assert new.recurring_interval is not None
+    if new.recurring_interval is None:
+        raise InvariantViolation(f"product {new.id}, a subscription's next phase, is not recurring")
     change_type, _ = classify_change(plan_of(product), plan_of(new))
     return PendingChange(
         change_id=phase.schedule_id,
@@ -172,7 +178,8 @@ def subscription_state(
     status = _status(view, now)
     if product is None or status is None:
         return None
-    assert product.recurring_interval is not None
+    if product.recurring_interval is None:
+        raise InvariantViolation(f"product {product.id} of a Stripe subscription is not recurring")
     engine_status, ended_at = status
     live = ended_at is None
     return Subscription(
@@ -203,7 +210,8 @@ def _known_changes(catalog: Catalog, view: so.SubscriptionView) -> list[so.PlanC
 
 def _interval(catalog: Catalog, product_id: str) -> Interval:
     interval = catalog.products_by_id[product_id].recurring_interval
-    assert interval is not None
+    if interval is None:
+        raise InvariantViolation(f"product {product_id} of a plan change is not recurring")
     return interval
 
 
@@ -227,7 +235,7 @@ def _anchors(
 def sync_subscription(
     conn: Connection,
     catalog: Catalog,
-    customer: repo.CustomerRow,
+    customer: customer_store.CustomerRow,
     view: so.SubscriptionView,
     now: datetime,
 ) -> Applied:
@@ -245,20 +253,19 @@ def sync_subscription(
     products += [c.to_product_id for c in changes]
     if source is None and target.access_ends_at <= view.start_date:
         return ignored(f"{view.id} ended before it gave any access")
-    source = access.follow_history(
-        conn,
-        catalog,
-        customer,
+    known = access.KnownSubscription(
         source,
+        Provider.STRIPE,
+        view.id,
+        source_id=_reserved_source_id(conn, view.metadata) if source is None else None,
+    )
+    told = access.ToldHistory(
         target,
         [ProductChange(c.at, c.from_product_id, c.to_product_id) for c in changes],
         _anchors(catalog, view, products, changes),
         view.start_date,
-        now,
-        provider=Provider.STRIPE,
-        provider_ref=view.id,
-        source_id=_reserved_source_id(conn, view.metadata) if source is None else None,
     )
+    source = access.follow_history(conn, catalog, customer, known, told, now)
     return Applied("applied", f"{view.id}: {view.status}", source)
 
 
@@ -298,7 +305,7 @@ def read_payment(gateway: StripeGateway, intent_id: str) -> PaymentState:
 def sync_payment(
     conn: Connection,
     catalog: Catalog,
-    customer: repo.CustomerRow,
+    customer: customer_store.CustomerRow,
     state: PaymentState,
     now: datetime,
 ) -> Applied:

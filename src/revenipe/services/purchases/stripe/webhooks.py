@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.engine.sources import Provider
 from revenipe.providers import stripe_objects as so
 from revenipe.providers.stripe_gateway import StripeGateway, signature_timestamp, verify_webhook
@@ -34,7 +34,8 @@ from revenipe.services.customers import CustomerRef, locked_customer
 from revenipe.services.purchases.stripe import settings as stripe_settings
 from revenipe.services.purchases.stripe import sync as stripe_sync
 from revenipe.services.purchases.webhooks import Received
-from revenipe.storage import repository as repo
+from revenipe.storage import apps as app_store
+from revenipe.storage import webhooks as webhook_store
 
 TOLERANCE_SECONDS = 300
 """Stripe's own default: a signature older than 5 minutes is refused."""
@@ -73,7 +74,7 @@ def receive(ctx: ServiceContext, app_id: str, payload: bytes, signature: str | N
         raise RevenipeError(ErrorCode.WEBHOOK_REFUSED, "the event has no type")
     event_type = event_type[:128]
     with ctx.db.read() as conn:
-        seen = repo.get_webhook_event(conn, app.id, Provider.STRIPE, event_id)
+        seen = webhook_store.get_webhook_event(conn, app.id, Provider.STRIPE, event_id)
     if seen is not None:
         return _redelivered(ctx, seen, signed_at)
     current = _read_current(ctx.stripe.gateway(settings.secret_key), app, event)
@@ -88,7 +89,7 @@ def receive(ctx: ServiceContext, app_id: str, payload: bytes, signature: str | N
                     ctx, conn, app, CustomerRef(customer_id=found.id), create=False, now=now
                 )
         detail: dict[str, Any] = {"signed_at": signed_at}
-        if not repo.record_webhook_event(
+        if not webhook_store.insert_webhook_event_if_new(
             conn, app.id, Provider.STRIPE, event_id, event_type, "received", json.dumps(detail), now
         ):
             return Received(event_id, event_type, "duplicate")
@@ -102,17 +103,22 @@ def receive(ctx: ServiceContext, app_id: str, payload: bytes, signature: str | N
                 conn, catalog, customer, current.subscription, now
             )
         else:
-            assert current.payment is not None
+            if current.payment is None:
+                raise InvariantViolation(
+                    f"{event_type}: read as neither a subscription nor a payment"
+                )
             catalog = ctx.catalog(conn, app)
             applied = stripe_sync.sync_payment(conn, catalog, customer, current.payment, now)
         detail["note"] = applied.detail
-        repo.set_webhook_outcome(
+        webhook_store.update_webhook_outcome(
             conn, app.id, Provider.STRIPE, event_id, applied.outcome, json.dumps(detail)
         )
         return Received(event_id, event_type, applied.outcome, applied.detail)
 
 
-def _redelivered(ctx: ServiceContext, seen: repo.WebhookEventRow, signed_at: int) -> Received:
+def _redelivered(
+    ctx: ServiceContext, seen: webhook_store.WebhookEventRow, signed_at: int
+) -> Received:
     try:
         detail = json.loads(seen.detail or "{}")
     except ValueError:
@@ -126,19 +132,19 @@ def _redelivered(ctx: ServiceContext, seen: repo.WebhookEventRow, signed_at: int
         )
     detail = {**(detail if isinstance(detail, dict) else {}), "signed_at": signed_at}
     with ctx.db.write() as conn:
-        repo.set_webhook_outcome(
+        webhook_store.update_webhook_outcome(
             conn, seen.app_id, Provider.STRIPE, seen.event_id, seen.outcome, json.dumps(detail)
         )
     return Received(seen.event_id, seen.type, "duplicate", "applied once already")
 
 
-def _not_ours(metadata: dict[str, str], app: repo.AppRow) -> bool:
+def _not_ours(metadata: dict[str, str], app: app_store.AppRow) -> bool:
     named = metadata.get(so.APP_KEY)
     return named is not None and named != app.id
 
 
 def _read_current(
-    gateway: StripeGateway, app: repo.AppRow, event: dict[str, Any]
+    gateway: StripeGateway, app: app_store.AppRow, event: dict[str, Any]
 ) -> _Current | None:
     """The object the event is about, read from Stripe now; None when there is none
     (an event type of no use, a checkout not paid, a setup intent not for us)."""
@@ -168,7 +174,7 @@ def _read_current(
 
 
 def _attach_payment_method(
-    gateway: StripeGateway, app: repo.AppRow, setup_intent_id: str
+    gateway: StripeGateway, app: app_store.AppRow, setup_intent_id: str
 ) -> _Current | None:
     """A payment method collected for one of our subscriptions becomes its default, so
     its trial converts and its renewals are paid with it. Doing it again is harmless."""

@@ -5,20 +5,20 @@ the client gave no success URL.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, Field, StrictStr
+from pydantic import Field, StrictStr
 from starlette.concurrency import run_in_threadpool
 
-from revenipe.server.client_protocol import ERRORS
+from revenipe.server.requests import ApiRequest
+from revenipe.server.routes.common import ERRORS, secret_key_app
 from revenipe.server.runtime import Runtime
-from revenipe.server.schemas import ApiRequest, WebhookReceived
-from revenipe.server.security import server_app_id
 from revenipe.services.purchases.stripe import settings as stripe_settings
 from revenipe.services.purchases.stripe import webhooks as stripe_webhooks
 from revenipe.services.purchases.stripe.billing import COMPLETE_PATH
+from revenipe.wire import providers as wire
 
 WEBHOOK_PREFIX = "/v1/webhooks/stripe/"
 AppIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
@@ -35,35 +35,20 @@ class StripeSettingsUpdate(ApiRequest):
     )
 
 
-class StripeSettingsOut(BaseModel):
-    configured: bool
-    mode: str | None = Field(description="test or live: the secret key's mode")
-    secret_key_last4: str | None
-    webhook_secret_set: bool
-    webhook_url: str = Field(description="Where Stripe should send this app's events")
-
-
-def _settings_out(status: stripe_settings.StripeStatus, request: Request) -> dict[str, Any]:
-    return {
-        "configured": status.configured,
-        "mode": status.mode,
-        "secret_key_last4": status.secret_key_last4,
-        "webhook_secret_set": status.webhook_secret_set,
-        "webhook_url": f"{str(request.base_url).rstrip('/')}{status.webhook_path}",
-    }
+def _settings_out(status: stripe_settings.StripeStatus, request: Request) -> wire.StripeSettingsOut:
+    return wire.stripe_settings_to_wire(status, str(request.base_url))
 
 
 def build_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(responses=ERRORS)
     ctx = runtime.ctx
 
-    def app_of(request: Request) -> str:
-        return server_app_id(request, runtime.secret_keys)
+    app_of = secret_key_app(runtime)
 
     @router.get(
         "/v1/providers/stripe",
         tags=["server API"],
-        response_model=StripeSettingsOut,
+        response_model=wire.StripeSettingsOut,
         summary="The app's Stripe settings (whether set; never the secrets)",
     )
     def get_stripe(request: Request) -> JSONResponse:
@@ -72,7 +57,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     @router.put(
         "/v1/providers/stripe",
         tags=["server API"],
-        response_model=StripeSettingsOut,
+        response_model=wire.StripeSettingsOut,
         summary="Set the app's Stripe secret key and webhook secret (live apps)",
     )
     def put_stripe(body: StripeSettingsUpdate, request: Request) -> JSONResponse:
@@ -97,7 +82,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     @router.post(
         WEBHOOK_PREFIX + "{app_id}",
         tags=["webhooks"],
-        response_model=WebhookReceived,
+        response_model=wire.WebhookReceived,
         summary="Stripe's events for one app (signed with its webhook secret)",
     )
     async def stripe_webhook(
@@ -110,9 +95,7 @@ def build_router(runtime: Runtime) -> APIRouter:
         received = await run_in_threadpool(
             stripe_webhooks.receive, ctx, app_id, payload, stripe_signature
         )
-        return JSONResponse(
-            {"received": True, "event_id": received.event_id, "outcome": received.outcome}
-        )
+        return JSONResponse(wire.webhook_received_to_wire(received))
 
     @router.get(COMPLETE_PATH, include_in_schema=False)
     def checkout_complete() -> HTMLResponse:

@@ -4,20 +4,20 @@ RevenueCat's webhook endpoint (authorized by the value the app configured, no ke
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictStr
+from pydantic import Field, StrictStr
 from starlette.concurrency import run_in_threadpool
 
-from revenipe.server.client_protocol import ERRORS
+from revenipe.server.requests import ApiRequest
+from revenipe.server.routes.common import ERRORS, secret_key_app
 from revenipe.server.runtime import Runtime
-from revenipe.server.schemas import ApiRequest, WebhookReceived
-from revenipe.server.security import server_app_id
 from revenipe.services.purchases.revenuecat import settings as revenuecat_settings
 from revenipe.services.purchases.revenuecat import webhooks as revenuecat_webhooks
 from revenipe.services.purchases.revenuecat.settings import MAX_AUTHORIZATION_LENGTH
+from revenipe.wire import providers as wire
 
 WEBHOOK_PREFIX = "/v1/webhooks/revenuecat/"
 AppIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
@@ -30,29 +30,22 @@ class RevenueCatSettingsUpdate(ApiRequest):
     )
 
 
-class RevenueCatSettingsOut(BaseModel):
-    configured: bool = Field(description="Whether an authorization value is set")
-    webhook_url: str = Field(description="Where RevenueCat should send this app's events")
-
-
-def _settings_out(status: revenuecat_settings.RevenueCatStatus, request: Request) -> dict[str, Any]:
-    return {
-        "configured": status.configured,
-        "webhook_url": f"{str(request.base_url).rstrip('/')}{status.webhook_path}",
-    }
+def _settings_out(
+    status: revenuecat_settings.RevenueCatStatus, request: Request
+) -> wire.RevenueCatSettingsOut:
+    return wire.revenuecat_settings_to_wire(status, str(request.base_url))
 
 
 def build_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(responses=ERRORS)
     ctx = runtime.ctx
 
-    def app_of(request: Request) -> str:
-        return server_app_id(request, runtime.secret_keys)
+    app_of = secret_key_app(runtime)
 
     @router.get(
         "/v1/providers/revenuecat",
         tags=["server API"],
-        response_model=RevenueCatSettingsOut,
+        response_model=wire.RevenueCatSettingsOut,
         summary="The app's RevenueCat settings (whether set; never the authorization)",
     )
     def get_revenuecat(request: Request) -> JSONResponse:
@@ -62,7 +55,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     @router.put(
         "/v1/providers/revenuecat",
         tags=["server API"],
-        response_model=RevenueCatSettingsOut,
+        response_model=wire.RevenueCatSettingsOut,
         summary="Set the authorization RevenueCat sends with the app's webhook (live apps)",
     )
     def put_revenuecat(body: RevenueCatSettingsUpdate, request: Request) -> JSONResponse:
@@ -85,7 +78,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     @router.post(
         WEBHOOK_PREFIX + "{app_id}",
         tags=["webhooks"],
-        response_model=WebhookReceived,
+        response_model=wire.WebhookReceived,
         summary="RevenueCat's events for one app (authorized by the app's configured value)",
     )
     async def revenuecat_webhook(
@@ -97,8 +90,6 @@ def build_router(runtime: Runtime) -> APIRouter:
         received = await run_in_threadpool(
             revenuecat_webhooks.receive, ctx, app_id, payload, authorization
         )
-        return JSONResponse(
-            {"received": True, "event_id": received.event_id, "outcome": received.outcome}
-        )
+        return JSONResponse(wire.webhook_received_to_wire(received))
 
     return router

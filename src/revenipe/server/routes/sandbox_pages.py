@@ -17,11 +17,12 @@ from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from revenipe.engine.errors import RevenipeError
-from revenipe.server import schemas
-from revenipe.server.client_protocol import ERRORS
+from revenipe.server.requests import IntentConfirm
+from revenipe.server.routes.common import ERRORS
 from revenipe.server.runtime import Runtime
 from revenipe.services.purchases.sandbox import checkout as sandbox_service
 from revenipe.services.purchases.sandbox.checkout import CheckoutView, Completion
+from revenipe.wire import purchases as wire
 
 SessionId = Annotated[str, Path(max_length=64, pattern=r"^cs_sbx_[0-9a-f]{32}$")]
 IntentId = Annotated[str, Path(max_length=64, pattern=r"^[a-z]{2,4}_sbx_[0-9a-f]{32}$")]
@@ -48,29 +49,26 @@ def build_router(runtime: Runtime) -> APIRouter:
     def cancel(session_id: SessionId) -> Response:
         return _finish(lambda: sandbox_service.complete_checkout(ctx, session_id, pay=False))
 
-    def confirm(intent_id: str, body: schemas.IntentConfirm) -> JSONResponse:
+    def confirm(intent_id: str, body: IntentConfirm) -> JSONResponse:
         done = sandbox_service.confirm_intent(
             ctx, intent_id, body.client_secret, decline=body.outcome == "declined"
         )
-        status = {"complete": "succeeded", "failed": "requires_payment_method"}[done.status]
-        return JSONResponse(
-            {"id": done.session_id, "status": status, "access_source_id": done.access_source_id}
-        )
+        return JSONResponse(wire.intent_confirmed_to_wire(done))
 
     @router.post(
         "/v1/sandbox/payment_intents/{intent_id}/confirm",
-        response_model=schemas.IntentConfirmed,
+        response_model=wire.IntentConfirmed,
         summary="Confirm a sandbox payment intent (what a payment sheet does)",
     )
-    def confirm_payment(intent_id: IntentId, body: schemas.IntentConfirm) -> JSONResponse:
+    def confirm_payment(intent_id: IntentId, body: IntentConfirm) -> JSONResponse:
         return confirm(intent_id, body)
 
     @router.post(
         "/v1/sandbox/setup_intents/{intent_id}/confirm",
-        response_model=schemas.IntentConfirmed,
+        response_model=wire.IntentConfirmed,
         summary="Confirm a sandbox setup intent (a payment method for a trial)",
     )
-    def confirm_setup(intent_id: IntentId, body: schemas.IntentConfirm) -> JSONResponse:
+    def confirm_setup(intent_id: IntentId, body: IntentConfirm) -> JSONResponse:
         return confirm(intent_id, body)
 
     return router

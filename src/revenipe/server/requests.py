@@ -1,0 +1,133 @@
+"""Request models. Strict: no coercion of "5", 5.0 or true into integers.
+
+Answers are not modelled here: their shapes and builders are `revenipe.wire`'s.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from revenipe.engine.amounts import MAX_AMOUNT
+
+Amount = Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT)]
+CatalogId = Annotated[StrictStr, Field(min_length=1, max_length=64)]
+InternalId = Annotated[StrictStr, Field(min_length=1, max_length=64)]
+ExternalId = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+
+
+class ProtocolRequest(BaseModel):
+    """Client protocol bodies: unknown fields are ignored (future clients may add some)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ApiRequest(BaseModel):
+    """Server API bodies: unknown fields are errors (they are usually typos)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- client protocol: requests ---------------------------------------------------------
+
+
+class AuthRequest(ProtocolRequest):
+    client_id: ExternalId = Field(description="The app's external identity of the customer")
+
+
+class RefreshRequest(ProtocolRequest):
+    client_id: InternalId
+
+
+class TrackRequest(ProtocolRequest):
+    access_source_id: InternalId | None = None
+    entitlement_id: CatalogId = Field(description="An entitlement id or a usage key id")
+    client_id: InternalId
+    value: Amount
+
+
+class StartPurchaseRequest(ProtocolRequest):
+    product_id: CatalogId
+    purchase_method: Literal["hosted_checkout", "payment_sheet"]
+    trial_payment_method_behavior: Literal["direct", "setup_intent"] | None = None
+    success_url: Annotated[StrictStr, Field(max_length=2048)] | None = None
+    cancel_url: Annotated[StrictStr, Field(max_length=2048)] | None = None
+    extra_params: (
+        dict[Annotated[str, Field(max_length=64)], Annotated[StrictStr, Field(max_length=512)]]
+        | None
+    ) = None
+    customer_id: InternalId
+
+
+class CancelRequest(ProtocolRequest):
+    client_id: InternalId
+    source_id: InternalId
+    cancel_mode: Literal["period_end", "immediately"]
+
+
+class UncancelRequest(ProtocolRequest):
+    client_id: InternalId
+    source_id: InternalId
+
+
+class ChangePlanRequest(ProtocolRequest):
+    client_id: InternalId
+    source_id: InternalId
+    new_product_id: CatalogId
+
+
+class AttachPaymentMethodRequest(ProtocolRequest):
+    client_id: InternalId
+    access_source_id: InternalId
+    mode: Literal["hosted_checkout", "payment_sheet"]
+    success_url: Annotated[StrictStr, Field(max_length=2048)] | None = None
+    cancel_url: Annotated[StrictStr, Field(max_length=2048)] | None = None
+
+
+# --- server API ----------------------------------------------------------------------
+
+
+class GrantRequest(ApiRequest):
+    product_id: CatalogId | None = None
+    entitlement_id: CatalogId | None = None
+    amount: Amount | None = None
+    expires_at: Annotated[str, Field(max_length=64)] | None = None
+    priority: Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)] | None = None
+
+
+class ApiTrackRequest(ApiRequest):
+    id: CatalogId = Field(description="An entitlement id or a usage key id")
+    value: Amount
+    access_source_id: InternalId | None = None
+
+
+class CheckRequest(ApiRequest):
+    id: CatalogId
+    value: Amount
+    access_source_id: InternalId | None = None
+
+
+class ReversalRequest(ApiRequest):
+    amount: Amount | None = None
+
+
+class TokenRequest(ApiRequest):
+    ttl_seconds: Annotated[StrictInt, Field(ge=1, le=7 * 24 * 3600)] | None = None
+
+
+class ClockAdvance(ApiRequest):
+    """How far to move a sandbox app's clock forward (the parts add up)."""
+
+    days: Annotated[StrictInt, Field(ge=0, le=3660)] = 0
+    hours: Annotated[StrictInt, Field(ge=0, le=87_840)] = 0
+    seconds: Annotated[StrictInt, Field(ge=0, le=316_224_000)] = 0
+
+
+class IntentConfirm(ProtocolRequest):
+    client_secret: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    outcome: Literal["succeeded", "declined"] = "succeeded"
+
+
+class AppSettingsUpdate(ApiRequest):
+    token_policy: Literal["enforce", "open"]
