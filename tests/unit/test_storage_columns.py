@@ -30,7 +30,7 @@ AGGREGATES = [
     "webhooks",
 ]
 PREFIXES = ("get_", "require_", "find_", "list_", "map_", "has_", "insert_", "update_")
-PREFIXES += ("save_", "delete_")
+PREFIXES += ("save_", "delete_", "iter_")
 TRACK_ROUND_TRIPS = {"lock_for_track", "record_track"}
 
 

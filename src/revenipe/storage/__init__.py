@@ -32,6 +32,8 @@ their name says which:
 - `list_x(...) -> list[X]`: every match, in the order the docstring says.
 - `map_x(...) -> dict[str, X]`: matches keyed by id, or a total per id.
 - `has_x(...) -> bool`: whether any row matches.
+- `iter_x(conn, app_id | None) -> Iterator[X]`: every row of one app or of the whole
+  database, read in batches (for `revenipe verify`, which reads tables whole).
 - writes: `insert_x` (a new row; `insert_x_if_new` returns False when it existed),
   `update_x...` (some columns of existing rows; returns a bool when it may match
   nothing), `save_x` (a row or rows written whole: insert or update, or several at

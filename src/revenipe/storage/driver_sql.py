@@ -56,6 +56,19 @@ def fetch_all(conn: Connection, sql: Sql, params: Mapping[str, Any]) -> list[tup
         cursor.close()
 
 
+def fetch_each(
+    conn: Connection, sql: Sql, params: Mapping[str, Any], *, batch: int = 1000
+) -> Iterator[tuple[Any, ...]]:
+    """Every row of a query, read `batch` rows at a time (whole-table scans: verify)."""
+    cursor = _cursor(conn)
+    try:
+        cursor.execute(sql.text(conn), params)
+        while rows := cursor.fetchmany(batch):
+            yield from rows
+    finally:
+        cursor.close()
+
+
 def fetch_one(conn: Connection, sql: Sql, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
     cursor = _cursor(conn)
     try:

@@ -7,7 +7,7 @@ pipeline on PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,7 @@ from revenipe.storage.driver_sql import (
     execute,
     execute_many,
     fetch_all,
+    fetch_each,
     fetch_one,
     placeholders,
     time_in,
@@ -199,6 +200,13 @@ def map_held_entitlement_types(conn: Connection, app_id: str) -> dict[str, str]:
         entitlement_id: entitlement_type
         for entitlement_id, entitlement_type in fetch_all(conn, _HELD, {"app_id": app_id})
     }
+
+
+def iter_grants(conn: Connection, app_id: str | None) -> Iterator[GrantRow]:
+    """Every grant of one app (None: of every app), whatever its status."""
+    where = " WHERE app_id = %(app_id)s" if app_id is not None else ""
+    for row in fetch_each(conn, cached_sql(f"{_SELECT}{where}"), {"app_id": app_id}):
+        yield _grant(row)
 
 
 def save_grant_states(conn: Connection, states: Sequence[Grant]) -> None:

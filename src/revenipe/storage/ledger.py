@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +20,7 @@ from revenipe.storage.driver_sql import (
     cached_sql,
     execute_many,
     fetch_all,
+    fetch_each,
     fetch_scalar,
     placeholders,
     time_in,
@@ -74,6 +75,13 @@ _CONSUMED = Sql(
 )
 _CONSUMED_KIND = EntryKind.CONSUMED.value
 _REVERSAL_IDS = Sql("SELECT id FROM reversals WHERE usage_event_id = %(usage_event_id)s")
+
+
+def iter_entries(conn: Connection, app_id: str | None) -> Iterator[LedgerEntryRow]:
+    """Every ledger entry of one app (None: of every app), oldest first."""
+    where = " WHERE app_id = %(app_id)s" if app_id is not None else ""
+    for row in fetch_each(conn, cached_sql(f"{_SELECT}{where} ORDER BY id"), {"app_id": app_id}):
+        yield LedgerEntryRow(**_COLUMNS.read(row))
 
 
 def insert_entries(

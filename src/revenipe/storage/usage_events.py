@@ -25,6 +25,7 @@ from revenipe.storage.driver_sql import (
     cached_sql,
     execute,
     fetch_all,
+    fetch_each,
     fetch_one,
     pipelined,
     time_in,
@@ -209,6 +210,31 @@ def list_usage_events(
     return [UsageEventRow(**_EVENT.read(r)) for r in rows]
 
 
+def iter_usage_events(conn: Connection, app_id: str | None) -> Iterator[UsageEventRow]:
+    """Every usage event of one app (None: of every app)."""
+    where = " WHERE app_id = %(app_id)s" if app_id is not None else ""
+    sql = cached_sql(f"SELECT {_EVENT.select} FROM usage_events{where}")
+    for row in fetch_each(conn, sql, {"app_id": app_id}):
+        yield UsageEventRow(**_EVENT.read(row))
+
+
+def list_repeated_idempotency_keys(
+    conn: Connection, app_id: str | None
+) -> list[tuple[str, str, int]]:
+    """(customer id, key, count) of every idempotency key under more than one usage event
+    (the unique index forbids it: `revenipe verify` looks anyway)."""
+    where = " AND app_id = %(app_id)s" if app_id is not None else ""
+    sql = cached_sql(
+        "SELECT customer_id, idempotency_key, COUNT(*) FROM usage_events "
+        f"WHERE idempotency_key IS NOT NULL{where} "
+        "GROUP BY customer_id, idempotency_key HAVING COUNT(*) > 1"
+    )
+    return [
+        (customer, key, int(count))
+        for customer, key, count in fetch_all(conn, sql, {"app_id": app_id})
+    ]
+
+
 def update_usage_event_reversed(conn: Connection, event_id: str, amount: int) -> None:
     """Add `amount` to what the event's reversals gave back (added in SQL)."""
     execute(conn, _ADD_REVERSED, {"id": event_id, "amount": amount})
@@ -248,6 +274,14 @@ def insert_reversal(
 ) -> None:
     reversal = ReversalRow(reversal_id, app_id, event_id, amount, idempotency_key, now)
     execute(conn, _INSERT_REVERSAL, _REVERSAL.params(conn, reversal))
+
+
+def iter_reversals(conn: Connection, app_id: str | None) -> Iterator[ReversalRow]:
+    """Every reversal of one app (None: of every app)."""
+    where = " WHERE app_id = %(app_id)s" if app_id is not None else ""
+    sql = cached_sql(f"SELECT {_REVERSAL.select} FROM reversals{where}")
+    for row in fetch_each(conn, sql, {"app_id": app_id}):
+        yield ReversalRow(**_REVERSAL.read(row))
 
 
 def find_reversal(conn: Connection, event_id: str, idempotency_key: str) -> ReversalRow | None:

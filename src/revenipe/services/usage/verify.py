@@ -16,13 +16,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
-from sqlalchemy import Connection, Select, Table, func, select
+from sqlalchemy import Connection
 
 from revenipe.engine.grants import EntryKind, GrantStatus
 from revenipe.services.context import ServiceContext
-from revenipe.storage.schema import grants, ledger_entries, reversals, usage_events
+from revenipe.storage import grants as grant_store
+from revenipe.storage import ledger as ledger_store
+from revenipe.storage import usage_events as usage_store
+from revenipe.storage.ledger import LedgerEntryRow
+from revenipe.storage.usage_events import UsageEventRow
 
 
 class Invariant(StrEnum):
@@ -96,34 +99,12 @@ def verify(ctx: ServiceContext, app_id: str | None = None) -> VerifyReport:
     with ctx.db.read() as conn:
         if app_id is not None:
             ctx.require_app(conn, app_id)
-        scope = _Scope(app_id)
-        ledger = _sum_ledger(conn, scope, report)
-        _check_grants(conn, scope, ledger, report)
-        reversed_by_event = _check_reversals(conn, scope, ledger, report)
-        _check_usage_events(conn, scope, ledger, reversed_by_event, report)
-        _check_idempotency(conn, scope, report)
+        ledger = _sum_ledger(conn, app_id, report)
+        _check_grants(conn, app_id, ledger, report)
+        reversed_by_event = _check_reversals(conn, app_id, ledger, report)
+        _check_usage_events(conn, app_id, ledger, reversed_by_event, report)
+        _check_idempotency(conn, app_id, report)
     return report
-
-
-@dataclass(frozen=True, slots=True)
-class _Scope:
-    """The rows verified: one app's, or (None) every app's."""
-
-    app_id: str | None
-
-    def rows(self, table: Table, query: Select[Any]) -> Select[Any]:
-        return query.where(table.c.app_id == self.app_id) if self.app_id is not None else query
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    id: int
-    grant_id: str
-    kind: str
-    amount: int
-    balance_after: int
-    usage_event_id: str | None
-    reversal_id: str | None
 
 
 @dataclass
@@ -136,29 +117,19 @@ class _Ledger:
     reversed_by_reversal: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-def _sum_ledger(conn: Connection, scope: _Scope, report: VerifyReport) -> _Ledger:
+def _sum_ledger(conn: Connection, app_id: str | None, report: VerifyReport) -> _Ledger:
     """Read every entry in order, checking each against its grant's running sum (3, 2)
     and its kind's shape (4, 5), and add up what it did."""
     ledger = _Ledger()
-    query = scope.rows(ledger_entries, select(ledger_entries).order_by(ledger_entries.c.id))
-    for row in conn.execute(query):
+    for entry in ledger_store.iter_entries(conn, app_id):
         report.checked_entries += 1
-        entry = _Entry(
-            row.id,
-            row.grant_id,
-            row.kind,
-            row.amount,
-            row.balance_after,
-            row.usage_event_id,
-            row.reversal_id,
-        )
         ledger.running[entry.grant_id] += entry.amount
         report.found.extend(_check_running(entry, ledger.running[entry.grant_id]))
         report.found.extend(_count_entry(entry, ledger))
     return ledger
 
 
-def _check_running(entry: _Entry, running: int) -> Iterable[Problem]:
+def _check_running(entry: LedgerEntryRow, running: int) -> Iterable[Problem]:
     """The entry's `balance_after` is its grant's running sum, never below zero."""
     if running != entry.balance_after:
         yield Problem(
@@ -180,7 +151,7 @@ def _check_running(entry: _Entry, running: int) -> Iterable[Problem]:
         )
 
 
-def _count_entry(entry: _Entry, ledger: _Ledger) -> Iterable[Problem]:
+def _count_entry(entry: LedgerEntryRow, ledger: _Ledger) -> Iterable[Problem]:
     """Add a consumed entry to its usage event, a reversed one to its reversal; either
     of the wrong sign, or naming neither, is a problem instead."""
     if entry.kind == EntryKind.CONSUMED:
@@ -207,9 +178,12 @@ def _count_entry(entry: _Entry, ledger: _Ledger) -> Iterable[Problem]:
             ledger.reversed_by_reversal[entry.reversal_id] += entry.amount
 
 
-def _check_grants(conn: Connection, scope: _Scope, ledger: _Ledger, report: VerifyReport) -> None:
+def _check_grants(
+    conn: Connection, app_id: str | None, ledger: _Ledger, report: VerifyReport
+) -> None:
     """Each grant holds its ledger sum (1), never below zero, nothing once ended (2)."""
-    for grant in conn.execute(scope.rows(grants, select(grants))):
+    for row in grant_store.iter_grants(conn, app_id):
+        grant = row.grant
         report.checked_grants += 1
         grant_id: str = grant.id
         balance: int = grant.balance
@@ -245,12 +219,12 @@ def _check_grants(conn: Connection, scope: _Scope, ledger: _Ledger, report: Veri
 
 
 def _check_reversals(
-    conn: Connection, scope: _Scope, ledger: _Ledger, report: VerifyReport
+    conn: Connection, app_id: str | None, ledger: _Ledger, report: VerifyReport
 ) -> dict[str, int]:
     """Each reversal's amount is what its entries gave back (5); returns what the
     reversals of each usage event add up to."""
     reversed_by_event: defaultdict[str, int] = defaultdict(int)
-    for reversal in conn.execute(scope.rows(reversals, select(reversals))):
+    for reversal in usage_store.iter_reversals(conn, app_id):
         amount: int = reversal.amount
         reversed_by_event[reversal.usage_event_id] += amount
         given_back = ledger.reversed_by_reversal.get(reversal.id, 0)
@@ -270,20 +244,20 @@ def _check_reversals(
 
 def _check_usage_events(
     conn: Connection,
-    scope: _Scope,
+    app_id: str | None,
     ledger: _Ledger,
     reversed_by_event: dict[str, int],
     report: VerifyReport,
 ) -> None:
     """Each usage event consumed what its entries did (4) and reversed what its
     reversals did, never more than it consumed (5)."""
-    for event in conn.execute(scope.rows(usage_events, select(usage_events))):
+    for event in usage_store.iter_usage_events(conn, app_id):
         report.checked_usage_events += 1
         report.found.extend(_check_consumed(event, ledger.consumed_by_event.get(event.id, 0)))
         report.found.extend(_check_reversed(event, reversed_by_event.get(event.id, 0)))
 
 
-def _check_consumed(event: Any, by_entries: int) -> Iterable[Problem]:
+def _check_consumed(event: UsageEventRow, by_entries: int) -> Iterable[Problem]:
     """A usage event row's `consumed` against its entries and its outcome."""
     event_id: str = event.id
     consumed: int = event.consumed
@@ -317,7 +291,7 @@ def _check_consumed(event: Any, by_entries: int) -> Iterable[Problem]:
         )
 
 
-def _check_reversed(event: Any, by_reversals: int) -> Iterable[Problem]:
+def _check_reversed(event: UsageEventRow, by_reversals: int) -> Iterable[Problem]:
     """A usage event row's `reversed` against its reversals and what it consumed."""
     event_id: str = event.id
     reversed_: int = event.reversed
@@ -342,27 +316,15 @@ def _check_reversed(event: Any, by_reversals: int) -> Iterable[Problem]:
         )
 
 
-def _check_idempotency(conn: Connection, scope: _Scope, report: VerifyReport) -> None:
+def _check_idempotency(conn: Connection, app_id: str | None, report: VerifyReport) -> None:
     """No (customer, idempotency key) holds more than one usage event (6)."""
-    duplicates = conn.execute(
-        scope.rows(
-            usage_events,
-            select(usage_events.c.customer_id, usage_events.c.idempotency_key, func.count()).where(
-                usage_events.c.idempotency_key.is_not(None)
-            ),
-        )
-        .group_by(usage_events.c.customer_id, usage_events.c.idempotency_key)
-        .having(func.count() > 1)
-    )
-    for row in duplicates:
-        times: int = row[2]
+    for customer_id, key, times in usage_store.list_repeated_idempotency_keys(conn, app_id):
         report.found.append(
             Problem(
                 Invariant.IDEMPOTENT,
                 "usage_events",
                 None,
-                f"idempotency key {row.idempotency_key!r} of customer {row.customer_id} "
-                f"applied {times} times",
+                f"idempotency key {key!r} of customer {customer_id} applied {times} times",
                 found=times,
                 expected=1,
             )
