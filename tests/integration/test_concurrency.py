@@ -64,6 +64,7 @@ WORKER = r"""
 import json, os, sys, threading, time
 import revenipe
 from revenipe import RevenipeError
+from revenipe.wire.usage import track_result_to_wire
 
 spec = json.loads(sys.argv[1])
 backend = revenipe.open(spec["url"])
@@ -80,7 +81,7 @@ def run(index, job):
             idempotency_key=job.get("idempotency_key"),
         )
         results[index] = {
-            **answer.to_wire(),
+            **track_result_to_wire(answer),
             "usage_event_id": answer.usage_event_id,
             "customer_id": answer.customer_id,
             "replayed": answer.replayed,

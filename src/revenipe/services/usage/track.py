@@ -50,18 +50,6 @@ class TrackResult:
     customer_id: str | None = None
     replayed: bool = False
 
-    def to_wire(self) -> dict[str, Any]:
-        """The client protocol's track result object (exact field set)."""
-        return {
-            "success": self.success,
-            "requested": self.requested,
-            "consumed": self.consumed,
-            "remaining": self.remaining,
-            "entitlement_id": self.entitlement_id,
-            "access_source_id": self.access_source_id,
-            "error": self.error,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class DrawDetail:
