@@ -107,7 +107,7 @@ class App:
         access_source_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> TrackResult:
-        """Consume `value` of entitlement or usage key `id`. See PRODUCT.md semantics."""
+        """Consume `value` of entitlement or usage key `id` (docs/concepts/track.md)."""
         return usage_service.track(
             self.context,
             self.app_id,

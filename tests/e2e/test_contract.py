@@ -1,6 +1,6 @@
 """The client protocol's wire contract, decoded as strictly as the published SDK does.
 
-reference/client-protocol.md, "Decoding strictness": the mobile SDK decodes with hard
+docs/concepts/client-protocol.md#decoding-rules-we-keep: the mobile SDK decodes with hard
 casts, so a required field that is absent, null or of another JSON type (`5.0` for an
 integer, `"true"` for a bool) crashes the client. This test talks to a real server
 over HTTP, parses the raw bytes itself (`json.loads`, no float ever accepted) and checks

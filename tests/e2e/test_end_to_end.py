@@ -1,11 +1,12 @@
-"""The seed example end to end: a real `revenipe serve`, the Python SDK, raw HTTP, verify.
+"""The README's quick start end to end: a real `revenipe serve`, the Python SDK, raw HTTP,
+verify.
 
-PRODUCT.md, "Surfaces": the app's backend mints a customer token with its secret key;
-the client SDK logs in with that token (its token supplier hook), tracks, refreshes and
-reads its local state; the same flow then runs in raw HTTP exactly as a mobile client
-sends it. Afterwards `revenipe verify` must find every ledger invariant intact, and the
-server, still running, must keep its answers durable: what it answers after that CLI
-command is in the database once the server stops.
+docs/concepts/client-protocol.md#customer-tokens: the app's backend mints a customer
+token with its secret key; the client SDK logs in with that token (its token supplier
+hook), tracks, refreshes and reads its local state; the same flow then runs in raw HTTP
+exactly as a mobile client sends it. Afterwards `revenipe verify` must find every ledger
+invariant intact, and the server, still running, must keep its answers durable: what it
+answers after that CLI command is in the database once the server stops.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ async def _sdk_flow(server: Server, external_id: str) -> None:
             # its supplier once more and sends the call again.
             await asyncio.sleep(max(0.0, (expiries[0] - datetime.now(UTC)).total_seconds()) + 0.1)
 
-            # The seed example: one credit per action.
+            # The README's track example: one credit per action.
             tracked = await client.track(id="monthly_credits", value=1)
             assert tracked.success is True
             assert (tracked.requested, tracked.consumed, tracked.remaining) == (1, 1, 99)
@@ -302,8 +303,9 @@ def _raw_flow(server: Server, external_id: str) -> None:
 
 def _durable_after_a_cli_command(servers: Servers, server: Server) -> None:
     """`revenipe verify` (or any CLI command) may run against the database while the
-    server serves it; the server's later answers must still be durable (PRODUCT.md,
-    "Durable"): after the server stops, the database holds every answered track."""
+    server serves it; the server's later answers must still be durable
+    (docs/concepts/track.md#durability): after the server stops, the database holds every
+    answered track."""
     answered: dict[str, int] = {}
     with server.api() as api:
         for external_id in ("user-raw", "after-cli-0", "after-cli-1", "after-cli-2"):

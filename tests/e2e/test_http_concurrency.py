@@ -1,6 +1,6 @@
 """Track under real HTTP concurrency, across server processes, and retries after time-outs.
 
-PRODUCT.md, "Semantics of track": any number of concurrent tracks, from any number of
+docs/concepts/track.md#concurrency: any number of concurrent tracks, from any number of
 server processes, never consume more than was granted and never refuse a track that
 fit; a track retried with its idempotency key is applied once and answered as the first
 would have been. Here the tracks come over HTTP from 64 threads released together,

@@ -2,7 +2,7 @@
 
 Every test starts several worker processes (a small `python -c` program), waits until
 each has opened the database and started its threads, then releases them all at once,
-so that the tracks really overlap. PRODUCT.md, "Semantics of track": concurrent tracks
+so that the tracks really overlap. docs/concepts/track.md#concurrency: concurrent tracks
 never consume more than was granted and never refuse a track that fit; an idempotency
 key is applied once; grants are drawn in the documented order.
 

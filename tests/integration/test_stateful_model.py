@@ -5,15 +5,16 @@ with expiry, priority, resets and rollover), tracks (entitlement ids, usage keys
 access source, values bigger than the balance, idempotency keys), checks, reversals and
 clock moves (microseconds to months, and straight onto reset and expiry boundaries) against
 a real database, and after every step compares each customer's balances with a plain
-Python model written here from PRODUCT.md (it imports nothing from the engine), then
-checks the ledger invariants (`Backend.verify`).
+Python model written here from docs/concepts (it imports nothing from the engine), then
+checks the ledger invariants (`Backend.verify`, docs/concepts/README.md#invariants).
 
-The rules the model encodes ("Semantics of track" and "Time" in PRODUCT.md, and the
-rollover decision): at each reset `balance = amount + min(max, max(leftover, min))`; burn
-order is the usage key's entitlements in declared order, then lower priority, then
-soonest expiry (never-expiring last), then oldest grant, then id; expired grants do not
-pay and their leftover is written off; a reversal gives back into the grants that paid,
-the last-drawn first, and a grant that has since expired writes the credit off at once.
+The rules the model encodes (docs/concepts/track.md#burn-order, docs/concepts/time.md
+and docs/concepts/reversal.md#the-rule): at each reset
+`balance = amount + min(max, max(leftover, min))`; burn order is the usage key's
+entitlements in declared order, then lower priority, then soonest expiry (never-expiring
+last), then oldest grant, then id; expired grants do not pay and their leftover is
+written off; a reversal gives back into the grants that paid, the last-drawn first, and
+a grant that has since expired writes the credit off at once.
 
 Runs on SQLite and PostgreSQL, a fresh app per example. More examples:
 `REVENIPE_STATEFUL_EXAMPLES=500 uv run pytest tests/integration/test_stateful_model.py`.

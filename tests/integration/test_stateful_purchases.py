@@ -7,7 +7,8 @@ uncancels, plan changes (upgrades, downgrades, interval changes), payment method
 attached, tracks and test-clock moves (hours to months, and straight onto the next
 boundary) against a real database through the services, and after every step compares
 the customer's balances and live subscriptions with a model written here from
-PRODUCT.md and docs/sandbox.md. It imports nothing from the engine.
+docs/concepts/time.md#subscriptions, docs/concepts/purchases.md and docs/sandbox.md.
+It imports nothing from the engine.
 
 The implementation is lazy (nothing happens until a customer is touched, then every
 boundary that passed is replayed at its own instant); the model is eager: each clock

@@ -1,15 +1,16 @@
 """Crash durability: SIGKILL the server at random moments under load; nothing acknowledged
 is lost, nothing is charged twice.
 
-PRODUCT.md: "Durable: once a success is answered, it survives a crash of the server
-process", and retry-safe with an idempotency key. Twelve client threads track over both
-surfaces, each track under its own idempotency key, retried with the same key until an
-answer comes (a 5xx or a broken connection tells nothing: the server may have committed
-before it died). Meanwhile the server is killed with SIGKILL (the whole process group; on
-PostgreSQL with two workers, sometimes one worker only) at a random moment, started
-again on the same port and database, and again. Afterwards every track answered
-`success: true` is one usage event, charged once, in ledger entries; nothing unanswered
-or unsent was charged; balances equal the ledger, and `revenipe verify` passes.
+docs/concepts/track.md#durability: once a success is answered, it survives a killed
+server process; and retry-safe with an idempotency key (docs/concepts/idempotency.md).
+Twelve client threads track over both surfaces, each track under its own idempotency
+key, retried with the same key until an answer comes (a 5xx or a broken connection tells
+nothing: the server may have committed before it died). Meanwhile the server is killed
+with SIGKILL (the whole process group; on PostgreSQL with two workers, sometimes one
+worker only) at a random moment, started again on the same port and database, and again.
+Afterwards every track answered `success: true` is one usage event, charged once, in
+ledger entries; nothing unanswered or unsent was charged; balances equal the ledger, and
+`revenipe verify` passes.
 
 CI kills 20 times per database (REVENIPE_RELIABILITY_KILLS for more).
 """

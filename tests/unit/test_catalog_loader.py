@@ -34,7 +34,8 @@ from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.engine.grants import Rollover
 from revenipe.engine.periods import Duration, Interval, parse_duration
 
-# Verbatim from PRODUCT.md, "The catalog file".
+# A catalog file with every field, commented (the fields' rules:
+# docs/concepts/catalog.md#the-file). It names `purchased_credits` without declaring it.
 PRODUCT_MD_EXAMPLE = """\
 entitlements:
   - id: monthly_credits          # ids: 1-64 chars of a-z, 0-9, '_', '-', '.'

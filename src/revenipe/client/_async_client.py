@@ -1,4 +1,5 @@
-"""`Revenipe`: the async client SDK (the reference SDK's API, in Python)."""
+"""`Revenipe`: the async client SDK (the published mobile SDK's API, in Python;
+docs/concepts/client-protocol.md#the-python-client-sdk)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ from revenipe.client._errors import InvalidArgumentError
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "CustomerTokenSupplier", "RevenipeConfig"]
 
 DEFAULT_TIMEOUT_SECONDS = 15.0
-"""Connect and read time-out, as in the reference SDK."""
+"""Connect and read time-out, as in the published mobile SDK
+(docs/concepts/client-protocol.md#transport)."""
 
 CustomerTokenSupplier = Callable[[str], str | Awaitable[str]]
 """Returns a customer token for an external customer id (the id the app logged in with).

@@ -1,4 +1,5 @@
-"""Strict decoding of JSON answers, as the reference SDK's hard casts demand.
+"""Strict decoding of JSON answers, as the published mobile SDK's hard casts demand
+(docs/concepts/client-protocol.md#decoding-rules-we-keep).
 
 "Required" means present, non-null and of exactly the JSON type: an integer field holding
 `5.0` or `true` is rejected, as is a string where an object belongs. Every failure raises

@@ -1,9 +1,10 @@
 """Typed results of the client protocol, decoded strictly from the server's JSON.
 
-Field names and wire types follow `reference/client-protocol.md` exactly. Where the
-protocol does not say whether a field may be null, ids, names, statuses and booleans are
-required and timestamps may be null (a lifetime purchase has no expiry, a canceled
-subscription no renewal). Timestamps are timezone-aware UTC datetimes; amounts are ints.
+Field names and wire types follow the published protocol exactly
+(docs/concepts/client-protocol.md#objects). Where the protocol does not say whether a
+field may be null, ids, names, statuses and booleans are required and timestamps may be
+null (a lifetime purchase has no expiry, a canceled subscription no renewal). Timestamps
+are timezone-aware UTC datetimes; amounts are ints.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Which grants pay for a track, in which order, and how much each.
 
-The order (PRODUCT.md, "Semantics of track"): for a usage key, entitlement by
+The order (docs/concepts/track.md#burn-order): for a usage key, entitlement by
 entitlement in the key's declared order; within one entitlement, lower `priority`
 first, then soonest expiry (never-expiring last), then oldest grant, then id. All or
 nothing: if the grants that may pay hold less than the value in total, nothing is taken.

@@ -45,7 +45,7 @@ class Rollover:
 
     ``carried = min(max, max(leftover, min))`` and the balance after the reset is
     ``amount + carried``. The defaults (0, 0) mean "refill to the granted amount".
-    See docs/adr/0003-rollover.md.
+    See docs/concepts/time.md#rollover and docs/adr/0003-time-and-rollover.md.
     """
 
     min: int = 0

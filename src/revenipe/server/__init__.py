@@ -1,5 +1,5 @@
-"""The HTTP server: the Revenipe client protocol and our server API. Edges only:
-parse, authorize, call a service, render.
+"""The HTTP server: the Revenipe client protocol (docs/concepts/client-protocol.md) and
+our server API. Edges only: parse, authorize, call a service, render.
 
 - `app`: builds the ASGI application (`create_app`, `create_app_from_env`).
 - `settings`: what the server reads from the environment.

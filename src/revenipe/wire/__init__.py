@@ -1,7 +1,7 @@
 """Every JSON answer's shape, defined once: a `TypedDict` per object and the function
-that builds it from a domain object (reference/client-protocol.md for the client
-protocol's). The server answers with these dicts, the OpenAPI document is written from
-these types, and the CLI's `--json` output is built here too, nowhere else.
+that builds it from a domain object (docs/concepts/client-protocol.md#objects for the
+client protocol's). The server answers with these dicts, the OpenAPI document is written
+from these types, and the CLI's `--json` output is built here too, nowhere else.
 
 Integers stay integers, timestamps are ISO-8601 UTC with a `Z`, required fields are never
 null. Nothing here imports pydantic or FastAPI (the CLI imports these modules cheaply).

@@ -7,7 +7,8 @@ OpenAPI; nothing validates it a second time, ADR 0006).
 - `common`: the declared error answers, shared parameters (cursors, limits, times,
   `Idempotency-Key`), the server API's router and its secret-key authentication.
 
-Client protocol (exactly as the reference; app id and customer tokens):
+Client protocol (exactly as published, docs/concepts/client-protocol.md; app id and
+customer tokens):
 
 - `client_protocol`: login, refresh, track, the app's products.
 - `purchases`: start a purchase, cancel, uncancel, change plan, attach a payment method.

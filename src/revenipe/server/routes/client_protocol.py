@@ -1,9 +1,11 @@
-"""The Revenipe client protocol (reference/client-protocol.md), served unchanged.
+"""The Revenipe client protocol (docs/concepts/client-protocol.md#endpoints), served
+unchanged.
 
-Paths, field names and types are exactly the reference's. Our extensions travel in
-headers only: `X-Revenipe-Customer-Token` (required under the `enforce` policy) and
-`Idempotency-Key` on track. Here: login, refresh, track and the app's products; the
-purchase routes are `purchases`'.
+Paths, field names and types are exactly the published protocol's. Our extensions
+(docs/concepts/client-protocol.md#our-extensions) travel in headers only:
+`X-Revenipe-Customer-Token` (required under the `enforce` policy) and `Idempotency-Key`
+on track. Here: login, refresh, track and the app's products; the purchase routes are
+`purchases`'.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The client protocol's purchases (reference/client-protocol.md): start one, cancel or
-uncancel a subscription, change plan, attach a payment method to a trial. The same
-authentication as the rest of the client protocol (app id, customer token).
+"""The client protocol's purchases (docs/concepts/client-protocol.md#endpoints): start
+one, cancel or uncancel a subscription, change plan, attach a payment method to a trial.
+The same authentication as the rest of the client protocol (app id, customer token).
 """
 
 from __future__ import annotations
