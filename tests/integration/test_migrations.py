@@ -1,11 +1,15 @@
 """Migrations run by themselves and build exactly the schema the code declares."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from revenipe.storage.database import _MIGRATIONS_DIR, open_database
+from revenipe.storage.database import _MIGRATIONS_DIR, LATEST_REVISION, open_database
 from revenipe.storage.schema import metadata
 
 
@@ -46,3 +50,22 @@ def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
         db.close()
+
+
+def test_the_latest_revision_constant_is_alembic_s_head() -> None:
+    assert ScriptDirectory(str(_MIGRATIONS_DIR)).get_current_head() == LATEST_REVISION
+
+
+def test_an_up_to_date_sqlite_database_opens_without_alembic_or_psycopg(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'revenipe.db'}"
+    open_database(url).close()  # creates and migrates
+    probe = (
+        "import sys\n"
+        "from revenipe.storage.database import open_database\n"
+        f"open_database({url!r}).close()\n"
+        "loaded = sorted(m for m in ('alembic', 'psycopg') if m in sys.modules)\n"
+        "print(','.join(loaded))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from sqlalchemy import Connection
 
 from revenipe.engine.grants import Grant, PendingEntry
@@ -78,6 +78,12 @@ _GET_EVENT = Sql(
 _ADD_REVERSED = Sql("UPDATE usage_events SET reversed = reversed + %(amount)s WHERE id = %(id)s")
 
 
+def _unique_violation() -> tuple[type[BaseException], ...]:
+    # psycopg's class only once psycopg is loaded: SQLite processes never load it.
+    psycopg = sys.modules.get("psycopg")
+    return (psycopg.errors.UniqueViolation,) if psycopg is not None else ()
+
+
 class IdempotencyKeyTaken(Exception):
     """Another transaction committed a usage event under the same key first."""
 
@@ -86,7 +92,9 @@ class IdempotencyKeyTaken(Exception):
 def _idempotency_checked(event: UsageEventRow) -> Iterator[None]:
     try:
         yield
-    except (sqlite3.IntegrityError, psycopg.errors.UniqueViolation) as exc:
+    except Exception as exc:
+        if not isinstance(exc, (sqlite3.IntegrityError, *_unique_violation())):
+            raise
         # Both drivers name the constraint or its column: "...idempotency..."
         if event.idempotency_key is not None and "idempotency" in str(exc):
             raise IdempotencyKeyTaken(event.idempotency_key) from exc

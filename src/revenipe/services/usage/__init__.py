@@ -5,6 +5,8 @@
 - `history`: usage events and ledger pages;
 - `verify`: the ledger's invariants, checked over a whole database or one app.
 
-The rules themselves are the engine's (`engine.burn`, `engine.grants`); these modules
-load, call the engine and persist what it decided, one transaction per operation.
+The rules themselves are the engine's (`engine.burn` orders the grants, `engine.grants`
+settles them to `now`, `engine.usage` decides a track's and a reversal's bookkeeping);
+these modules load, call the engine and persist what it decided, one transaction per
+operation.
 """
