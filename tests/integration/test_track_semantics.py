@@ -6,6 +6,9 @@ import pytest
 
 import revenipe
 from revenipe import ErrorCode, RefusalCode, RevenipeError
+from revenipe.services import access
+from revenipe.storage import customers as customer_store
+from revenipe.storage import sources as source_store
 from revenipe.wire.usage import track_result_to_wire
 
 from support import Clock, assert_verified
@@ -116,6 +119,29 @@ def test_reversal_goes_back_into_the_grants_that_paid(
     assert rest.amount == 98 and rest.total_reversed == 104
     assert app.reverse(used.usage_event_id).amount == 0  # retrying a full reversal: no-op
     assert balances(app, "alice")["credits"] == 110
+    assert_verified(backend, app.app_id)
+
+
+def test_reversal_into_a_refunded_source_is_written_off(
+    backend: revenipe.Backend, app: revenipe.App, clock: Clock
+) -> None:
+    """A refund revokes what the pack had left; reversing usage the pack paid for gives
+    the units back to the revoked grant, which writes them off: it holds 0 and the
+    ledger still adds up (it once kept them, and verify reported it)."""
+    app.grant_product("alice", "pack_50")
+    used = app.track("alice", "purchased_credits", 20)
+    assert used.success and used.usage_event_id
+    with backend.context.db.write() as conn:
+        customer = customer_store.find_customer(conn, app.app_id, external_id="alice")
+        assert customer is not None
+        (pack,) = [
+            s for s in source_store.list_sources(conn, customer.id) if s.product_id == "pack_50"
+        ]
+        access.revoke_source(conn, pack, clock(), status="refunded")
+    assert balances(app, "alice").get("purchased_credits", 0) == 0
+    reversal = app.reverse(used.usage_event_id)
+    assert reversal.amount == 20 and reversal.total_reversed == 20
+    assert balances(app, "alice").get("purchased_credits", 0) == 0
     assert_verified(backend, app.app_id)
 
 

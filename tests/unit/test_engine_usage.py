@@ -562,18 +562,20 @@ def test_a_reset_since_lands_the_credit_on_top() -> None:
     assert reversal.grants[0].balance == 200
 
 
-def test_a_revoked_grant_keeps_the_credit_as_documented() -> None:
-    # The known defect of docs/concepts/reversal.md, pinned so that fixing it is a
-    # decision, not an accident.
+def test_a_revoked_grant_receives_the_credit_and_writes_it_off() -> None:
+    # A refunded or disputed source's grant can never pay again: like an expired one it
+    # holds 0, the credit on record and written off (it once kept the units, and
+    # `revenipe verify` reported "revoked but holds 4").
     grant = _grant("g", 10)
     decision = track([grant], 4)
     revoked = replace(apply([grant], decision.grants)[0], balance=0, status=GrantStatus.REVOKED)
     reversal = Event(decision).reverse([revoked], None)
     assert [(e.kind, e.amount, e.balance_after) for e in reversal.entries] == [
-        (EntryKind.REVERSED, 4, 4)
+        (EntryKind.REVERSED, 4, 4),
+        (EntryKind.REVOKED, -4, 0),
     ]
     assert reversal.grants[0].status is GrantStatus.REVOKED
-    assert reversal.grants[0].balance == 4
+    assert reversal.grants[0].balance == 0
 
 
 @pytest.mark.parametrize(

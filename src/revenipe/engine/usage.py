@@ -254,9 +254,8 @@ def decide_reversal(
     is credited first, never beyond what it paid minus what it already got back. A grant
     that has reset since is credited on top of its new balance. A grant that has expired
     since receives the credit and writes it off at once (`reversed` then `expired`), so
-    the ledger shows both and the expired grant holds 0. A revoked grant keeps the credit
-    though it can never pay with it: a known defect (docs/concepts/reversal.md) kept
-    until it is decided, since `verify` reports it and changing it changes ledgers.
+    the ledger shows both and the expired grant holds 0. A revoked grant (its source
+    refunded or disputed) likewise: `reversed` then `revoked`, and it holds 0.
     """
     _require_event_totals(
         usage_event_id, consumed, reversed_before, consumption, reversed_per_grant
@@ -279,9 +278,10 @@ def decide_reversal(
         settlement.extend(entries)
         balance = grant.balance + credit.units
         refunds.append(PendingEntry(grant.id, EntryKind.REVERSED, credit.units, balance, now))
-        if grant.status is GrantStatus.EXPIRED:
-            # An expired grant must hold 0: the credit is on record, then written off.
-            write_offs.append(PendingEntry(grant.id, EntryKind.EXPIRED, -credit.units, 0, now))
+        ended = _WRITE_OFF_KIND.get(grant.status)
+        if ended is not None:
+            # An ended grant must hold 0: the credit is on record, then written off.
+            write_offs.append(PendingEntry(grant.id, ended, -credit.units, 0, now))
             balance = 0
         states.append(replace(grant, balance=balance))
     return ReversalDecision(
@@ -295,6 +295,10 @@ def decide_reversal(
         tuple(refunds),
         tuple(write_offs),
     )
+
+
+_WRITE_OFF_KIND = {GrantStatus.EXPIRED: EntryKind.EXPIRED, GrantStatus.REVOKED: EntryKind.REVOKED}
+"""How a credit to a grant that can no longer pay is written off, by the grant's status."""
 
 
 def _require_event_totals(
