@@ -1,5 +1,5 @@
-"""Measuring scenarios: N callers in the worker processes, started together, and
-scenarios compared with each other measured in alternating rounds.
+"""Measuring scenarios: N callers (worker processes, or threads of one worker process),
+started together, and scenarios compared with each other measured in alternating rounds.
 
 The machine is shared and noisy: what it does changes over seconds. Two scenarios
 measured one after the other can see different machines; measured in alternating
