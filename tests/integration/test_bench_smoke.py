@@ -28,6 +28,7 @@ TINY = dataclasses.replace(
     duration_s=0.1,
     warmup_calls=2,
     customers=4,
+    http_customers=20,
     scale_sizes=(40, 120),
     scale_customers=2,
     scale_calls=8,

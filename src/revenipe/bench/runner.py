@@ -160,8 +160,15 @@ def _limit_and_inprocess(
         )
     if "inprocess" in parts:
         threads = GROUP_THREADS
-        group_count = max(plan.customers, 2 * threads)
-        say(f"{kind}: inprocess: setting up {2 * plan.customers + group_count + n + 2} customers")
+        # Two or more customers a thread, each thread its own.
+        group_count = max(plan.customers // 2, 2 * threads)
+        # A thread group warms up with a quarter of the plan's calls per thread, which
+        # still makes every pooled connection open and prepare its statements (psycopg
+        # prepares on the 5th run on a connection) at a quarter of the time.
+        group_warmup = max(5, plan.warmup_calls // 4)
+        warm_count = max(n, threads)
+        total = 2 * plan.customers + group_count + 2 + warm_count
+        say(f"{kind}: inprocess: setting up {total} customers")
         names = workload.customer_names
         single = workload.add_customers(app, names("single", plan.customers))
         many = workload.add_customers(app, names("many", plan.customers))
@@ -170,7 +177,9 @@ def _limit_and_inprocess(
         # Its pack covers far more tracks than any run makes (workload.HOT_TRACKS_COVERED);
         # a refused track would show in the scenario's `refused`.
         group_hot = workload.add_customers(app, ["group-hot"])
-        warm = [[name] for name in workload.add_customers(app, names("warm", n))]
+        # One warm-up customer per caller, thread or process: warming up is not measured,
+        # and callers sharing a customer would only wait for each other's row lock.
+        warm = [[name] for name in workload.add_customers(app, names("warm", warm_count))]
         in_threads = f"{threads} threads of 1 process"
         sets["single"] += [
             ("inprocess", "single", Scenario("1 caller, many customers", track, [single], warm)),
@@ -183,6 +192,7 @@ def _limit_and_inprocess(
                     split(group, threads),
                     warm,
                     threads=True,
+                    warmup_calls=group_warmup,
                 ),
             ),
             (
@@ -194,6 +204,7 @@ def _limit_and_inprocess(
                     [group_hot] * threads,
                     warm,
                     threads=True,
+                    warmup_calls=group_warmup,
                 ),
             ),
         ]

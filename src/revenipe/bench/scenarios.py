@@ -106,6 +106,8 @@ class Scenario:
     warmup_keys: list[list[str]] | None = None
     threads: bool = False
     """Callers are threads of one worker process (one shared `Backend`), not processes."""
+    warmup_calls: int | None = None
+    """Warm-up calls per caller, when not the plan's."""
 
 
 def measure_interleaved(
@@ -130,7 +132,7 @@ def measure_interleaved(
                     scenario.key_sets,
                     duration=duration / rounds if duration is not None else None,
                     max_calls=max(1, max_calls // rounds) if max_calls is not None else None,
-                    warmup_calls=warmup_calls if number == 0 else 0,
+                    warmup_calls=_warmup_calls(scenario, warmup_calls) if number == 0 else 0,
                     warmup_keys=scenario.warmup_keys,
                     threads=scenario.threads,
                 )
@@ -151,6 +153,10 @@ def measure_interleaved(
             )
         )
     return measurements
+
+
+def _warmup_calls(scenario: Scenario, default: int) -> int:
+    return default if scenario.warmup_calls is None else scenario.warmup_calls
 
 
 def split(keys: list[str], parts: int) -> list[list[str]]:
