@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 import revenipe
-from revenipe.bench import scale
+from revenipe.bench import plan, scale
 from revenipe.bench.databases import BenchDatabases
-from revenipe.bench.plan import QUICK
+from revenipe.bench.plan import GROUP_THREADS, HTTP_TAIL_CONNECTIONS, QUICK
 from revenipe.bench.pool import WorkerPool
-from revenipe.bench.report import render_text
+from revenipe.bench.report import TARGETS, render_text
 from revenipe.bench.runner import CALLER_MODULES, Options, run_bench
+from revenipe.cli.main import main
 
 TINY = dataclasses.replace(
     QUICK,
@@ -27,11 +28,23 @@ TINY = dataclasses.replace(
     duration_s=0.1,
     warmup_calls=2,
     customers=4,
+    http_customers=20,
     scale_sizes=(40, 120),
     scale_customers=2,
     scale_calls=8,
 )
 FIGURES = {"callers", "calls", "seconds", "throughput_per_s", "p50_ms", "p99_ms", "mean_ms"}
+GROUP = f"group_{GROUP_THREADS}_threads"
+ISSUE_14_RATIOS = (
+    "inprocess_vs_sql_single",
+    "group_vs_sql_single",
+    "http_vs_sql_single",
+    "http_vs_noop",
+    "http_2_vs_1_workers",
+    "hot_vs_random",
+    "http_p99_over_p50",
+    "scale_1e6_vs_1e3",
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +81,22 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
     report = json.loads(json.dumps(raw))
 
     measured = report["databases"][kind]
+    assert set(measured["sql_limit"]) == {"single", "concurrent", "hot"}
+    assert set(measured["inprocess"]) == {"single", "concurrent", "hot", GROUP, f"{GROUP}_hot"}
     for part in ("sql_limit", "inprocess"):
-        assert set(measured[part]) == {"single", "concurrent", "hot"}
         for figures in measured[part].values():
             _assert_figures(figures)
         assert measured[part]["concurrent"]["callers"] == TINY.concurrency
+    assert measured["inprocess"][GROUP]["callers"] == GROUP_THREADS
     ratios = report["ratios"][kind]
     assert {"inprocess_vs_sql", "http_vs_noop", "scale_1e6_vs_1e3"} <= set(ratios)
     assert ratios["inprocess_vs_sql"] > 0
+    assert ratios["group_vs_sql_single"] > 0
+    assert ratios["hot_vs_random"] > 0
     assert ratios["http_vs_noop"] is None  # not run
     assert report["p99_ms"][kind] == measured["inprocess"]["concurrent"]["p99_ms"] > 0
-    assert report["targets"][kind]["inprocess_vs_sql"]["met"] in (True, False)
+    assert report["targets"][kind]["group_vs_sql_single"]["met"] in (True, False)
+    assert report["targets"][kind]["http_vs_noop"]["met"] is None
     machine = report["machine"]
     assert machine["cpu_count"] >= 1
     assert machine["python"] and machine["sqlite"]
@@ -87,6 +105,48 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
     text = render_text(raw)
     assert "raw-SQL limit: 1 caller" in text
     assert "in-process track: 2 callers, one hot customer" in text
+    assert f"in-process track: {GROUP_THREADS} threads of 1 process, one hot customer" in text
+
+
+def test_quick_json_has_every_ratio_of_issue_14_on_both_databases(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`revenipe bench --quick --json`, every part on both databases, as run by hand,
+    with the quick plan's runs made tiny."""
+    monkeypatch.setattr(plan, "QUICK", TINY)
+    assert main(["bench", "--quick", "--json", "--postgres-url", postgres_url]) == 0
+    report = json.loads(capsys.readouterr().out)
+
+    assert report["plan"] == "tiny"
+    assert set(report["ratios"]) == set(report["targets"]) == {"sqlite", "postgresql"}
+    assert set(TARGETS) == set(ISSUE_14_RATIOS)
+    for kind in ("sqlite", "postgresql"):
+        ratios = report["ratios"][kind]
+        for name in ISSUE_14_RATIOS:
+            assert isinstance(ratios[name], float), (kind, name, ratios[name])
+            assert ratios[name] > 0
+            target = report["targets"][kind][name]
+            assert target["value"] == ratios[name]
+            assert target["met"] in (True, False)
+        measured = report["databases"][kind]
+        for figures in (
+            measured["inprocess"][GROUP],
+            measured["inprocess"][f"{GROUP}_hot"],
+            measured["http"]["workers_1"][f"track_{HTTP_TAIL_CONNECTIONS}"],
+        ):
+            _assert_figures(figures)
+        assert measured["inprocess"][f"{GROUP}_hot"]["callers"] == GROUP_THREADS
+        tail = measured["http"]["workers_1"][f"track_{HTTP_TAIL_CONNECTIONS}"]
+        assert tail["callers"] == HTTP_TAIL_CONNECTIONS
+        assert ratios["http_p99_over_p50"] == round(tail["p99_ms"] / tail["p50_ms"], 3)
+    # The generator's ceiling is reported at both connection counts.
+    ceilings = report["http_generator"]["ceilings"]
+    assert set(ceilings) == {str(QUICK.http_connections), str(HTTP_TAIL_CONNECTIONS)}
+    assert all(c["throughput_per_s"] > 0 for c in ceilings.values())
+    assert report["targets"]["postgresql"]["group_vs_sql_single"]["target"] == ">= 2.00"
+    assert report["targets"]["sqlite"]["group_vs_sql_single"]["target"] == ">= 0.40"
+    # No call failed or was refused (the hot customer did not run out of credits).
+    assert not [note for note in report["notes"] if "not comparable" in note]
 
 
 def test_scale_bulk_load_keeps_every_ledger_invariant(database_url: str) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from revenipe.bench.plan import FULL, QUICK, Plan
-from revenipe.bench.report import build_report, render_text
+from revenipe.bench.report import TARGETS, build_report, render_text
 from revenipe.bench.stats import percentile, summarize
 from revenipe.cli.main import build_parser
 
@@ -36,8 +36,20 @@ def _report(databases: dict[str, dict[str, Any]], plan: Plan = FULL) -> dict[str
 
 FULL_SQLITE = {
     "sql_limit": {"concurrent": _figures(10_000), "single": _figures(8_000)},
-    "inprocess": {"concurrent": _figures(6_000, p99=4.0), "single": _figures(2_000)},
-    "http": {"workers_1": {"track": _figures(300), "noop": _figures(3_000)}},
+    "inprocess": {
+        "concurrent": _figures(6_000, p99=4.0),
+        "single": _figures(2_000),
+        "group_16_threads": _figures(4_000),
+        "group_16_threads_hot": _figures(3_000),
+    },
+    "http": {
+        "workers_1": {
+            "track": _figures(300),
+            "noop": _figures(3_000),
+            "track_64": _figures(320, p50=20.0, p99=90.0),
+        },
+        "workers_2": {"track": _figures(450), "noop": _figures(5_000)},
+    },
     "scale": {"small": _figures(1_000, p50=0.5), "large": _figures(900, p50=0.6)},
 }
 
@@ -48,19 +60,70 @@ def test_ratios_and_targets_come_from_the_same_run() -> None:
     ratios = report["ratios"]["sqlite"]
     assert ratios["inprocess_vs_sql"] == 0.6
     assert ratios["inprocess_vs_sql_single"] == 0.25
+    assert ratios["group_vs_sql_single"] == 0.5
+    assert ratios["hot_vs_random"] == 0.75
     assert ratios["http_vs_noop"] == 0.1
+    assert ratios["http_vs_sql_single"] == 0.037
+    assert ratios["http_2_vs_1_workers"] == 1.5
+    assert ratios["http_p99_over_p50"] == 4.5
     assert ratios["scale_1e6_vs_1e3"] == 1.2
     assert report["p99_ms"] == {"sqlite": 4.0, "postgresql": None}
     targets = report["targets"]["sqlite"]
-    assert targets["inprocess_vs_sql"]["met"] is True
-    assert targets["http_vs_noop"]["met"] is False
-    assert targets["scale_1e6_vs_1e3"]["met"] is True
-    assert targets["p99_ms"]["met"] is True
+    assert {name: t["met"] for name, t in targets.items()} == {
+        "inprocess_vs_sql_single": False,  # 0.25 < 0.30
+        "group_vs_sql_single": True,  # 0.5 >= 0.40
+        "http_vs_sql_single": False,
+        "http_vs_noop": False,
+        "http_2_vs_1_workers": True,
+        "hot_vs_random": False,  # 0.75 < 0.8
+        "http_p99_over_p50": False,  # 4.5 > 4
+        "scale_1e6_vs_1e3": True,
+    }
+    assert targets["group_vs_sql_single"]["value"] == 0.5
     # Nothing measured: every ratio is there, as None, and no target is judged.
     assert set(report["ratios"]["postgresql"]) == set(ratios)
     assert all(v is None for v in report["ratios"]["postgresql"].values())
     assert all(t["met"] is None for t in report["targets"]["postgresql"].values())
-    assert report["targets"]["postgresql"]["p99_ms"]["target"] == "< 10 ms"
+
+
+def test_targets_follow_issue_14_per_database() -> None:
+    report = _report({"sqlite": FULL_SQLITE, "postgresql": FULL_SQLITE})
+    texts = {
+        kind: {name: t["target"] for name, t in report["targets"][kind].items()}
+        for kind in ("sqlite", "postgresql")
+    }
+    assert texts["sqlite"] == {
+        "inprocess_vs_sql_single": ">= 0.30",
+        "group_vs_sql_single": ">= 0.40",
+        "http_vs_sql_single": ">= 0.15",
+        "http_vs_noop": ">= 0.50",
+        "http_2_vs_1_workers": ">= 1.00",
+        "hot_vs_random": ">= 0.80",
+        "http_p99_over_p50": "<= 4.00",
+        "scale_1e6_vs_1e3": "<= 1.25",
+    }
+    assert texts["postgresql"] == {
+        **texts["sqlite"],
+        "inprocess_vs_sql_single": ">= 0.70",
+        "group_vs_sql_single": ">= 2.00",
+        "http_vs_sql_single": ">= 1.00",
+        "http_2_vs_1_workers": ">= 1.50",
+    }
+    # The same figures meet a target on one database and miss it on the other.
+    assert report["targets"]["sqlite"]["group_vs_sql_single"]["met"] is True
+    assert report["targets"]["postgresql"]["group_vs_sql_single"]["met"] is False
+    assert TARGETS["http_p99_over_p50"].met("sqlite", 4.0)
+    assert not TARGETS["http_p99_over_p50"].met("sqlite", 4.01)
+
+
+def test_failed_or_refused_calls_are_noted() -> None:
+    hot = {**FULL_SQLITE["inprocess"]["group_16_threads_hot"], "errors": 0, "refused": 7}
+    sqlite = {**FULL_SQLITE, "inprocess": {**FULL_SQLITE["inprocess"], "group_16_threads_hot": hot}}
+    notes = _report({"sqlite": sqlite}, FULL)["notes"]
+    assert notes == [
+        "sqlite.inprocess.group_16_threads_hot: 0 calls failed and 7 were refused: "
+        "its ratios are not comparable"
+    ]
 
 
 def test_quick_plan_says_its_large_scale_is_not_a_million() -> None:
@@ -74,6 +137,9 @@ def test_text_table_shows_each_measured_row_and_target() -> None:
     assert "HTTP: 300 calls/s" in text
     assert "90 / 5" in text
     assert "0.10 (>= 0.50) MISSED" in text
+    assert "targets of issue 14" in text
+    assert "HTTP: 320 calls/s" in text  # the 64-connection run
+    assert "in-process track: 4000 calls/s" in text  # the thread group
     assert "raw-SQL limit: 8000" in text  # single row present
     assert "PostgreSQL" in text
 

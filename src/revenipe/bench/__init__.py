@@ -3,11 +3,14 @@
 Parts (each per database, SQLite and PostgreSQL, side by side in one run):
 
 - `sql_limit` (`sql_limit.py`): the raw-SQL equivalent of one track, same driver;
-- `inprocess`: tracks through the embedded API (`workload.py` sets customers up);
-- `http` (`http.py`): `revenipe serve` under `wrk`, tracks against `GET /v1/health`;
+- `inprocess`: tracks through the embedded API (`workload.py` sets customers up), from
+  caller processes and from 16 threads of one process sharing one `Backend`;
+- `http` (`http.py`): `revenipe serve` under `wrk`, tracks against `GET /v1/health`,
+  1 worker against 2, and the tail at 64 connections;
 - `scale` (`scale.py`): track latency at 10^3 and 10^6 customers and ledger entries.
 
-Callers run in worker processes (`pool.py`, `callers.py`); `scenarios` runs N callers
+Callers run in worker processes (`pool.py`, `callers.py`), or as a group of threads in
+one of them; `scenarios` runs N callers
 together and compares scenarios in alternating rounds; `stats` turns timings into
 throughput and percentiles; `runner.py` runs the parts and `report.py` turns the figures
 into the JSON object and the table. `plan` says how much a quick or a full run

@@ -1,12 +1,14 @@
 """What runs inside a bench worker process: one caller calling in a loop.
 
 A caller is either the raw-SQL limit (`sql`) or a track through the embedded API
-(`track`). Connections and backends are opened on first use and kept in the worker
-process for the next jobs. Every call carries a fresh idempotency key.
+(`track`); a thread group is several threads of one process tracking through one
+shared `Backend`. Connections and backends are opened on first use and kept in the
+worker process for the next jobs. Every call carries a fresh idempotency key.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -82,11 +84,65 @@ def run_calls(
 ) -> CallerRun:
     """Call round-robin over `keys` from `start_at` (monotonic) for `duration` seconds
     or `max_calls` calls, whichever ends first."""
+    run = CallerRun()
+    _call_loop(_caller(spec), spec.value, keys, tag, start_at, duration, max_calls, run)
+    return run
+
+
+def run_thread_group(
+    spec: CallerSpec,
+    key_sets: list[list[str]],
+    tag: str,
+    start_at: float = 0.0,
+    duration: float | None = None,
+    max_calls: int | None = None,
+) -> CallerRun:
+    """`len(key_sets)` threads of this process sharing one caller (one `Backend`, as a
+    web server's threads share theirs), thread i calling round-robin over `key_sets[i]`
+    as `run_calls` does. Their latencies together, over the window from the first
+    thread's start to the last one's end."""
+    if spec.kind != "track":
+        # The raw-SQL caller holds one connection: it is not shared between threads.
+        raise ValueError("a thread group tracks through the embedded API only")
     caller = _caller(spec)
+    runs = [CallerRun() for _ in key_sets]
+    threads = [
+        threading.Thread(
+            target=_call_loop,
+            args=(caller, spec.value, keys, f"{tag}-t{i}", start_at, duration, max_calls, run),
+            name=f"bench-caller-{i}",
+        )
+        for i, (keys, run) in enumerate(zip(key_sets, runs, strict=True))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return CallerRun(
+        latencies=[latency for run in runs for latency in run.latencies],
+        started=min(run.started for run in runs),
+        ended=max(run.ended for run in runs),
+        errors=sum(run.errors for run in runs),
+        refused=sum(run.refused for run in runs),
+        first_error=next((run.first_error for run in runs if run.first_error), None),
+    )
+
+
+def _call_loop(
+    caller: _Caller,
+    value: int,
+    keys: list[str],
+    tag: str,
+    start_at: float,
+    duration: float | None,
+    max_calls: int | None,
+    run: CallerRun,
+) -> None:
+    """The measured loop, filling `run` (which its caller owns)."""
     delay = start_at - time.monotonic()
     if delay > 0:
         time.sleep(delay)
-    run = CallerRun(started=time.monotonic())
+    run.started = time.monotonic()
     deadline = run.started + duration if duration is not None else float("inf")
     limit = max_calls if max_calls is not None else 1 << 62
     clock = time.perf_counter
@@ -97,7 +153,7 @@ def run_calls(
         key = keys[n % count]
         begin = clock()
         try:
-            ok = caller.call(key, spec.value, f"{tag}-{n}")
+            ok = caller.call(key, value, f"{tag}-{n}")
         except Exception as exc:
             run.errors += 1
             if run.first_error is None:
@@ -110,4 +166,3 @@ def run_calls(
         if time.monotonic() >= deadline:
             break
     run.ended = time.monotonic()
-    return run

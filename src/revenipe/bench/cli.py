@@ -22,13 +22,14 @@ def add_parser(commands: Any) -> None:
         "bench",
         help="measure track throughput and latency (see docs/performance.md)",
         description="Measure, side by side in one run and per database: the raw-SQL limit "
-        "of one track, tracks through the embedded API, tracks over HTTP against the "
-        "server's no-op endpoint, and track latency at 10^3 and 10^6 customers. Uses "
+        "of one track, tracks through the embedded API (from processes and from 16 threads "
+        "of one process), tracks over HTTP against the server's no-op endpoint (1 and 2 "
+        "workers, and at 64 connections), and track latency at 10^3 and 10^6 customers. Uses "
         "throw-away databases (SQLite files in a temporary folder; fresh PostgreSQL "
         "databases, dropped at the end).",
     )
     bench.add_argument(
-        "--quick", action="store_true", help="under a minute: shorter runs, 10^5 for the scale"
+        "--quick", action="store_true", help="about a minute: shorter runs, 10^5 for the scale"
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument(

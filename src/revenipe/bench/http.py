@@ -1,9 +1,11 @@
 """HTTP: `revenipe serve` (1 and 2 workers) under a load generator, tracks through the
-server API against the same server's no-op endpoint (`GET /v1/health`), same run.
+server API against the same server's no-op endpoint (`GET /v1/health`), and tracks at
+64 connections for the tail, all in alternating runs of one bench run.
 
-The generator is `wrk` (one thread) when installed; its ceiling is measured first
-against a trivial asyncio responder (`revenipe.bench.responder`). Without `wrk` a
-Python generator stands in (asyncio over raw sockets, two processes), labeled as such.
+The generator is `wrk` (one thread) when installed; its ceiling is measured first, at
+every connection count used, against a trivial asyncio responder
+(`revenipe.bench.responder`). Without `wrk` a Python generator stands in (asyncio over
+raw sockets, two processes), labeled as such.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import httpx
 
 from revenipe.bench import loadgen, workload
-from revenipe.bench.plan import Plan
+from revenipe.bench.plan import HTTP_TAIL_CONNECTIONS, Plan
 from revenipe.bench.stats import Measurement, combine, summarize
 from revenipe.engine.errors import InvariantViolation
 
@@ -77,31 +79,44 @@ end
 
 @dataclass
 class HttpSetup:
-    """The load generator chosen for this run, and its ceiling."""
+    """The load generator chosen for this run, and its ceiling at each connection count."""
 
     generator: str
     """"wrk" or "python"."""
     description: str
     connections: int
+    """Connections of the track and no-op runs (the tail run uses HTTP_TAIL_CONNECTIONS)."""
     duration_s: int
     rounds: int
-    ceiling: Measurement | None = None
-    ceiling_cpu_pct: float | None = None
+    ceilings: dict[int, tuple[Measurement, float]] = field(default_factory=dict)
+    """Connections -> the generator's figures against the trivial responder, and the
+    CPU it used (% of one core)."""
     note: str | None = None
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="revenipe_wrk_")))
+
+    @property
+    def ceiling(self) -> Measurement | None:
+        found = self.ceilings.get(self.connections)
+        return found[0] if found else None
 
     def cleanup(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def to_json(self) -> dict[str, Any]:
+        main = self.ceilings.get(self.connections)
         return {
             "generator": self.generator,
             "description": self.description,
             "connections": self.connections,
+            "tail_connections": HTTP_TAIL_CONNECTIONS,
             "duration_s": self.duration_s,
             "rounds": self.rounds,
-            "ceiling": self.ceiling.to_json() if self.ceiling else None,
-            "ceiling_generator_cpu_pct": self.ceiling_cpu_pct,
+            "ceiling": main[0].to_json() if main else None,
+            "ceiling_generator_cpu_pct": main[1] if main else None,
+            "ceilings": {
+                str(connections): {**measured.to_json(), "generator_cpu_pct": cpu}
+                for connections, (measured, cpu) in sorted(self.ceilings.items())
+            },
             "note": self.note,
         }
 
@@ -122,7 +137,8 @@ def prepare(plan: Plan, choice: str, say: Callable[[str], None]) -> HttpSetup:
     if version is not None:
         setup = HttpSetup(
             "wrk",
-            f"wrk {version}, 1 thread, {plan.http_connections} connections",
+            f"wrk {version}, 1 thread, {plan.http_connections} connections "
+            f"({HTTP_TAIL_CONNECTIONS} for the tail)",
             plan.http_connections,
             plan.http_duration_s,
             plan.http_rounds,
@@ -135,7 +151,8 @@ def prepare(plan: Plan, choice: str, say: Callable[[str], None]) -> HttpSetup:
         setup = HttpSetup(
             "python",
             f"Python asyncio raw-socket generator (FALLBACK), {PYTHON_GENERATOR_PROCESSES} "
-            f"processes, {plan.http_connections} connections",
+            f"processes, {plan.http_connections} connections "
+            f"({HTTP_TAIL_CONNECTIONS} for the tail)",
             plan.http_connections,
             plan.http_duration_s,
             plan.http_rounds,
@@ -153,8 +170,10 @@ def prepare(plan: Plan, choice: str, say: Callable[[str], None]) -> HttpSetup:
             raise InvariantViolation("Popen(stdout=PIPE) gave no stdout")
         if responder.stdout.readline().strip() != "ready":
             raise RuntimeError("the bench's trivial responder did not start")
-        setup.ceiling, cpu = _load(setup, port, "generator ceiling (trivial responder)", None)
-        setup.ceiling_cpu_pct = round(100 * cpu / setup.ceiling.seconds)
+        for connections in sorted({setup.connections, HTTP_TAIL_CONNECTIONS}):
+            label = f"generator ceiling (trivial responder), {connections} connections"
+            ceiling, cpu = _load(setup, port, label, None, connections)
+            setup.ceilings[connections] = (ceiling, round(100 * cpu / ceiling.seconds))
     finally:
         responder.terminate()
         responder.wait(timeout=STOP_TIMEOUT_S)
@@ -168,23 +187,23 @@ class _Track:
 
 
 def _load(
-    setup: HttpSetup, port: int, label: str, track: _Track | None
+    setup: HttpSetup, port: int, label: str, track: _Track | None, connections: int
 ) -> tuple[Measurement, float]:
     """One load run against 127.0.0.1:port: tracks if `track` is given, else `GET /v1/health`
     (the path is ignored by the trivial responder). Also the generator's CPU seconds."""
     if setup.generator == "wrk":
         # wrk runs for the measured window only: its whole CPU time counts.
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        measured = _wrk(setup, port, label, track)
+        measured = _wrk(setup, port, label, track, connections)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     else:
-        measured, cpu = _python_generator(setup, port, label, track)
+        measured, cpu = _python_generator(setup, port, label, track, connections)
     return measured, cpu
 
 
 def _python_generator(
-    setup: HttpSetup, port: int, label: str, track: _Track | None
+    setup: HttpSetup, port: int, label: str, track: _Track | None, connections: int
 ) -> tuple[Measurement, float]:
     if track is None:
         target = loadgen.Target(port=port, method="GET", path="/v1/health")
@@ -204,14 +223,14 @@ def _python_generator(
     result = loadgen.generate(
         target,
         processes=PYTHON_GENERATOR_PROCESSES,
-        connections=setup.connections,
+        connections=connections,
         seconds=setup.duration_s,
     )
     measured = summarize(
         label,
         result.latencies,
         result.seconds,
-        callers=setup.connections,
+        callers=connections,
         errors=result.errors,
         note="Python fallback generator: a lower bound",
     )
@@ -222,7 +241,9 @@ def _track_body() -> str:
     return json.dumps({"id": workload.TRACKED_ID, "value": workload.TRACK_VALUE})
 
 
-def _wrk(setup: HttpSetup, port: int, label: str, track: _Track | None) -> Measurement:
+def _wrk(
+    setup: HttpSetup, port: int, label: str, track: _Track | None, connections: int
+) -> Measurement:
     script = setup.folder / f"{secrets.token_hex(4)}.lua"
     path = "/v1/health"
     lua = _DONE_LUA
@@ -243,7 +264,7 @@ def _wrk(setup: HttpSetup, port: int, label: str, track: _Track | None) -> Measu
         [
             "wrk",
             "-t1",
-            f"-c{setup.connections}",
+            f"-c{connections}",
             f"-d{setup.duration_s}s",
             "--timeout",
             "10s",
@@ -261,7 +282,7 @@ def _wrk(setup: HttpSetup, port: int, label: str, track: _Track | None) -> Measu
     figures = json.loads(line[len("WRK_JSON ") :])
     return Measurement(
         label=label,
-        callers=setup.connections,
+        callers=connections,
         calls=int(figures["requests"]),
         seconds=figures["duration_us"] / 1e6,
         p50_ms=figures["p50_us"] / 1000,
@@ -396,6 +417,17 @@ def _warm_up(server: Server, track: _Track) -> None:
             client.get("/v1/health").raise_for_status()
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One HTTP scenario: which server, what load, how many connections."""
+
+    workers: int
+    name: str
+    label: str
+    track: _Track | None
+    connections: int
+
+
 def bench_http(
     setup: HttpSetup,
     kind: str,
@@ -404,37 +436,49 @@ def bench_http(
     customers: list[str],
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Track and no-op throughput through `revenipe serve` with 1 and 2 workers, track
-    and no-op runs alternating (`setup.rounds` rounds of each)."""
+    """Tracks and no-ops through `revenipe serve` with 1 and 2 workers, and tracks at 64
+    connections with 1 worker. Both servers run side by side (the one not loaded is
+    idle) and the runs alternate over them, `setup.rounds` rounds, so that a noisy
+    moment of the machine hits every run alike."""
     track = _Track(secret_key, customers)
-    results: dict[str, Any] = {}
-    for workers in (1, 2):
-        say(f"{kind}: http: starting revenipe serve --workers {workers}")
-        server = launch_server(url, workers)
-        try:
+    tail = HTTP_TAIL_CONNECTIONS
+    runs = [
+        _Run(1, "track", "POST track, 1 worker(s)", track, setup.connections),
+        _Run(1, "noop", "GET /v1/health, 1 worker(s)", None, setup.connections),
+        _Run(2, "track", "POST track, 2 worker(s)", track, setup.connections),
+        _Run(2, "noop", "GET /v1/health, 2 worker(s)", None, setup.connections),
+        _Run(1, f"track_{tail}", f"POST track, 1 worker(s), {tail} connections", track, tail),
+    ]
+    measured: list[list[Measurement]] = [[] for _ in runs]
+    server_cpu = [0.0 for _ in runs]
+    generator_cpu = [0.0 for _ in runs]
+    servers: dict[int, Server] = {}
+    try:
+        say(f"{kind}: http: starting revenipe serve --workers 1 and --workers 2")
+        for workers in (1, 2):
+            servers[workers] = launch_server(url, workers)
+        for server in servers.values():
             wait_healthy(server)
             _warm_up(server, track)
-            say(f"{kind}: http {workers} worker(s): track vs no-op, {setup.rounds} round(s)")
-            runs: dict[str, list[Measurement]] = {"track": [], "noop": []}
-            server_cpu = dict.fromkeys(runs, 0.0)
-            generator_cpu = dict.fromkeys(runs, 0.0)
-            for _ in range(setup.rounds):
-                for name, target in (("track", track), ("noop", None)):
-                    before = server.cpu_seconds()
-                    label = f"{'POST track' if target else 'GET /v1/health'}, {workers} worker(s)"
-                    measured, cpu = _load(setup, server.port, label, target)
-                    runs[name].append(measured)
-                    server_cpu[name] += server.cpu_seconds() - before
-                    generator_cpu[name] += cpu
-            figures = {}
-            for name, measurements in runs.items():
-                combined = combine(measurements)
-                figures[name] = {
-                    **combined.to_json(),
-                    "server_cpu_pct": round(100 * server_cpu[name] / combined.seconds),
-                    "generator_cpu_pct": round(100 * generator_cpu[name] / combined.seconds),
-                }
-            results[f"workers_{workers}"] = figures
-        finally:
+        which = ", ".join(f"{run.name} ({run.workers} worker(s))" for run in runs)
+        say(f"{kind}: http: {which}: {setup.rounds} alternating round(s)")
+        for _ in range(setup.rounds):
+            for i, run in enumerate(runs):
+                server = servers[run.workers]
+                before = server.cpu_seconds()
+                figures, cpu = _load(setup, server.port, run.label, run.track, run.connections)
+                measured[i].append(figures)
+                server_cpu[i] += server.cpu_seconds() - before
+                generator_cpu[i] += cpu
+    finally:
+        for server in servers.values():
             server.stop()
+    results: dict[str, dict[str, Any]] = {"workers_1": {}, "workers_2": {}}
+    for i, run in enumerate(runs):
+        combined = combine(measured[i])
+        results[f"workers_{run.workers}"][run.name] = {
+            **combined.to_json(),
+            "server_cpu_pct": round(100 * server_cpu[i] / combined.seconds),
+            "generator_cpu_pct": round(100 * generator_cpu[i] / combined.seconds),
+        }
     return results

@@ -2,39 +2,77 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from revenipe.bench.plan import Plan
+from revenipe.bench.plan import GROUP_THREADS, HTTP_TAIL_CONNECTIONS, Plan
 
 if TYPE_CHECKING:
     from revenipe.bench.http import HttpSetup
 
 NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+GROUP = f"group_{GROUP_THREADS}_threads"
+TAIL = f"track_{HTTP_TAIL_CONNECTIONS}"
 
-# name -> (what it is, target as text, check)
-TARGETS: dict[str, tuple[str, Callable[[str], str], Callable[[str, float], bool]]] = {
-    "inprocess_vs_sql": (
-        "in-process track / raw-SQL limit, throughput, 2 callers",
-        lambda _: ">= 0.50",
-        lambda _, v: v >= 0.5,
+
+@dataclass(frozen=True)
+class Target:
+    """A bound on one ratio, per database (issue 14's table)."""
+
+    what: str
+    comparison: Literal[">=", "<="]
+    bounds: dict[str, float]
+    """Database kind -> bound."""
+
+    def text(self, kind: str) -> str:
+        return f"{self.comparison} {self.bounds[kind]:.2f}"
+
+    def met(self, kind: str, value: float) -> bool:
+        bound = self.bounds[kind]
+        return value >= bound if self.comparison == ">=" else value <= bound
+
+
+TARGETS: dict[str, Target] = {
+    "inprocess_vs_sql_single": Target(
+        "in-process track / raw-SQL limit, throughput, 1 caller each",
+        ">=",
+        {"sqlite": 0.30, "postgresql": 0.70},
     ),
-    "http_vs_noop": (
+    "group_vs_sql_single": Target(
+        f"in-process track, {GROUP_THREADS} threads of 1 process / raw-SQL limit, 1 caller",
+        ">=",
+        {"sqlite": 0.40, "postgresql": 2.0},
+    ),
+    "http_vs_sql_single": Target(
+        "HTTP track, 1 worker / raw-SQL limit, 1 caller, throughput",
+        ">=",
+        {"sqlite": 0.15, "postgresql": 1.0},
+    ),
+    "http_vs_noop": Target(
         "HTTP track / no-op endpoint, throughput, 1 worker",
-        lambda _: ">= 0.50",
-        lambda _, v: v >= 0.5,
+        ">=",
+        {"sqlite": 0.5, "postgresql": 0.5},
     ),
-    "scale_1e6_vs_1e3": (
+    "http_2_vs_1_workers": Target(
+        "HTTP track throughput, 2 workers / 1 worker",
+        ">=",
+        {"sqlite": 1.0, "postgresql": 1.5},
+    ),
+    "hot_vs_random": Target(
+        f"in-process track, {GROUP_THREADS} threads: one customer / many customers, throughput",
+        ">=",
+        {"sqlite": 0.8, "postgresql": 0.8},
+    ),
+    "http_p99_over_p50": Target(
+        f"HTTP track latency at {HTTP_TAIL_CONNECTIONS} connections, 1 worker: p99 / p50",
+        "<=",
+        {"sqlite": 4.0, "postgresql": 4.0},
+    ),
+    "scale_1e6_vs_1e3": Target(
         "track p50 latency at the large size / at 10^3",
-        lambda _: "<= 1.25",
-        lambda _, v: v <= 1.25,
-    ),
-    "p99_ms": (
-        "in-process track p99 (ms), 2 callers",
-        lambda db: "< 5 ms" if db == "sqlite" else "< 10 ms",
-        lambda db, v: v < (5.0 if db == "sqlite" else 10.0),
+        "<=",
+        {"sqlite": 1.25, "postgresql": 1.25},
     ),
 }
 
@@ -63,6 +101,8 @@ def _ratios(db: dict[str, Any]) -> dict[str, float | None]:
         ),
         "inprocess_vs_sql_single": _ratio(tput("inprocess", "single"), tput("sql_limit", "single")),
         "inprocess_vs_sql_hot": _ratio(tput("inprocess", "hot"), tput("sql_limit", "hot")),
+        "group_vs_sql_single": _ratio(tput("inprocess", GROUP), tput("sql_limit", "single")),
+        "hot_vs_random": _ratio(tput("inprocess", f"{GROUP}_hot"), tput("inprocess", GROUP)),
         "http_vs_noop": _ratio(
             tput("http", "workers_1", "track"), tput("http", "workers_1", "noop")
         ),
@@ -71,6 +111,16 @@ def _ratios(db: dict[str, Any]) -> dict[str, float | None]:
         ),
         "http_vs_inprocess_single": _ratio(
             tput("http", "workers_1", "track"), tput("inprocess", "single")
+        ),
+        "http_vs_sql_single": _ratio(
+            tput("http", "workers_1", "track"), tput("sql_limit", "single")
+        ),
+        "http_2_vs_1_workers": _ratio(
+            tput("http", "workers_2", "track"), tput("http", "workers_1", "track")
+        ),
+        "http_p99_over_p50": _ratio(
+            _get(db, "http", "workers_1", TAIL, "p99_ms"),
+            _get(db, "http", "workers_1", TAIL, "p50_ms"),
         ),
         "scale_1e6_vs_1e3": _ratio(
             _get(db, "scale", "large", "p50_ms"), _get(db, "scale", "small", "p50_ms")
@@ -96,13 +146,13 @@ def build_report(
     targets: dict[str, dict[str, Any]] = {}
     for kind in databases:
         targets[kind] = {}
-        for name, (what, target, check) in TARGETS.items():
-            value = p99[kind] if name == "p99_ms" else ratios[kind][name]
+        for name, target in TARGETS.items():
+            value = ratios[kind][name]
             targets[kind][name] = {
-                "what": what,
+                "what": target.what,
                 "value": value,
-                "target": target(kind),
-                "met": None if value is None else check(kind, value),
+                "target": target.text(kind),
+                "met": None if value is None else target.met(kind, value),
             }
     large = plan.scale_sizes[1]
     notes = []
@@ -113,13 +163,18 @@ def build_report(
         )
     if http_setup is not None and http_setup.note:
         notes.append(http_setup.note)
+    notes += _failed_calls(databases)
     return {
         "plan": plan.name,
         "parts": list(parts),
         "started_at": started_at.isoformat(timespec="seconds"),
         "elapsed_s": round(elapsed_s, 1),
         "machine": machine,
-        "settings": asdict(plan),
+        "settings": {
+            **asdict(plan),
+            "group_threads": GROUP_THREADS,
+            "http_tail_connections": HTTP_TAIL_CONNECTIONS,
+        },
         "http_generator": http_setup.to_json() if http_setup is not None else None,
         "databases": databases,
         "ratios": ratios,
@@ -127,6 +182,29 @@ def build_report(
         "targets": targets,
         "notes": notes,
     }
+
+
+def _failed_calls(databases: dict[str, dict[str, Any]]) -> list[str]:
+    """A note per scenario where calls failed or were refused (a hot customer out of
+    credits, say): its figures, and the ratios taken from them, are not comparable."""
+    notes = []
+
+    def visit(path: list[str], node: Any) -> None:
+        if not isinstance(node, dict):
+            return
+        if "throughput_per_s" in node:
+            if node.get("errors") or node.get("refused"):
+                notes.append(
+                    f"{'.'.join(path)}: {node.get('errors', 0)} calls failed and "
+                    f"{node.get('refused', 0)} were refused: its ratios are not comparable"
+                )
+            return
+        for key, child in node.items():
+            visit([*path, key], child)
+
+    for kind, db in databases.items():
+        visit([kind], db)
+    return notes
 
 
 # --- text ------------------------------------------------------------------------------
@@ -138,10 +216,13 @@ _ROWS = (
     ("inprocess", "single", "in-process track"),
     ("inprocess", "concurrent", "in-process track"),
     ("inprocess", "hot", "in-process track"),
+    ("inprocess", GROUP, "in-process track"),
+    ("inprocess", f"{GROUP}_hot", "in-process track"),
     ("http", "workers_1/track", "HTTP"),
     ("http", "workers_1/noop", "HTTP"),
     ("http", "workers_2/track", "HTTP"),
     ("http", "workers_2/noop", "HTTP"),
+    ("http", f"workers_1/{TAIL}", "HTTP"),
     ("scale", "small", "scale"),
     ("scale", "large", "scale"),
 )
@@ -182,10 +263,15 @@ def render_text(report: dict[str, Any]) -> str:
     ]
     generator = report.get("http_generator")
     if generator:
-        ceiling = generator.get("ceiling") or {}
+        ceilings = generator.get("ceilings") or {}
+        at = ", ".join(
+            f"{figures.get('throughput_per_s', 0):,.0f} requests/s at {connections} "
+            f"connections ({figures.get('generator_cpu_pct')}% of a core)"
+            for connections, figures in ceilings.items()
+        )
         lines.append(
             f"HTTP load generator: {generator['description']}; its ceiling (against a "
-            f"trivial responder): {ceiling.get('throughput_per_s', 0):,.0f} requests/s"
+            f"trivial responder): {at or '-'}"
         )
     lines += [
         "",
@@ -201,7 +287,13 @@ def render_text(report: dict[str, Any]) -> str:
             "",
             _row("HTTP runs: CPU % of one core, server / generator", [NAMES[k] for k in kinds], 14),
         ]
-        for path in ("workers_1/track", "workers_1/noop", "workers_2/track", "workers_2/noop"):
+        for path in (
+            "workers_1/track",
+            "workers_1/noop",
+            "workers_2/track",
+            "workers_2/noop",
+            f"workers_1/{TAIL}",
+        ):
             found = [_get(databases[kind], "http", *path.split("/")) for kind in kinds]
             label = next((f["label"] for f in found if isinstance(f, dict)), None)
             cells = [
@@ -213,7 +305,7 @@ def render_text(report: dict[str, Any]) -> str:
     lines += ["", _row("ratios, within this run", [NAMES[k] for k in kinds], 14)]
     for name in report["ratios"][kinds[0]] if kinds else ():
         lines.append(_row(f"  {name}", [_format(report["ratios"][k].get(name)) for k in kinds], 14))
-    lines += ["", _row("targets of issue 5", [NAMES[k] for k in kinds], 22)]
+    lines += ["", _row("targets of issue 14", [NAMES[k] for k in kinds], 22)]
     for name in TARGETS:
         cells = []
         for kind in kinds:

@@ -16,7 +16,13 @@ import revenipe
 from revenipe.bench import http, scale, sql_limit, workload
 from revenipe.bench.callers import CallerSpec
 from revenipe.bench.databases import BenchDatabases
-from revenipe.bench.plan import DATABASES, DEFAULT_POSTGRES_ADMIN_URL, PARTS, Plan
+from revenipe.bench.plan import (
+    DATABASES,
+    DEFAULT_POSTGRES_ADMIN_URL,
+    GROUP_THREADS,
+    PARTS,
+    Plan,
+)
 from revenipe.bench.pool import WorkerPool, close_worker_state
 from revenipe.bench.report import build_report
 from revenipe.bench.scenarios import Scenario, measure_interleaved, split
@@ -125,8 +131,8 @@ def _bench_database(context: _Context, kind: str, dbs: BenchDatabases) -> dict[s
 def _limit_and_inprocess(
     context: _Context, kind: str, url: str, app: revenipe.App
 ) -> dict[str, dict[str, Any]]:
-    """The raw-SQL limit and the in-process track, each scenario of one measured in
-    rounds alternating with the same scenario of the other."""
+    """The raw-SQL limit and the in-process track: scenarios compared with each other
+    are measured in rounds alternating between them (one set per comparison)."""
     plan = context.plan
     parts = context.options.parts
     n = plan.concurrency
@@ -139,41 +145,97 @@ def _limit_and_inprocess(
         tracked_id=workload.TRACKED_ID,
         value=workload.TRACK_VALUE,
     )
-    pairs: dict[str, dict[str, Scenario]] = {"single": {}, "concurrent": {}, "hot": {}}
+    # set -> [(part, scenario name, scenario)]; the 1-caller set also holds the thread
+    # groups, whose ratios are taken against the raw-SQL limit with 1 caller and against
+    # each other (one hot customer / many customers).
+    sets: dict[str, list[tuple[str, str, Scenario]]] = {"single": [], "concurrent": [], "hot": []}
     if "sql_limit" in parts:
         ids = sql_limit.prepare(url, plan.customers)
-        pairs["single"]["sql_limit"] = Scenario("1 caller, many balances", sql, [ids])
-        pairs["concurrent"]["sql_limit"] = Scenario(
-            f"{n} callers, many balances", sql, split(ids, n)
+        sets["single"].append(
+            ("sql_limit", "single", Scenario("1 caller, many balances", sql, [ids]))
         )
-        pairs["hot"]["sql_limit"] = Scenario(f"{n} callers, one balance", sql, [ids[:1]] * n)
+        sets["concurrent"].append(
+            ("sql_limit", "concurrent", Scenario(f"{n} callers, many balances", sql, split(ids, n)))
+        )
+        sets["hot"].append(
+            ("sql_limit", "hot", Scenario(f"{n} callers, one balance", sql, [ids[:1]] * n))
+        )
     if "inprocess" in parts:
-        say(f"{kind}: inprocess: setting up {2 * plan.customers + n + 1} customers")
+        threads = GROUP_THREADS
+        # Two or more customers a thread, each thread its own.
+        group_count = max(plan.customers // 2, 2 * threads)
+        # A thread group warms up with a quarter of the plan's calls per thread, which
+        # still makes every pooled connection open and prepare its statements (psycopg
+        # prepares on the 5th run on a connection) at a quarter of the time.
+        group_warmup = max(5, plan.warmup_calls // 4)
+        warm_count = max(n, threads)
+        total = 2 * plan.customers + group_count + 2 + warm_count
+        say(f"{kind}: inprocess: setting up {total} customers")
         names = workload.customer_names
         single = workload.add_customers(app, names("single", plan.customers))
         many = workload.add_customers(app, names("many", plan.customers))
         hot = workload.add_customers(app, ["hot"])
-        warm = [[name] for name in workload.add_customers(app, names("warm", n))]
-        pairs["single"]["inprocess"] = Scenario("1 caller, many customers", track, [single], warm)
-        pairs["concurrent"]["inprocess"] = Scenario(
-            f"{n} callers, many customers", track, split(many, n), warm
+        group = workload.add_customers(app, names("group", group_count))
+        # Its pack covers far more tracks than any run makes (workload.HOT_TRACKS_COVERED);
+        # a refused track would show in the scenario's `refused`.
+        group_hot = workload.add_customers(app, ["group-hot"])
+        # One warm-up customer per caller, thread or process: warming up is not measured,
+        # and callers sharing a customer would only wait for each other's row lock.
+        warm = [[name] for name in workload.add_customers(app, names("warm", warm_count))]
+        in_threads = f"{threads} threads of 1 process"
+        sets["single"] += [
+            ("inprocess", "single", Scenario("1 caller, many customers", track, [single], warm)),
+            (
+                "inprocess",
+                f"group_{threads}_threads",
+                Scenario(
+                    f"{in_threads}, many customers",
+                    track,
+                    split(group, threads),
+                    warm,
+                    threads=True,
+                    warmup_calls=group_warmup,
+                ),
+            ),
+            (
+                "inprocess",
+                f"group_{threads}_threads_hot",
+                Scenario(
+                    f"{in_threads}, one hot customer",
+                    track,
+                    [group_hot] * threads,
+                    warm,
+                    threads=True,
+                    warmup_calls=group_warmup,
+                ),
+            ),
+        ]
+        sets["concurrent"].append(
+            (
+                "inprocess",
+                "concurrent",
+                Scenario(f"{n} callers, many customers", track, split(many, n), warm),
+            )
         )
-        pairs["hot"]["inprocess"] = Scenario(
-            f"{n} callers, one hot customer", track, [hot] * n, warm
+        sets["hot"].append(
+            ("inprocess", "hot", Scenario(f"{n} callers, one hot customer", track, [hot] * n, warm))
         )
     results: dict[str, dict[str, Any]] = {
         part: {} for part in ("sql_limit", "inprocess") if part in parts
     }
-    for name, pair in pairs.items():
-        say(f"{kind}: {' vs '.join(pair)}, {name}: {plan.rounds} alternating rounds")
+    for members in sets.values():
+        if not members:
+            continue
+        which = " vs ".join(f"{part}.{name}" for part, name, _ in members)
+        say(f"{kind}: {which}: {plan.rounds} alternating rounds")
         measured = measure_interleaved(
             context.pool,
-            list(pair.values()),
+            [scenario for _, _, scenario in members],
             rounds=plan.rounds,
             duration=plan.duration_s,
             warmup_calls=plan.warmup_calls,
         )
-        for part, figures in zip(pair, measured, strict=True):
+        for (part, name, _), figures in zip(members, measured, strict=True):
             results[part][name] = figures.to_json()
     return results
 

@@ -1,5 +1,5 @@
-"""Measuring scenarios: N callers in the worker processes, started together, and
-scenarios compared with each other measured in alternating rounds.
+"""Measuring scenarios: N callers (worker processes, or threads of one worker process),
+started together, and scenarios compared with each other measured in alternating rounds.
 
 The machine is shared and noisy: what it does changes over seconds. Two scenarios
 measured one after the other can see different machines; measured in alternating
@@ -13,7 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from revenipe.bench.callers import CallerRun, CallerSpec, run_calls
+from revenipe.bench.callers import CallerRun, CallerSpec, run_calls, run_thread_group
 from revenipe.bench.pool import WorkerPool
 from revenipe.bench.stats import Measurement, summarize
 
@@ -48,34 +48,50 @@ def run_callers(
     max_calls: int | None = None,
     warmup_calls: int = 0,
     warmup_keys: list[list[str]] | None = None,
+    threads: bool = False,
 ) -> Runs:
     """Warm each caller up, then run them all from the same instant.
 
     Caller i calls round-robin over `key_sets[i]` (customers or balance rows) for
-    `duration` seconds or `max_calls` calls.
+    `duration` seconds or `max_calls` calls. Callers are worker processes, or with
+    `threads` threads of one worker process sharing one `Backend`. Warm-up caller i
+    goes round `warmup_keys[i % len(warmup_keys)]`.
     """
     tag = secrets.token_hex(4)
     if warmup_calls:
-        warm = warmup_keys or key_sets
-        pool.run_each(
-            [
-                (run_calls, (spec, warm[i], f"warm-{tag}-{i}", 0.0, None, warmup_calls))
-                for i in range(len(key_sets))
-            ]
-        )
+        warm_sets = warmup_keys or key_sets
+        warm = [warm_sets[i % len(warm_sets)] for i in range(len(key_sets))]
+        _run(pool, spec, warm, f"warm-{tag}", 0.0, None, warmup_calls, threads)
     start_at = time.monotonic() + START_DELAY_S
-    runs: list[CallerRun] = pool.run_each(
-        [
-            (run_calls, (spec, keys, f"{tag}-{i}", start_at, duration, max_calls))
-            for i, keys in enumerate(key_sets)
-        ]
-    )
+    runs = _run(pool, spec, key_sets, tag, start_at, duration, max_calls, threads)
     return Runs(
         latencies=[latency for run in runs for latency in run.latencies],
         window=max(run.ended for run in runs) - min(run.started for run in runs),
         errors=sum(run.errors for run in runs),
         refused=sum(run.refused for run in runs),
         first_error=next((run.first_error for run in runs if run.first_error), None),
+    )
+
+
+def _run(
+    pool: WorkerPool,
+    spec: CallerSpec,
+    key_sets: list[list[str]],
+    tag: str,
+    start_at: float,
+    duration: float | None,
+    max_calls: int | None,
+    threads: bool,
+) -> list[CallerRun]:
+    if threads:
+        group = (run_thread_group, (spec, key_sets, tag, start_at, duration, max_calls))
+        runs: list[CallerRun] = pool.run_each([group])
+        return runs
+    return pool.run_each(
+        [
+            (run_calls, (spec, keys, f"{tag}-{i}", start_at, duration, max_calls))
+            for i, keys in enumerate(key_sets)
+        ]
     )
 
 
@@ -88,6 +104,10 @@ class Scenario:
     key_sets: list[list[str]]
     """One list of keys per caller."""
     warmup_keys: list[list[str]] | None = None
+    threads: bool = False
+    """Callers are threads of one worker process (one shared `Backend`), not processes."""
+    warmup_calls: int | None = None
+    """Warm-up calls per caller, when not the plan's."""
 
 
 def measure_interleaved(
@@ -112,8 +132,9 @@ def measure_interleaved(
                     scenario.key_sets,
                     duration=duration / rounds if duration is not None else None,
                     max_calls=max(1, max_calls // rounds) if max_calls is not None else None,
-                    warmup_calls=warmup_calls if number == 0 else 0,
+                    warmup_calls=_warmup_calls(scenario, warmup_calls) if number == 0 else 0,
                     warmup_keys=scenario.warmup_keys,
+                    threads=scenario.threads,
                 )
             )
     measurements = []
@@ -132,6 +153,10 @@ def measure_interleaved(
             )
         )
     return measurements
+
+
+def _warmup_calls(scenario: Scenario, default: int) -> int:
+    return default if scenario.warmup_calls is None else scenario.warmup_calls
 
 
 def split(keys: list[str], parts: int) -> list[list[str]]:

@@ -16,6 +16,10 @@ from revenipe.catalog import Catalog, load_catalog
 
 TRACKED_ID = "credits"
 TRACK_VALUE = 2
+PACK_CREDITS = 1_000_000_000
+HOT_TRACKS_COVERED = PACK_CREDITS // TRACK_VALUE
+"""Tracks one customer's pack pays for: a hot customer, tracked by every caller at
+once for a whole run, never runs out (a run makes some 10^5 tracks at most)."""
 
 CATALOG = """
 entitlements:
@@ -37,12 +41,12 @@ products:
     name: Big pack
     type: one_time
     grants:
-      - {entitlement: purchased_credits, amount: 1000000000}
+      - {entitlement: purchased_credits, amount: %d}
 """
 
 
 def catalog() -> Catalog:
-    return load_catalog(CATALOG)
+    return load_catalog(CATALOG % PACK_CREDITS)
 
 
 def customer_names(prefix: str, count: int) -> list[str]:
