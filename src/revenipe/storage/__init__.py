@@ -3,6 +3,8 @@
 - `schema`: table definitions (the single source the migrations are written from).
 - `database`: opening a database from a URL, connection settings, transactions,
   running migrations on first use.
+- `group_commit`: concurrent writes of one process run in shared transactions, each
+  answered once its transaction committed (`Database.write_grouped`, docs/adr/0015).
 - `driver_sql`: how queries run: hand-written SQL on the driver's cursor, and the one
   place values are converted between Python and the columns (`Columns`, `time_in`,
   `time_out`).

@@ -194,40 +194,57 @@ def track(
 def _track_once(
     ctx: ServiceContext, app_id: str, ref: CustomerRef, request: _Request, create_customer: bool
 ) -> TrackResult:
-    with ctx.db.write() as conn:
-        # The common case, one round trip: the customer exists; lock it, read the app's
-        # catalog version and clock, and any usage event already under this key.
+    # Concurrent tracks of this process share transactions (group commit, docs/adr/0015);
+    # one customer's tracks are decided one after another, in the order they came.
+    def job(conn: Connection) -> TrackResult:
+        return _track_in(conn, ctx, app_id, ref, request, create_customer)
+
+    locks = (app_id if isinstance(app_id, str) else "", ref.customer_id, ref.external_id)
+    return ctx.db.write_grouped(job, key=locks)
+
+
+def _track_in(
+    conn: Connection,
+    ctx: ServiceContext,
+    app_id: str,
+    ref: CustomerRef,
+    request: _Request,
+    create_customer: bool,
+) -> TrackResult:
+    """The track itself, inside the write transaction it shares with its batch."""
+    # The common case, one round trip: the customer exists; lock it, read the app's
+    # catalog version and clock, and any usage event already under this key.
+    lock = usage_store.lock_for_track(
+        conn,
+        app_id if isinstance(app_id, str) else "",
+        customer_id=ref.customer_id,
+        external_id=ref.external_id,
+        idempotency_key=request.idempotency_key,
+    )
+    if lock is None:
+        app = ctx.require_app(conn, app_id)
+        customer = locked_customer(
+            ctx, conn, app, ref, create=create_customer, now=ctx.now_for(app)
+        )
         lock = usage_store.lock_for_track(
             conn,
-            app_id if isinstance(app_id, str) else "",
-            customer_id=ref.customer_id,
-            external_id=ref.external_id,
+            app.id,
+            customer_id=customer.id,
+            external_id=None,
             idempotency_key=request.idempotency_key,
         )
         if lock is None:
-            app = ctx.require_app(conn, app_id)
-            customer = locked_customer(
-                ctx, conn, app, ref, create=create_customer, now=ctx.now_for(app)
+            raise InvariantViolation(
+                f"customer {customer.id}: no track lock once the customer exists"
             )
-            lock = usage_store.lock_for_track(
-                conn,
-                app.id,
-                customer_id=customer.id,
-                external_id=None,
-                idempotency_key=request.idempotency_key,
-            )
-            if lock is None:
-                raise InvariantViolation(
-                    f"customer {customer.id}: no track lock once the customer exists"
-                )
-        if lock.previous is not None:
-            return _replay(lock.previous, request)
-        now = app_time(ctx.now(), lock.clock_offset_seconds)
-        catalog = ctx.catalogs.get(conn, app_id, lock.catalog_version)
-        if lock.due_at is not None and lock.due_at <= now:
-            access.catch_up(conn, catalog, lock.customer_id, now)
-        evaluation = _evaluate(conn, catalog, lock.customer_id, request, now)
-        return _record(conn, app_id, lock.customer_id, request, evaluation, now)
+    if lock.previous is not None:
+        return _replay(lock.previous, request)
+    now = app_time(ctx.now(), lock.clock_offset_seconds)
+    catalog = ctx.catalogs.get(conn, app_id, lock.catalog_version)
+    if lock.due_at is not None and lock.due_at <= now:
+        access.catch_up(conn, catalog, lock.customer_id, now)
+    evaluation = _evaluate(conn, catalog, lock.customer_id, request, now)
+    return _record(conn, app_id, lock.customer_id, request, evaluation, now)
 
 
 def _replay(previous: usage_store.UsageEventRow, request: _Request) -> TrackResult:

@@ -1,0 +1,179 @@
+"""Group commit: the writes of many concurrent callers in shared transactions.
+
+A caller hands over a request and waits for its own answer; whoever finds no batch
+running takes every request waiting at that moment (its own first among them) and runs
+them together through `run_batch`, which writes them in one transaction and answers
+each one. Nobody waits for a timer: a caller alone runs its request at once, in its own
+thread; under load, requests that arrive while a batch runs form the next batch.
+
+This is flat combining (one thread at a time works for all), chosen over a dedicated
+writer thread so that a single caller pays no thread hand-off; callers on an event loop
+(`submit_async`) get a worker thread that takes the leader's part for them. The lanes
+of a `GroupCommitter` are independent (on PostgreSQL each lane has its own
+connection); requests with the same `lane_key` always meet in the same lane, in the
+order they were submitted, so one customer's tracks are decided one after another.
+
+`run_batch` answers every request of its batch, each with a result or the exception
+that request alone raised; an exception out of `run_batch` itself (the commit failed)
+is every request's answer. A request is answered only after its batch returned, so an
+answer never precedes the commit that holds it (docs/adr/0014).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from revenipe.engine.errors import InvariantViolation
+
+Request = TypeVar("Request")
+Result = TypeVar("Result")
+
+MAX_BATCH = 256
+"""At most this many requests per transaction: a bound on how long one batch holds the
+write lock, and on what one failed commit has to answer."""
+
+
+@dataclass(eq=False, slots=True)
+class _Waiter(Generic[Request, Result]):
+    request: Request
+    done: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    """Set when the previous leader hands this waiter the lane: it runs the next batch."""
+    result: Result | None = None
+    error: BaseException | None = None
+    answered: bool = False
+    on_answer: Callable[[], None] | None = None
+
+
+class _Lane(Generic[Request, Result]):
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queue: list[_Waiter[Request, Result]] = []
+        self.busy = False
+        """A batch of this lane runs, or its leader is about to take the next one."""
+
+
+class GroupCommitter(Generic[Request, Result]):
+    """Runs requests of many threads in batches, `lanes` batches at a time at most."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[int, Sequence[Request]], Sequence[Result | BaseException]],
+        *,
+        lanes: int = 1,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        if lanes < 1 or max_batch < 1:
+            raise ValueError("a group committer needs at least one lane and batch size 1")
+        self._run_batch = run_batch
+        self._lanes: list[_Lane[Request, Result]] = [_Lane() for _ in range(lanes)]
+        self._max_batch = max_batch
+
+    def submit(self, request: Request, lane_key: Hashable = None) -> Result:
+        """Run `request` in the next batch of its lane; its result once committed."""
+        lane = self._lane(lane_key)
+        waiter: _Waiter[Request, Result] = _Waiter(request)
+        if self._enqueue(lane, waiter):
+            self._lead(lane, waiter)
+        while not waiter.answered:
+            waiter.done.wait()
+            waiter.done.clear()
+            if waiter.lead and not waiter.answered:
+                self._lead(lane, waiter)
+        return _outcome(waiter)
+
+    async def submit_async(self, request: Request, lane_key: Hashable = None) -> Result:
+        """`submit` for a caller on an event loop: it awaits instead of blocking, and a
+        worker thread leads the batch when no batch is running."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        lane = self._lane(lane_key)
+        waiter: _Waiter[Request, Result] = _Waiter(request)
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(_resolve, future)
+
+        waiter.on_answer = wake
+        if self._enqueue(lane, waiter):
+            threading.Thread(
+                target=self._lead, args=(lane, waiter), name="revenipe-group-commit"
+            ).start()
+        await future
+        return _outcome(waiter)
+
+    def _lane(self, lane_key: Hashable) -> _Lane[Request, Result]:
+        if len(self._lanes) == 1:
+            return self._lanes[0]
+        return self._lanes[hash(lane_key) % len(self._lanes)]
+
+    def _enqueue(self, lane: _Lane[Request, Result], waiter: _Waiter[Request, Result]) -> bool:
+        """Queue `waiter`; True when the caller must lead (no batch was running)."""
+        with lane.lock:
+            lane.queue.append(waiter)
+            if lane.busy:
+                return False
+            lane.busy = True
+            return True
+
+    def _lead(self, lane: _Lane[Request, Result], own: _Waiter[Request, Result]) -> None:
+        """Run batches until `own` is answered, then hand the lane to the oldest waiter
+        (or leave it idle). For async callers `own` is answered through its callback."""
+        own.lead = False
+        while True:
+            with lane.lock:
+                batch = lane.queue[: self._max_batch]
+                del lane.queue[: len(batch)]
+                if not batch:
+                    lane.busy = False
+                    return
+            self._run(lane, batch)
+            if own.answered:
+                with lane.lock:
+                    successor = next((w for w in lane.queue if w.on_answer is None), None)
+                    if successor is None and lane.queue:
+                        # Only event-loop callers wait: keep leading for them.
+                        continue
+                    if successor is None:
+                        lane.busy = False
+                        return
+                    successor.lead = True
+                successor.done.set()
+                return
+
+    def _run(self, lane: _Lane[Request, Result], batch: list[_Waiter[Request, Result]]) -> None:
+        index = self._lanes.index(lane)
+        try:
+            outcomes: Sequence[Result | BaseException] = self._run_batch(
+                index, [w.request for w in batch]
+            )
+            if len(outcomes) != len(batch):
+                raise InvariantViolation(
+                    f"a batch of {len(batch)} requests got {len(outcomes)} answers"
+                )
+        except BaseException as exc:  # the whole batch failed: each request's answer
+            outcomes = [exc] * len(batch)
+        for waiter, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                waiter.error = outcome
+            else:
+                waiter.result = outcome
+            waiter.answered = True
+            if waiter.on_answer is not None:
+                waiter.on_answer()
+            else:
+                waiter.done.set()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _outcome(waiter: _Waiter[Request, Result]) -> Result:
+    if waiter.error is not None:
+        raise waiter.error
+    return waiter.result  # type: ignore[return-value]

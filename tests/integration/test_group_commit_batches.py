@@ -1,0 +1,120 @@
+"""Group commit on real databases: tracks that share one transaction each get the answer
+they would have had alone, whatever their neighbours do (docs/adr/0015)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, text
+
+import revenipe
+from revenipe import ErrorCode, RevenipeError
+
+from support import DEMO_CATALOG, assert_verified
+
+Outcome = tuple[str, Any]
+
+
+def _outcome(call: Callable[[], revenipe.TrackResult]) -> Outcome:
+    try:
+        result = call()
+    except RevenipeError as exc:
+        return ("error", exc.code)
+    except Exception as exc:
+        return ("failure", type(exc).__name__)
+    return ("answer", (result.success, result.consumed, result.remaining, result.error))
+
+
+def _calls(app: revenipe.App) -> list[Callable[[], Any]]:
+    """Five tracks of one customer (who holds 100 monthly credits) and one write that
+    fails on its statement, in the order they are handed in."""
+
+    def broken_write() -> Any:
+        def job(conn: Connection) -> None:
+            conn.execute(text("INSERT INTO no_such_table VALUES (1)"))
+
+        return app.context.db.write_grouped(job, key=(app.app_id, None, "alice"))
+
+    return [
+        lambda: app.track("alice", "credits", 30, idempotency_key="k1"),
+        lambda: app.track("alice", "credits", 31, idempotency_key="k1"),  # key reused: error
+        lambda: app.track("alice", "credits", 500),  # more than held: a refusal
+        broken_write,
+        lambda: app.track("alice", "credits", 30, idempotency_key="k1"),  # a replay
+        lambda: app.track("alice", "credits", 70),  # exactly what is left
+    ]
+
+
+def _alone(backend: revenipe.Backend) -> list[Outcome]:
+    app = backend.app(backend.create_app("alone", revenipe.load_catalog(DEMO_CATALOG)).app.id)
+    app.login("alice")  # the customer exists, with the free plan's 100 credits
+    return [_outcome(call) for call in _calls(app)]
+
+
+def test_a_batch_answers_each_track_as_if_it_ran_alone(
+    backend: revenipe.Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = _alone(backend)
+    assert [kind for kind, _ in expected] == [
+        "answer",
+        "error",
+        "answer",
+        "failure",
+        "answer",
+        "answer",
+    ]
+    assert expected[1] == ("error", ErrorCode.IDEMPOTENCY_KEY_REUSED)
+    assert expected[5] == ("answer", (True, 70, 0, None))
+
+    database = backend.database
+    database._group = None  # a fresh committer, built with the spy below
+    batches: list[int] = []
+    run_jobs = database._run_jobs
+
+    def spy(lane: int, batch: Sequence[Any]) -> list[Any]:
+        batches.append(len(batch))
+        return run_jobs(lane, batch)
+
+    monkeypatch.setattr(database, "_run_jobs", spy)
+    app = backend.app(backend.create_app("batched", revenipe.load_catalog(DEMO_CATALOG)).app.id)
+    app.login("alice")  # the customer exists, with the free plan's 100 credits
+    gate = threading.Event()
+
+    def hold(conn: Connection) -> None:
+        gate.wait(10)
+
+    holder = threading.Thread(
+        target=database.write_grouped, args=(hold,), kwargs={"key": (app.app_id, None, "alice")}
+    )
+    holder.start()
+    while not batches:
+        time.sleep(0.001)
+    outcomes: list[Outcome | None] = [None] * 6
+    threads = []
+    for index, call in enumerate(_calls(app)):
+
+        def run(index: int = index, call: Callable[[], Any] = call) -> None:
+            outcomes[index] = _outcome(call)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        threads.append(thread)
+        _wait_queued(database, index + 1)  # handed in one after another, in this order
+    gate.set()
+    for thread in [holder, *threads]:
+        thread.join(30)
+    assert batches == [1, 6], "the six calls were not decided in one shared transaction"
+    assert outcomes == expected
+    assert_verified(backend, app.app_id)
+
+
+def _wait_queued(database: Any, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while sum(len(lane.queue) for lane in database._group._lanes) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} calls never queued")
+        time.sleep(0.001)

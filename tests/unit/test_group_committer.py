@@ -1,0 +1,180 @@
+"""Group commit's hand-over rules, with a batch runner that records what it was given."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from revenipe.storage.group_commit import GroupCommitter
+
+
+class Recorder:
+    """A batch runner: answers `request * 10`, raises for requests < 0, records batches;
+    `gate` holds the first batch until the test opens it."""
+
+    def __init__(self, *, hold_first: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.threads: list[int] = []
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        if not hold_first:
+            self.gate.set()
+        self.fail_batch = False
+
+    def __call__(self, lane: int, requests: Sequence[int]) -> list[int | BaseException]:
+        self.threads.append(threading.get_ident())
+        self.batches.append(list(requests))
+        self.entered.set()
+        self.gate.wait(5)
+        if self.fail_batch:
+            raise RuntimeError("commit failed")
+        return [ValueError(f"bad {r}") if r < 0 else r * 10 for r in requests]
+
+
+def _queued(committer: GroupCommitter[int, int], count: int) -> None:
+    deadline = time.monotonic() + 5
+    while sum(len(lane.queue) for lane in committer._lanes) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError("requests never queued")
+        time.sleep(0.001)
+
+
+def test_a_caller_alone_runs_its_request_at_once_in_its_own_thread() -> None:
+    runner = Recorder()
+    committer = GroupCommitter(runner)
+    assert committer.submit(4) == 40
+    assert runner.batches == [[4]]
+    assert runner.threads == [threading.get_ident()]
+
+
+def test_requests_arriving_during_a_batch_form_the_next_batch_in_order() -> None:
+    runner = Recorder(hold_first=True)
+    committer: GroupCommitter[int, int] = GroupCommitter(runner)
+    answers: dict[int, int] = {}
+
+    def call(value: int) -> None:
+        answers[value] = committer.submit(value)
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    assert runner.entered.wait(5)
+    others = []
+    for value in range(1, 9):  # queued one after another: this is the submission order
+        thread = threading.Thread(target=call, args=(value,))
+        thread.start()
+        _queued(committer, value)
+        others.append(thread)
+    runner.gate.set()
+    for thread in [first, *others]:
+        thread.join(5)
+    assert runner.batches == [[0], [1, 2, 3, 4, 5, 6, 7, 8]]
+    assert answers == {v: v * 10 for v in range(9)}
+
+
+def test_one_request_failing_fails_only_that_request() -> None:
+    runner = Recorder(hold_first=True)
+    committer: GroupCommitter[int, int] = GroupCommitter(runner)
+    answers: dict[int, object] = {}
+
+    def call(value: int) -> None:
+        try:
+            answers[value] = committer.submit(value)
+        except ValueError as exc:
+            answers[value] = str(exc)
+
+    threads = [threading.Thread(target=call, args=(v,)) for v in (0, 1, -2, 3)]
+    threads[0].start()
+    assert runner.entered.wait(5)
+    for i, thread in enumerate(threads[1:], start=1):
+        thread.start()
+        _queued(committer, i)
+    runner.gate.set()
+    for thread in threads:
+        thread.join(5)
+    assert runner.batches == [[0], [1, -2, 3]]
+    assert answers == {0: 0, 1: 10, -2: "bad -2", 3: 30}
+
+
+def test_a_failed_commit_is_every_request_s_answer() -> None:
+    runner = Recorder()
+    runner.fail_batch = True
+    committer: GroupCommitter[int, int] = GroupCommitter(runner)
+    with pytest.raises(RuntimeError, match="commit failed"):
+        committer.submit(1)
+    runner.fail_batch = False
+    assert committer.submit(2) == 20  # the lane is free again
+
+
+def test_batches_are_bounded() -> None:
+    runner = Recorder(hold_first=True)
+    committer: GroupCommitter[int, int] = GroupCommitter(runner, max_batch=3)
+    threads = [threading.Thread(target=committer.submit, args=(v,)) for v in range(8)]
+    threads[0].start()
+    assert runner.entered.wait(5)
+    for i, thread in enumerate(threads[1:], start=1):
+        thread.start()
+        _queued(committer, i)
+    runner.gate.set()
+    for thread in threads:
+        thread.join(5)
+    assert runner.batches == [[0], [1, 2, 3], [4, 5, 6], [7]]
+
+
+def test_many_threads_each_get_their_own_answer_exactly_once() -> None:
+    runner = Recorder()
+    committer: GroupCommitter[int, int] = GroupCommitter(runner, lanes=3)
+    results: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def worker(base: int) -> None:
+        for i in range(200):
+            value = base * 1000 + i
+            answer = committer.submit(value, lane_key=base)
+            with lock:
+                results.append((value, answer))
+
+    threads = [threading.Thread(target=worker, args=(b,)) for b in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == sorted(
+        (v, v * 10) for b in range(16) for v in range(b * 1000, b * 1000 + 200)
+    )
+    seen = [r for batch in runner.batches for r in batch]
+    assert sorted(seen) == sorted(v for v, _ in results)  # each request run exactly once
+    for base in range(16):  # one thread's requests ran in the order it sent them
+        own = [r for r in seen if r // 1000 == base]
+        assert own == sorted(own)
+
+
+def test_event_loop_callers_await_and_mix_with_threads() -> None:
+    runner = Recorder()
+    committer: GroupCommitter[int, int] = GroupCommitter(runner)
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(committer.submit_async(v) for v in range(50))))
+
+    stop = threading.Event()
+    sync_answers: list[int] = []
+
+    def background() -> None:
+        v = 1000
+        while not stop.is_set():
+            sync_answers.append(committer.submit(v))
+            v += 1
+
+    thread = threading.Thread(target=background)
+    thread.start()
+    try:
+        assert asyncio.run(main()) == [v * 10 for v in range(50)]
+    finally:
+        stop.set()
+        thread.join(5)
+    assert all(a % 10 == 0 for a in sync_answers)
+    with pytest.raises(ValueError, match="bad -1"):
+        asyncio.run(committer.submit_async(-1))
