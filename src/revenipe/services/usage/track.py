@@ -260,17 +260,22 @@ def _replay(previous: usage_store.UsageEventRow, request: _Request) -> TrackResu
             f"({previous.tracked_id}, value {previous.requested}); use a new key",
             field="idempotency_key",
         )
+    return _answer(previous, replayed=True)
+
+
+def _answer(event: usage_store.UsageEventRow, *, replayed: bool) -> TrackResult:
+    """The answer to a track, from the usage event that records it."""
     return TrackResult(
-        success=previous.success,
-        requested=previous.requested,
-        consumed=previous.consumed,
-        remaining=previous.remaining,
-        entitlement_id=previous.tracked_id,
-        access_source_id=previous.access_source_id,
-        error=previous.error,
-        usage_event_id=previous.id,
-        customer_id=previous.customer_id,
-        replayed=True,
+        success=event.success,
+        requested=event.requested,
+        consumed=event.consumed,
+        remaining=event.remaining,
+        entitlement_id=event.tracked_id,
+        access_source_id=event.access_source_id,
+        error=event.error,
+        usage_event_id=event.id,
+        customer_id=event.customer_id,
+        replayed=replayed,
     )
 
 
@@ -304,17 +309,7 @@ def _record(
     usage_store.record_track(
         conn, event, list(states.values()), evaluation.settlement_entries, decision.entries
     )
-    return TrackResult(
-        success=decision.success,
-        requested=event.requested,
-        consumed=event.consumed,
-        remaining=event.remaining,
-        entitlement_id=event.tracked_id,
-        access_source_id=event.access_source_id,
-        error=event.error,
-        usage_event_id=event.id,
-        customer_id=customer_id,
-    )
+    return _answer(event, replayed=False)
 
 
 def check(
