@@ -11,6 +11,8 @@ MAX_AMOUNT = 2**53 - 1
 """The largest amount anywhere: exact as a JSON number in every client language."""
 
 ID_PATTERN = re.compile(r"^[a-z0-9_.\-]{1,64}$")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f]")
+"""Code points below 32, refused in texts (ids, keys) that logs and pages show."""
 """Catalog ids (entitlements, usage keys, products)."""
 
 MAX_EXTERNAL_ID_LENGTH = 256
@@ -58,7 +60,7 @@ def require_text(value: Any, *, field: str, max_length: int) -> str:
             f"{field} must be a non-empty string of at most {max_length} characters",
             field=field,
         )
-    if any(ord(c) < 32 for c in value):
+    if _CONTROL_CHARACTER.search(value):
         raise RevenipeError(
             ErrorCode.INVALID_ID, f"{field} must not contain control characters", field=field
         )

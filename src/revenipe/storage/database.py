@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
-from revenipe.storage.group_commit import GroupCommitter
+from revenipe.storage.group_commit import MAX_BATCH, GroupCommitter
 
 T = TypeVar("T")
 Job = Callable[[Connection], Any]
@@ -36,6 +36,10 @@ _PG_MIGRATION_LOCK = 0x7265_7665  # "reve": an advisory lock key of our own
 SQLITE_CHECKPOINT_INTERVAL_S = 0.2
 POSTGRES_WRITE_LANES = 4
 """Group-commit transactions one process runs at once on PostgreSQL (SQLite: one)."""
+POSTGRES_MAX_BATCH = 32
+"""Jobs per PostgreSQL batch: each job is a subtransaction (a savepoint), and past 64 of
+them in one transaction PostgreSQL's per-process cache of subtransaction ids overflows,
+which slows every other session's snapshots."""
 _log = logging.getLogger(__name__)
 
 
@@ -123,7 +127,9 @@ class Database:
         so that two processes' batches never wait for each other in a circle."""
         if self._group is None:
             self._group = GroupCommitter(
-                self._run_jobs, lanes=1 if self.is_sqlite else POSTGRES_WRITE_LANES
+                self._run_jobs,
+                lanes=1 if self.is_sqlite else POSTGRES_WRITE_LANES,
+                max_batch=MAX_BATCH if self.is_sqlite else POSTGRES_MAX_BATCH,
             )
         result: T = self._group.submit((job, key, time.monotonic()), key)
         return result
