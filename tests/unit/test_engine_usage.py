@@ -153,12 +153,16 @@ def test_success_iff_the_usable_grants_hold_the_value(
 
 
 @PROPERTY
-@given(settled_grants(), VALUES, ORDERS)
+@given(settled_grants(), st.data(), ORDERS)
 def test_a_success_takes_exactly_the_value_and_nothing_goes_below_zero(
-    grants: list[Grant], value: int, order: Sequence[str]
+    grants: list[Grant], data: st.DataObject, order: Sequence[str]
 ) -> None:
+    # The value is drawn within what the grants hold, so that (nearly) every example is
+    # a success: filtering refusals out made hypothesis give up on slow machines.
+    assume(usable_total(grants) > 0)
+    value = data.draw(st.integers(1, usable_total(grants)), label="value")
     decision = track(grants, value, order)
-    assume(decision.success)
+    assert decision.success
     assert sum(e.amount for e in decision.entries) == -value
     assert decision.consumed == value
     assert decision.remaining == usable_total(grants) - value
@@ -177,12 +181,14 @@ def test_a_success_takes_exactly_the_value_and_nothing_goes_below_zero(
 
 
 @PROPERTY
-@given(settled_grants(), VALUES, ORDERS)
+@given(settled_grants(), st.data(), ORDERS)
 def test_entries_follow_the_burn_order(
-    grants: list[Grant], value: int, order: Sequence[str]
+    grants: list[Grant], data: st.DataObject, order: Sequence[str]
 ) -> None:
+    assume(usable_total(grants) > 0)
+    value = data.draw(st.integers(1, usable_total(grants)), label="value")
     decision = track(grants, value, order)
-    assume(decision.success)
+    assert decision.success
     payers = [g for g in model_burn_order(grants, order) if g.is_usable(NOW) and g.balance]
     touched = [e.grant_id for e in decision.entries]
     # The first grants in burn order pay, each one emptied before the next is drawn.
