@@ -11,5 +11,7 @@ our server API. Edges only: parse, authorize, call a service, render.
 - `requests`: request models (strict); answers are `revenipe.wire`'s shapes.
 - `routes`: one module per resource: the client protocol, the server API under `/v1/`
   (authenticated by secret keys), the providers' webhooks and the sandbox pages.
+- `lean_track`: the track endpoints' fast path for plainly well-formed requests, in
+  front of FastAPI, calling what the routes call (docs/adr/0016).
 - `openapi`: the OpenAPI document, as served and as committed.
 """

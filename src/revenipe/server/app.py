@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from revenipe import __version__
 from revenipe.server.errors import install_error_handlers
+from revenipe.server.lean_track import LeanTrack
 from revenipe.server.limits import BodySizeLimit, ClientFloodLimit
 from revenipe.server.routes import (
     apps,
@@ -87,6 +88,8 @@ def create_app(
     def health() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    # Innermost, behind the limits: the track endpoints' lean path (ADR 0016).
+    app.add_middleware(LeanTrack, runtime=runtime)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
     )

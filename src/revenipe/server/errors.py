@@ -59,19 +59,27 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def api_error_response(exc: ApiError) -> JSONResponse:
+    """The answer to an `ApiError` (refused by the edge: authentication, limits)."""
+    return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=exc.headers)
+
+
+def revenipe_error_response(exc: RevenipeError) -> JSONResponse:
+    """The answer to a `RevenipeError` (bad input or a database fault), by its code."""
+    status = STATUS_BY_CODE.get(exc.code, 400)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    extra = {"field": exc.field} if exc.field else {}
+    return JSONResponse(error_body(exc.code.value, exc.message, **extra), status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=exc.headers)
+        return api_error_response(exc)
 
     @app.exception_handler(RevenipeError)
     async def _revenipe_error(_: Request, exc: RevenipeError) -> JSONResponse:
-        status = STATUS_BY_CODE.get(exc.code, 400)
-        headers = {"Retry-After": "1"} if status == 503 else None
-        extra = {"field": exc.field} if exc.field else {}
-        return JSONResponse(
-            error_body(exc.code.value, exc.message, **extra), status, headers=headers
-        )
+        return revenipe_error_response(exc)
 
     @app.exception_handler(CatalogError)
     async def _catalog_error(_: Request, exc: CatalogError) -> JSONResponse:
