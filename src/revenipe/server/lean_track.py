@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +32,7 @@ from revenipe.server.runtime import Runtime
 from revenipe.server.security import server_app_id
 from revenipe.services.customers import CustomerRef
 from revenipe.services.usage import track as usage_service
+from revenipe.services.usage.track import TrackResult
 from revenipe.wire import usage as usage_wire
 
 CLIENT_TRACK_PATH = "/v1/customer/track"
@@ -88,28 +89,20 @@ class LeanTrack:
         source_id = _text(fields, "access_source_id", required=False)
         runtime = self.runtime
 
-        async def answer() -> JSONResponse:
-            try:
-                who = runtime.client_access(request)
-                who.require_customer(client_id)
-                result = await run_in_threadpool(
-                    usage_service.track,
-                    runtime.ctx,
-                    who.app.id,
-                    CustomerRef.internal(client_id),
-                    tracked_id,
-                    value,
-                    access_source_id=source_id,
-                    idempotency_key=key,
-                )
-            except ApiError as exc:
-                return api_error_response(exc)
-            except RevenipeError as exc:
-                return revenipe_error_response(exc)
-            headers = _REPLAYED if result.replayed else None
-            return JSONResponse(usage_wire.track_result_to_wire(result), headers=headers)
+        def run() -> TrackResult:
+            who = runtime.client_access(request)
+            who.require_customer(client_id)
+            return usage_service.track(
+                runtime.ctx,
+                who.app.id,
+                CustomerRef.internal(client_id),
+                tracked_id,
+                value,
+                access_source_id=source_id,
+                idempotency_key=key,
+            )
 
-        return answer
+        return lambda: _answer(run, usage_wire.track_result_to_wire)
 
     def _api_track(
         self, request: Request, external_id: str, fields: dict[str, Any], key: str | None
@@ -121,28 +114,33 @@ class LeanTrack:
         source_id = _text(fields, "access_source_id", required=False)
         runtime = self.runtime
 
-        async def answer() -> JSONResponse:
-            try:
-                app_id = server_app_id(request, runtime.secret_keys)
-                result = await run_in_threadpool(
-                    usage_service.track,
-                    runtime.ctx,
-                    app_id,
-                    CustomerRef.external(external_id),
-                    tracked_id,
-                    value,
-                    access_source_id=source_id,
-                    idempotency_key=key,
-                    create_customer=True,
-                )
-            except ApiError as exc:
-                return api_error_response(exc)
-            except RevenipeError as exc:
-                return revenipe_error_response(exc)
-            headers = _REPLAYED if result.replayed else None
-            return JSONResponse(usage_wire.api_track_to_wire(result), headers=headers)
+        def run() -> TrackResult:
+            return usage_service.track(
+                runtime.ctx,
+                server_app_id(request, runtime.secret_keys),
+                CustomerRef.external(external_id),
+                tracked_id,
+                value,
+                access_source_id=source_id,
+                idempotency_key=key,
+                create_customer=True,
+            )
 
-        return answer
+        return lambda: _answer(run, usage_wire.api_track_to_wire)
+
+
+async def _answer(
+    run: Callable[[], TrackResult], to_wire: Callable[[TrackResult], Mapping[str, Any]]
+) -> JSONResponse:
+    """Authenticate and track in the thread pool (where the routes' sync handlers run
+    too), then answer as the route would, errors included."""
+    try:
+        result = await run_in_threadpool(run)
+    except ApiError as exc:
+        return api_error_response(exc)
+    except RevenipeError as exc:
+        return revenipe_error_response(exc)
+    return JSONResponse(to_wire(result), headers=_REPLAYED if result.replayed else None)
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:
