@@ -90,11 +90,9 @@ class LeanTrack:
         runtime = self.runtime
 
         def run() -> TrackResult:
-            who = runtime.client_access(request)
-            who.require_customer(client_id)
             return usage_service.track(
                 runtime.ctx,
-                who.app.id,
+                runtime.customer_app_id(request, client_id),
                 CustomerRef.internal(client_id),
                 tracked_id,
                 value,

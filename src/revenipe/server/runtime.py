@@ -55,6 +55,13 @@ class Runtime:
                 )
         return who
 
+    def customer_app_id(self, request: Request, customer_id: str) -> str:
+        """Authenticate a client-protocol request that acts for `customer_id` (the
+        customer its token names, unless the app's token policy is open): the app's id."""
+        who = self.client_access(request)
+        who.require_customer(customer_id)
+        return who.app.id
+
     def limit_anonymous_login(self, app_id: str, request: Request) -> None:
         address = request.client.host if request.client else "unknown"
         wait = max(

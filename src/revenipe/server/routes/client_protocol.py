@@ -73,10 +73,9 @@ def build_router(runtime: Runtime) -> APIRouter:
         summary="Reload a customer's access state",
     )
     def refresh(body: requests.RefreshRequest, request: Request) -> JSONResponse:
-        who = access(request)
-        who.require_customer(body.client_id)
+        app_id = runtime.customer_app_id(request, body.client_id)
         state = customer_service.customer_state(
-            runtime.ctx, who.app.id, CustomerRef.internal(body.client_id)
+            runtime.ctx, app_id, CustomerRef.internal(body.client_id)
         )
         return JSONResponse(customer_wire.entitlements_to_wire(state))
 
@@ -88,11 +87,10 @@ def build_router(runtime: Runtime) -> APIRouter:
     def track(
         body: requests.TrackRequest, request: Request, idempotency_key: IdempotencyKey = None
     ) -> JSONResponse:
-        who = access(request)
-        who.require_customer(body.client_id)
+        app_id = runtime.customer_app_id(request, body.client_id)
         result = usage_service.track(
             runtime.ctx,
-            who.app.id,
+            app_id,
             CustomerRef.internal(body.client_id),
             body.entitlement_id,
             body.value,

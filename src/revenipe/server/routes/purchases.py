@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 from revenipe.server import requests
 from revenipe.server.routes.common import ERRORS
 from revenipe.server.runtime import Runtime
-from revenipe.server.security import ClientAccess
 from revenipe.services.purchases import orders as purchase_service
 from revenipe.services.purchases.vocabulary import PurchaseRequest
 from revenipe.wire import purchases as purchase_wire
@@ -19,9 +18,6 @@ from revenipe.wire import purchases as purchase_wire
 
 def build_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(tags=["client protocol"], responses=ERRORS)
-
-    def access(request: Request) -> ClientAccess:
-        return runtime.client_access(request)
 
     def base_url(request: Request) -> str:
         return runtime.settings.public_url or str(request.base_url)
@@ -32,11 +28,10 @@ def build_router(runtime: Runtime) -> APIRouter:
         summary="Start a purchase",
     )
     def start_purchase(body: requests.StartPurchaseRequest, request: Request) -> JSONResponse:
-        who = access(request)
-        who.require_customer(body.customer_id)
+        app_id = runtime.customer_app_id(request, body.customer_id)
         started = purchase_service.start_purchase(
             runtime.ctx,
-            who.app.id,
+            app_id,
             body.customer_id,
             PurchaseRequest(
                 product_id=body.product_id,
@@ -56,10 +51,9 @@ def build_router(runtime: Runtime) -> APIRouter:
         summary="Cancel a subscription",
     )
     def cancel(body: requests.CancelRequest, request: Request) -> JSONResponse:
-        who = access(request)
-        who.require_customer(body.client_id)
+        app_id = runtime.customer_app_id(request, body.client_id)
         outcome = purchase_service.cancel_subscription(
-            runtime.ctx, who.app.id, body.client_id, body.source_id, body.cancel_mode
+            runtime.ctx, app_id, body.client_id, body.source_id, body.cancel_mode
         )
         return JSONResponse(purchase_wire.cancel_to_wire(outcome))
 
@@ -69,11 +63,8 @@ def build_router(runtime: Runtime) -> APIRouter:
         summary="Undo a scheduled cancel",
     )
     def uncancel(body: requests.UncancelRequest, request: Request) -> JSONResponse:
-        who = access(request)
-        who.require_customer(body.client_id)
-        purchase_service.uncancel_subscription(
-            runtime.ctx, who.app.id, body.client_id, body.source_id
-        )
+        app_id = runtime.customer_app_id(request, body.client_id)
+        purchase_service.uncancel_subscription(runtime.ctx, app_id, body.client_id, body.source_id)
         return JSONResponse(purchase_wire.uncancel_to_wire())
 
     @router.post(
@@ -82,10 +73,9 @@ def build_router(runtime: Runtime) -> APIRouter:
         summary="Change plan",
     )
     def change_plan(body: requests.ChangePlanRequest, request: Request) -> JSONResponse:
-        who = access(request)
-        who.require_customer(body.client_id)
+        app_id = runtime.customer_app_id(request, body.client_id)
         outcome = purchase_service.change_plan(
-            runtime.ctx, who.app.id, body.client_id, body.source_id, body.new_product_id
+            runtime.ctx, app_id, body.client_id, body.source_id, body.new_product_id
         )
         return JSONResponse(purchase_wire.plan_change_to_wire(outcome))
 
@@ -95,11 +85,10 @@ def build_router(runtime: Runtime) -> APIRouter:
         summary="Attach a payment method to a trial",
     )
     def attach(body: requests.AttachPaymentMethodRequest, request: Request) -> JSONResponse:
-        who = access(request)
-        who.require_customer(body.client_id)
+        app_id = runtime.customer_app_id(request, body.client_id)
         outcome = purchase_service.attach_payment_method(
             runtime.ctx,
-            who.app.id,
+            app_id,
             body.client_id,
             body.access_source_id,
             body.mode,
