@@ -16,7 +16,7 @@ import pytest
 import revenipe
 from revenipe.bench import plan, scale
 from revenipe.bench.databases import BenchDatabases
-from revenipe.bench.plan import GROUP_THREADS, HTTP_TAIL_CONNECTIONS, QUICK
+from revenipe.bench.plan import GROUP_THREADS, GROUPED_STATEMENTS, HTTP_TAIL_CONNECTIONS, QUICK
 from revenipe.bench.pool import WorkerPool
 from revenipe.bench.report import TARGETS, render_text
 from revenipe.bench.runner import CALLER_MODULES, Options, run_bench
@@ -81,7 +81,13 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
     report = json.loads(json.dumps(raw))
 
     measured = report["databases"][kind]
-    assert set(measured["sql_limit"]) == {"single", "concurrent", "hot"}
+    assert set(measured["sql_limit"]) == {
+        "single",
+        "concurrent",
+        "hot",
+        "track_statements",
+        GROUPED_STATEMENTS,
+    }
     assert set(measured["inprocess"]) == {"single", "concurrent", "hot", GROUP, f"{GROUP}_hot"}
     for part in ("sql_limit", "inprocess"):
         for figures in measured[part].values():
@@ -93,6 +99,10 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
     assert ratios["inprocess_vs_sql"] > 0
     assert ratios["group_vs_sql_single"] > 0
     assert ratios["hot_vs_random"] > 0
+    for floor in ("track_sql_vs_sql_single", "inprocess_vs_track_sql"):
+        assert ratios[floor] > 0
+    for floor in ("track_sql_grouped_vs_sql_single", "group_vs_track_sql_grouped"):
+        assert ratios[floor] > 0
     assert ratios["http_vs_noop"] is None  # not run
     assert report["p99_ms"][kind] == measured["inprocess"]["concurrent"]["p99_ms"] > 0
     assert report["targets"][kind]["group_vs_sql_single"]["met"] in (True, False)
@@ -104,6 +114,7 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
         assert machine["postgresql"]
     text = render_text(raw)
     assert "raw-SQL limit: 1 caller" in text
+    assert f"a track's statements: 1 caller, {GROUP_THREADS} tracks a commit" in text
     assert "in-process track: 2 callers, one hot customer" in text
     assert f"in-process track: {GROUP_THREADS} threads of 1 process, one hot customer" in text
 

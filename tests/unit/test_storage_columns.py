@@ -26,6 +26,7 @@ AGGREGATES = [
     "grants",
     "ledger",
     "usage_events",
+    "reversals",
     "purchases",
     "webhooks",
 ]

@@ -2,7 +2,9 @@
 
 Parts (each per database, SQLite and PostgreSQL, side by side in one run):
 
-- `sql_limit` (`sql_limit.py`): the raw-SQL equivalent of one track, same driver;
+- `sql_limit` (`sql_limit.py`): the raw-SQL equivalent of one track, same driver; and
+  (`track_sql.py`) the statements a real track runs on revenipe's own tables, with no
+  revenipe code around them, one track a commit and 16: the database's share of a track;
 - `inprocess`: tracks through the embedded API (`workload.py` sets customers up), from
   caller processes and from 16 threads of one process sharing one `Backend`;
 - `http` (`http.py`): `revenipe serve` under `wrk`, tracks against `GET /v1/health`,

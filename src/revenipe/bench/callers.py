@@ -1,9 +1,10 @@
 """What runs inside a bench worker process: one caller calling in a loop.
 
-A caller is either the raw-SQL limit (`sql`) or a track through the embedded API
-(`track`); a thread group is several threads of one process tracking through one
-shared `Backend`. Connections and backends are opened on first use and kept in the
-worker process for the next jobs. Every call carries a fresh idempotency key.
+A caller is the raw-SQL limit (`sql`), a track's own statements without revenipe
+(`track_sql`), or a track through the embedded API (`track`); a thread group is
+several threads of one process tracking through one shared `Backend`. Connections
+and backends are opened on first use and kept in the worker process for the next
+jobs. Every call carries a fresh idempotency key.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from revenipe.bench import sql_limit
+from revenipe.bench import sql_limit, track_sql
 from revenipe.bench.pool import worker_state
 
 
@@ -21,11 +22,13 @@ from revenipe.bench.pool import worker_state
 class CallerSpec:
     """Who calls what: picklable, sent to the worker processes."""
 
-    kind: Literal["sql", "track"]
+    kind: Literal["sql", "track_sql", "track"]
     url: str
     app_id: str = ""
     tracked_id: str = "credits"
     value: int = 1
+    batch: int = 1
+    """`track_sql` only: calls per transaction."""
 
 
 @dataclass
@@ -65,11 +68,17 @@ class _TrackCaller:
 
 
 def _caller(spec: CallerSpec) -> _Caller:
-    cache_key = f"caller:{spec.kind}:{spec.url}:{spec.app_id}:{spec.tracked_id}"
+    cache_key = f"caller:{spec.kind}:{spec.batch}:{spec.url}:{spec.app_id}:{spec.tracked_id}"
     cached: _Caller | None = worker_state.get(cache_key)
     if cached is not None:
         return cached
-    caller = sql_limit.open_caller(spec.url) if spec.kind == "sql" else _TrackCaller(spec)
+    caller: _Caller
+    if spec.kind == "sql":
+        caller = sql_limit.open_caller(spec.url)
+    elif spec.kind == "track_sql":
+        caller = track_sql.open_caller(spec.url, spec.app_id, spec.tracked_id, spec.batch)
+    else:
+        caller = _TrackCaller(spec)
     worker_state[cache_key] = caller
     return caller
 
@@ -165,4 +174,7 @@ def _call_loop(
         n += 1
         if time.monotonic() >= deadline:
             break
+    flush = getattr(caller, "flush", None)
+    if flush is not None:
+        flush()  # a caller that commits in batches commits what it holds
     run.ended = time.monotonic()

@@ -10,6 +10,9 @@ DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 GROUP_THREADS = 16
 """Threads of one caller process sharing one Backend, as a web server's threads do
 (`inprocess.group_16_threads`, `inprocess.group_16_threads_hot`)."""
+GROUPED_STATEMENTS = f"track_statements_{GROUP_THREADS}_a_commit"
+"""A track's own statements, as many tracks a transaction as the thread group has
+threads (`sql_limit.track_statements_16_a_commit`): the database's part of group commit."""
 HTTP_TAIL_CONNECTIONS = 64
 """Connections of the HTTP run that measures the tail (`http.workers_1.track_64`)."""
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from revenipe.bench.plan import GROUP_THREADS, HTTP_TAIL_CONNECTIONS, Plan
+from revenipe.bench.plan import GROUP_THREADS, GROUPED_STATEMENTS, HTTP_TAIL_CONNECTIONS, Plan
 
 if TYPE_CHECKING:
     from revenipe.bench.http import HttpSetup
@@ -100,6 +100,18 @@ def _ratios(db: dict[str, Any]) -> dict[str, float | None]:
             tput("inprocess", "concurrent"), tput("sql_limit", "concurrent")
         ),
         "inprocess_vs_sql_single": _ratio(tput("inprocess", "single"), tput("sql_limit", "single")),
+        "track_sql_vs_sql_single": _ratio(
+            tput("sql_limit", "track_statements"), tput("sql_limit", "single")
+        ),
+        "inprocess_vs_track_sql": _ratio(
+            tput("inprocess", "single"), tput("sql_limit", "track_statements")
+        ),
+        "track_sql_grouped_vs_sql_single": _ratio(
+            tput("sql_limit", GROUPED_STATEMENTS), tput("sql_limit", "single")
+        ),
+        "group_vs_track_sql_grouped": _ratio(
+            tput("inprocess", GROUP), tput("sql_limit", GROUPED_STATEMENTS)
+        ),
         "inprocess_vs_sql_hot": _ratio(tput("inprocess", "hot"), tput("sql_limit", "hot")),
         "group_vs_sql_single": _ratio(tput("inprocess", GROUP), tput("sql_limit", "single")),
         "hot_vs_random": _ratio(tput("inprocess", f"{GROUP}_hot"), tput("inprocess", GROUP)),
@@ -213,6 +225,8 @@ _ROWS = (
     ("sql_limit", "single", "raw-SQL limit"),
     ("sql_limit", "concurrent", "raw-SQL limit"),
     ("sql_limit", "hot", "raw-SQL limit"),
+    ("sql_limit", "track_statements", "a track's statements"),
+    ("sql_limit", GROUPED_STATEMENTS, "a track's statements"),
     ("inprocess", "single", "in-process track"),
     ("inprocess", "concurrent", "in-process track"),
     ("inprocess", "hot", "in-process track"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import sys
@@ -20,6 +21,7 @@ from revenipe.bench.plan import (
     DATABASES,
     DEFAULT_POSTGRES_ADMIN_URL,
     GROUP_THREADS,
+    GROUPED_STATEMENTS,
     PARTS,
     Plan,
 )
@@ -160,6 +162,30 @@ def _limit_and_inprocess(
         sets["hot"].append(
             ("sql_limit", "hot", Scenario(f"{n} callers, one balance", sql, [ids[:1]] * n))
         )
+        # A track's own statements without revenipe code (bench/track_sql.py), on
+        # customers of their own, each set up as the tracked ones are.
+        statements = CallerSpec(
+            kind="track_sql",
+            url=url,
+            app_id=app.app_id,
+            tracked_id=workload.TRACKED_ID,
+            value=workload.TRACK_VALUE,
+        )
+        say(f"{kind}: sql_limit: setting up {plan.customers} customers for a track's statements")
+        floor = workload.add_customers(app, workload.customer_names("statements", plan.customers))
+        grouped = dataclasses.replace(statements, batch=GROUP_THREADS)
+        sets["single"] += [
+            (
+                "sql_limit",
+                "track_statements",
+                Scenario("1 caller, many customers", statements, [floor]),
+            ),
+            (
+                "sql_limit",
+                GROUPED_STATEMENTS,
+                Scenario(f"1 caller, {GROUP_THREADS} tracks a commit", grouped, [floor]),
+            ),
+        ]
     if "inprocess" in parts:
         threads = GROUP_THREADS
         # Two or more customers a thread, each thread its own.

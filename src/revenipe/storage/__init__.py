@@ -15,7 +15,8 @@
   - `sources`: access sources (subscriptions, purchases, promotional access).
   - `grants`: grants.
   - `ledger`: ledger entries.
-  - `usage_events`: usage events (a track's two round trips) and reversals.
+  - `usage_events`: usage events (a track's two round trips).
+  - `reversals`: reversals of usage events.
   - `purchases`: purchase attempts (checkouts, payment and setup intents).
   - `webhooks`: provider events received.
 - `migrations/`: Alembic environment and versions.

@@ -1,8 +1,8 @@
 """Grants, what a customer holds of an entitlement: table `grants`.
 
-`list_active_grants` and `save_grant_states` are on the track hot path (docs/adr/0007):
-one statement each, and `save_grant_states` runs inside `usage_events.record_track`'s
-pipeline on PostgreSQL.
+`list_active_grants`, `save_balances` and `save_grant_states` are on the track hot path
+(docs/adr/0007): one statement each, and the two saves run inside
+`usage_events.record_track`'s pipeline on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ _SAVE_STATE = Sql(
     "UPDATE grants SET balance = %(balance)s, period_start = %(period_start)s, "
     "status = %(status)s WHERE id = %(id)s"
 )
+_SAVE_BALANCE = Sql("UPDATE grants SET balance = %(balance)s WHERE id = %(id)s")
+"""Only the balance: on SQLite, an UPDATE that names `status` rewrites the grants index
+that holds it even when the value stays, one page more in every track's commit."""
 _SAVE_TERMS = Sql(
     "UPDATE grants SET balance = %(balance)s, period_start = %(period_start)s, "
     "status = %(status)s, expires_at = %(expires_at)s, reset_anchor = %(reset_anchor)s, "
@@ -224,6 +227,12 @@ def save_grant_states(conn: Connection, states: Sequence[Grant]) -> None:
             for g in states
         ],
     )
+
+
+def save_balances(conn: Connection, states: Sequence[Grant]) -> None:
+    """Write the balance of grants whose period and status did not change (what a
+    track's decision changes: `engine.usage.decide_track` moves balances only)."""
+    execute_many(conn, _SAVE_BALANCE, [{"id": g.id, "balance": g.balance} for g in states])
 
 
 def save_grant_terms(conn: Connection, rows: Sequence[GrantRow]) -> None:

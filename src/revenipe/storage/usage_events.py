@@ -1,4 +1,4 @@
-"""Usage events (tracks) and their reversals: tables `usage_events`, `reversals`.
+"""Usage events (tracks): table `usage_events` (their reversals: `storage.reversals`).
 
 A track runs two round trips here (docs/adr/0007, 0012): `lock_for_track` (lock the
 customer, read the app's catalog version and the event already recorded under the
@@ -31,9 +31,9 @@ from revenipe.storage.driver_sql import (
     time_in,
     time_out,
 )
-from revenipe.storage.grants import save_grant_states
+from revenipe.storage.grants import save_balances, save_grant_states
 from revenipe.storage.ledger import insert_entries
-from revenipe.storage.schema import reversals, usage_events
+from revenipe.storage.schema import usage_events
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,16 +105,18 @@ def record_track(
     conn: Connection,
     event: UsageEventRow,
     states: Sequence[Grant],
+    balances: Sequence[Grant],
     settlement: Sequence[PendingEntry],
     consumption: Sequence[PendingEntry],
 ) -> None:
-    """Write a track's outcome: its usage event, the grants it changed, their ledger
-    entries. One round trip on PostgreSQL (pipelined). Raises `IdempotencyKeyTaken` if
-    the (customer, key) pair exists already."""
+    """Write a track's outcome: its event, the grants it changed (`balances`: only their
+    balance), their entries; one round trip on PostgreSQL. `IdempotencyKeyTaken` if the
+    (customer, key) pair exists already."""
     now = event.created_at
     with _idempotency_checked(event), pipelined(conn):
         execute(conn, _INSERT_EVENT, _EVENT.params(conn, event))
         save_grant_states(conn, states)
+        save_balances(conn, balances)
         insert_entries(conn, event.app_id, event.customer_id, settlement, now)
         insert_entries(
             conn, event.app_id, event.customer_id, consumption, now, usage_event_id=event.id
@@ -246,53 +248,3 @@ def list_repeated_idempotency_keys(
 def update_usage_event_reversed(conn: Connection, event_id: str, amount: int) -> None:
     """Add `amount` to what the event's reversals gave back (added in SQL)."""
     execute(conn, _ADD_REVERSED, {"id": event_id, "amount": amount})
-
-
-# --- reversals --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ReversalRow:
-    id: str
-    app_id: str
-    usage_event_id: str
-    amount: int
-    idempotency_key: str | None
-    created_at: datetime
-
-
-_REVERSAL = Columns(
-    reversals, ("id", "app_id", "usage_event_id", "amount", "idempotency_key", "created_at")
-)
-_INSERT_REVERSAL = _REVERSAL.insert()
-_FIND_REVERSAL = Sql(
-    f"SELECT {_REVERSAL.select} FROM reversals "
-    "WHERE usage_event_id = %(usage_event_id)s AND idempotency_key = %(key)s"
-)
-
-
-def insert_reversal(
-    conn: Connection,
-    reversal_id: str,
-    app_id: str,
-    event_id: str,
-    amount: int,
-    idempotency_key: str | None,
-    now: datetime,
-) -> None:
-    reversal = ReversalRow(reversal_id, app_id, event_id, amount, idempotency_key, now)
-    execute(conn, _INSERT_REVERSAL, _REVERSAL.params(conn, reversal))
-
-
-def iter_reversals(conn: Connection, app_id: str | None) -> Iterator[ReversalRow]:
-    """Every reversal of one app (None: of every app)."""
-    where = " WHERE app_id = %(app_id)s" if app_id is not None else ""
-    sql = cached_sql(f"SELECT {_REVERSAL.select} FROM reversals{where}")
-    for row in fetch_each(conn, sql, {"app_id": app_id}):
-        yield ReversalRow(**_REVERSAL.read(row))
-
-
-def find_reversal(conn: Connection, event_id: str, idempotency_key: str) -> ReversalRow | None:
-    """The reversal of a usage event made under an idempotency key, if any."""
-    row = fetch_one(conn, _FIND_REVERSAL, {"usage_event_id": event_id, "key": idempotency_key})
-    return ReversalRow(**_REVERSAL.read(row)) if row is not None else None

@@ -18,6 +18,7 @@ from revenipe.services.context import ServiceContext, new_id
 from revenipe.services.customers import CustomerRef, locked_customer
 from revenipe.storage import grants as grant_store
 from revenipe.storage import ledger as ledger_store
+from revenipe.storage import reversals as reversal_store
 from revenipe.storage import usage_events as usage_store
 
 # --- reversal ------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def reverse(
                 f"usage event {event_id} vanished: usage events are never deleted"
             )
         if idempotency_key is not None:
-            previous = usage_store.find_reversal(conn, event.id, idempotency_key)
+            previous = reversal_store.find_reversal(conn, event.id, idempotency_key)
             if previous is not None:
                 if amount is not None and previous.amount != amount:
                     raise RevenipeError(
@@ -108,7 +109,7 @@ def reverse(
             now=now,
         )
         reversal_id = new_id("rev")
-        usage_store.insert_reversal(
+        reversal_store.insert_reversal(
             conn, reversal_id, app.id, event.id, decision.amount, idempotency_key, now
         )
         grant_store.save_grant_states(conn, decision.grants)

@@ -303,11 +303,18 @@ def _record(
         idempotency_key=request.idempotency_key,
         created_at=now,
     )
-    # The decision's states come after settling's, so they win for a grant in both.
-    states = {g.id: g for g in evaluation.changed}
-    states.update((g.id, g) for g in decision.grants)
+    # The decision's states come after settling's, so they win for a grant in both. A
+    # grant that settling left as it was changes its balance only (the decision moves
+    # nothing else), which is cheaper to write.
+    decided = {g.id: g for g in decision.grants}
+    settled = {g.id for g in evaluation.changed}
     usage_store.record_track(
-        conn, event, list(states.values()), evaluation.settlement_entries, decision.entries
+        conn,
+        event,
+        [decided.get(g.id, g) for g in evaluation.changed],
+        [g for g in decision.grants if g.id not in settled],
+        evaluation.settlement_entries,
+        decision.entries,
     )
     return _answer(event, replayed=False)
 

@@ -23,6 +23,7 @@ from revenipe.engine.grants import EntryKind, GrantStatus
 from revenipe.services.context import ServiceContext
 from revenipe.storage import grants as grant_store
 from revenipe.storage import ledger as ledger_store
+from revenipe.storage import reversals as reversal_store
 from revenipe.storage import usage_events as usage_store
 from revenipe.storage.ledger import LedgerEntryRow
 from revenipe.storage.usage_events import UsageEventRow
@@ -224,7 +225,7 @@ def _check_reversals(
     """Each reversal's amount is what its entries gave back (5); returns what the
     reversals of each usage event add up to."""
     reversed_by_event: defaultdict[str, int] = defaultdict(int)
-    for reversal in usage_store.iter_reversals(conn, app_id):
+    for reversal in reversal_store.iter_reversals(conn, app_id):
         amount: int = reversal.amount
         reversed_by_event[reversal.usage_event_id] += amount
         given_back = ledger.reversed_by_reversal.get(reversal.id, 0)

@@ -1,0 +1,267 @@
+"""The track's own statements, without revenipe: what the database costs for one track.
+
+`sql_limit` measures the smallest transaction that debits a balance (three statements
+on three small tables). A track writes more than that, because of what the product
+promises: an auditable ledger entry per grant drawn, a usage event per call (replays,
+history, reversal), the indexes that make those readable per customer, per grant and per
+event. This caller runs exactly the statements a track runs on revenipe's own tables
+(the same columns read, the same rows written, the same indexes maintained), with no
+revenipe code around them: no validation, no catalog, no grant settling, no burn order
+(it debits the first grant that can pay), no group commit. Its throughput is the
+ceiling of any implementation of a track on this schema and driver, and
+`track_sql_vs_sql_single` shows how much of the gap to the raw-SQL limit is the
+schema's. tests/integration/test_bench_track_sql.py keeps the statements in step with
+what a real track runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from revenipe.bench.databases import libpq_url, sqlite_path
+from revenipe.storage.database import SQLITE_BUSY_TIMEOUT_MS
+
+ENTITLEMENTS = ("monthly_credits", "bonus_credits", "purchased_credits")
+"""The bench's usage key `credits` draws these (bench/workload.py)."""
+
+_EVENT_COLUMNS = (
+    "id, app_id, customer_id, tracked_id, access_source_id, requested, consumed, reversed, "
+    "remaining, success, error, idempotency_key, created_at"
+)
+_GRANT_COLUMNS = (
+    "id, entitlement_id, source_id, amount, balance, priority, created_at, period_start, "
+    "expires_at, reset_interval, reset_anchor, rollover_min, rollover_max, status, "
+    "entitlement_type, term_expires_at, follows_period"
+)
+_U_EVENT_COLUMNS = ", ".join(f"u.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
+_LOCK = (
+    "SELECT c.id, a.catalog_version, a.clock_offset_seconds, c.due_at, u.id, "
+    f"{_U_EVENT_COLUMNS} FROM customers c JOIN apps a ON a.id = c.app_id "
+    "LEFT JOIN usage_events u ON u.customer_id = c.id AND u.idempotency_key = {key} "
+    "WHERE c.app_id = {app_id} AND c.external_id = {customer}"
+)
+_GRANTS = (
+    f"SELECT {_GRANT_COLUMNS} FROM grants WHERE customer_id = {{customer_id}} "
+    "AND status = 'active' AND entitlement_id IN ({e0}, {e1}, {e2})"
+)
+_INSERT_EVENT = (
+    f"INSERT INTO usage_events ({_EVENT_COLUMNS}) VALUES ({{id}}, {{app_id}}, "
+    "{customer_id}, {tracked_id}, NULL, {value}, {value}, 0, {remaining}, {success}, NULL, "
+    "{key}, {now})"
+)
+_SAVE_GRANT = "UPDATE grants SET balance = {balance} WHERE id = {grant_id}"
+_INSERT_ENTRY = (
+    "INSERT INTO ledger_entries (app_id, customer_id, grant_id, kind, amount, balance_after, "
+    "usage_event_id, reversal_id, effective_at, recorded_at) VALUES ({app_id}, "
+    "{customer_id}, {grant_id}, 'consumed', {amount}, {balance}, {id}, NULL, {now}, {now})"
+)
+_NAMES = (
+    "key",
+    "app_id",
+    "customer",
+    "customer_id",
+    "e0",
+    "e1",
+    "e2",
+    "id",
+    "tracked_id",
+    "value",
+    "remaining",
+    "success",
+    "now",
+    "balance",
+    "grant_id",
+    "amount",
+)
+
+
+def _styled(template: str, style: str) -> str:
+    """A statement with named placeholders in the driver's style."""
+    return template.format(**{name: style % name for name in _NAMES})
+
+
+class _TrackStatements:
+    """One track's statements on a driver cursor; `begin`/`commit` differ per database."""
+
+    lock: str
+    grants: str
+    insert_event: str
+    save_grant: str
+    insert_entry: str
+
+    def __init__(self, app_id: str, tracked_id: str, batch: int) -> None:
+        self.app_id = app_id
+        self.tracked_id = tracked_id
+        self.batch = batch
+        self.pending = 0
+        """Calls of the open transaction (batch > 1)."""
+
+    def begin(self) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def rollback(self) -> None:
+        raise NotImplementedError
+
+    def now(self) -> Any:
+        raise NotImplementedError
+
+    def writes(self) -> contextlib.AbstractContextManager[Any]:
+        """Around the three writes (PostgreSQL pipelines them, as storage does)."""
+        return contextlib.nullcontext()
+
+    cursor: Any
+
+    def call(self, customer: str, value: int, idempotency_key: str) -> bool:
+        cursor = self.cursor
+        e0, e1, e2 = ENTITLEMENTS
+        # Every statement takes its parameters by name from this one mapping.
+        params: dict[str, Any] = {
+            "app_id": self.app_id,
+            "customer": customer,
+            "key": idempotency_key,
+            "e0": e0,
+            "e1": e1,
+            "e2": e2,
+            "tracked_id": self.tracked_id,
+            "value": value,
+            "amount": -value,
+            "success": True,
+            "now": self.now(),
+            "id": f"use_{uuid.uuid4().hex[:26]}",
+        }
+        if self.pending == 0:
+            self.begin()
+        if self.batch > 1:
+            cursor.execute("SAVEPOINT track")
+        try:
+            cursor.execute(self.lock, params)
+            locked = cursor.fetchone()
+            if locked is None:
+                raise LookupError(f"no customer {customer!r} in the bench app")
+            params["customer_id"] = locked[0]
+            cursor.execute(self.grants, params)
+            payer = next((row for row in cursor.fetchall() if row[4] >= value), None)
+            if payer is None:
+                self._end_call(ok=False)
+                return False
+            params["grant_id"] = payer[0]
+            params["balance"] = params["remaining"] = payer[4] - value
+            with self.writes():
+                cursor.execute(self.insert_event, params)
+                cursor.execute(self.save_grant, params)
+                cursor.execute(self.insert_entry, params)
+        except BaseException:
+            self.pending = 0
+            self.rollback()
+            raise
+        self._end_call(ok=True)
+        return True
+
+    def _end_call(self, *, ok: bool) -> None:
+        """Commit (or roll back) the call alone, or every `batch` calls in one commit,
+        each behind a savepoint as group commit does (docs/adr/0015)."""
+        if self.batch == 1:
+            if ok:
+                self.commit()
+            else:
+                self.rollback()
+            return
+        if not ok:
+            self.cursor.execute("ROLLBACK TO SAVEPOINT track")
+        self.cursor.execute("RELEASE SAVEPOINT track")
+        self.pending += 1
+        if self.pending == self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the calls of an unfinished batch (the end of a measured loop)."""
+        if self.pending:
+            self.pending = 0
+            self.commit()
+
+
+class SqliteTrackStatements(_TrackStatements):
+    """On SQLite: one connection, configured as revenipe configures its writer."""
+
+    def __init__(self, url: str, app_id: str, tracked_id: str, batch: int) -> None:
+        super().__init__(app_id, tracked_id, batch)
+        self.conn = sqlite3.connect(sqlite_path(url), isolation_level=None, check_same_thread=False)
+        cursor = self.conn.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        self.cursor = cursor
+        for name, template in _TEMPLATES.items():
+            setattr(self, name, _styled(template, ":%s"))
+
+    def begin(self) -> None:
+        self.cursor.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.cursor.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.cursor.execute("ROLLBACK")
+
+    def now(self) -> Any:
+        return datetime.now(UTC).isoformat(" ", "microseconds")[:26]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class PostgresTrackStatements(_TrackStatements):
+    """On PostgreSQL: psycopg 3, READ COMMITTED, the customer locked `FOR UPDATE`, the
+    three writes pipelined (one round trip), as revenipe's storage does."""
+
+    def __init__(self, url: str, app_id: str, tracked_id: str, batch: int) -> None:
+        super().__init__(app_id, tracked_id, batch)
+        self.conn: psycopg.Connection[Any] = psycopg.connect(libpq_url(url))
+        self.cursor = self.conn.cursor()
+        for name, template in _TEMPLATES.items():
+            setattr(self, name, _styled(template, "%%(%s)s"))
+        self.lock += " FOR UPDATE OF c"
+
+    def begin(self) -> None:
+        """psycopg begins the transaction with the first statement."""
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+    def now(self) -> Any:
+        return datetime.now(UTC)
+
+    def writes(self) -> contextlib.AbstractContextManager[Any]:
+        return self.conn.pipeline()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+_TEMPLATES = {
+    "lock": _LOCK,
+    "grants": _GRANTS,
+    "insert_event": _INSERT_EVENT,
+    "save_grant": _SAVE_GRANT,
+    "insert_entry": _INSERT_ENTRY,
+}
+
+
+def open_caller(url: str, app_id: str, tracked_id: str, batch: int = 1) -> _TrackStatements:
+    """A caller running a track's statements, committing every `batch` calls."""
+    if url.startswith("sqlite"):
+        return SqliteTrackStatements(url, app_id, tracked_id, batch)
+    return PostgresTrackStatements(url, app_id, tracked_id, batch)

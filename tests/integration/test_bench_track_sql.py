@@ -1,0 +1,93 @@
+"""The bench's `track_sql` caller runs the statements a real track runs, no more, no
+fewer: its throughput is the database's share of a track only while that holds.
+
+Both are traced on SQLite (the driver's trace shows each statement as run, values
+inlined); values are replaced by `?`, so what is compared is the statements' text:
+tables, columns, conditions, in order.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import revenipe
+from revenipe.bench import track_sql, workload
+from revenipe.services.customers import CustomerState
+
+_VALUE = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b|\bNULL\b|\bTRUE\b|\bFALSE\b")
+
+
+def _shape(statement: str) -> str:
+    return " ".join(_VALUE.sub("?", statement).split())
+
+
+def _traced(conn: sqlite3.Connection, run: Callable[[], object]) -> list[str]:
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    try:
+        run()
+    finally:
+        conn.set_trace_callback(None)
+    return [_shape(s) for s in seen if not s.startswith(("BEGIN", "COMMIT", "SAVEPOINT"))]
+
+
+def test_the_floor_runs_a_real_tracks_statements(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    with revenipe.open(url) as backend:
+        app = backend.app(backend.create_app("bench", workload.catalog()).app.id)
+        real_customer, floor_customer = workload.add_customers(app, ["real", "floor"])
+        # Past the plan and bonus grants: from the 4th track on, both draw from the pack.
+        for n in range(4):
+            app.track(
+                real_customer, workload.TRACKED_ID, workload.TRACK_VALUE, idempotency_key=f"w{n}"
+            )
+        writer = backend.database._sqlite_writer_conn
+        assert writer is not None
+        raw = writer.connection.dbapi_connection
+        assert isinstance(raw, sqlite3.Connection)
+        real = _traced(
+            raw,
+            lambda: app.track(
+                real_customer, workload.TRACKED_ID, workload.TRACK_VALUE, idempotency_key="k"
+            ),
+        )
+    floor = track_sql.open_caller(url, app.app_id, workload.TRACKED_ID)
+    try:
+        caller = floor
+        assert isinstance(caller, track_sql.SqliteTrackStatements)
+        statements = _traced(
+            caller.conn, lambda: caller.call(floor_customer, workload.TRACK_VALUE, "k")
+        )
+    finally:
+        floor.close()
+    assert len(real) == 5
+    assert statements == real
+
+
+def test_the_grouped_floor_commits_every_batch_and_what_is_left(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    with revenipe.open(url) as backend:
+        app = backend.app(backend.create_app("bench", workload.catalog()).app.id)
+        (customer,) = workload.add_customers(app, ["floor"])
+        before = app.state(customer)
+    floor = track_sql.open_caller(url, app.app_id, workload.TRACKED_ID, batch=4)
+    try:
+        for n in range(6):
+            assert floor.call(customer, workload.TRACK_VALUE, f"k{n}")
+        floor.flush()
+    finally:
+        floor.close()
+    with revenipe.open(url) as backend:
+        after = backend.app(app.app_id).state(customer)
+        with backend.database.engine.connect() as conn:
+            count = conn.exec_driver_sql("SELECT COUNT(*) FROM usage_events").scalar()
+    assert count == 6
+    assert _remaining(before) - _remaining(after) == 6 * workload.TRACK_VALUE
+
+
+def _remaining(state: CustomerState) -> int:
+    (credits,) = [key for key in state.usage_keys if key.key_id == workload.TRACKED_ID]
+    return credits.remaining
