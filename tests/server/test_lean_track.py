@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -14,15 +15,23 @@ from server.conftest import TOKEN_HEADER, World, ok
 
 @pytest.fixture
 def lean_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The calls the lean path handed to the thread pool (FastAPI's route makes its own)."""
+    """The tracks the lean path made: "awaited" from the event loop, "in_thread" in the
+    thread pool (authentication had to read the database). FastAPI's route makes its
+    own calls."""
     calls: list[str] = []
-    original = lean_track.run_in_threadpool
+    in_threadpool = lean_track.run_in_threadpool
+    track_async = lean_track.usage_service.track_async
 
-    async def recording(func: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(func.__name__)
-        return await original(func, *args, **kwargs)
+    async def in_thread(func: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append("in_thread")
+        return await in_threadpool(func, *args, **kwargs)
 
-    monkeypatch.setattr(lean_track, "run_in_threadpool", recording)
+    async def awaited(*args: Any, **kwargs: Any) -> Any:
+        calls.append("awaited")
+        return await track_async(*args, **kwargs)
+
+    monkeypatch.setattr(lean_track, "run_in_threadpool", in_thread)
+    monkeypatch.setattr(lean_track.usage_service, "track_async", awaited)
     return calls
 
 
@@ -54,7 +63,9 @@ def test_plain_tracks_take_the_lean_path(world: World, lean_calls: list[str]) ->
     first = _post(world, "/v1/customers/alice/track", b'{"id": "credits", "value": 1}', headers)
     again = _post(world, "/v1/customers/alice/track", b'{"id": "credits", "value": 1}', headers)
     assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
-    assert lean_calls == ["run"] * 4
+    assert len(lean_calls) == 4
+    # The secret key is in the cache since the first call: no thread-pool hop after it.
+    assert lean_calls[2:] == ["awaited", "awaited"]
 
 
 @pytest.mark.parametrize(
@@ -112,3 +123,47 @@ def test_refusals_after_the_body_answer_as_the_route_does(
     assert ok(_post(world, "/v1/customers/alice/track", plain, reused))["success"]
     clash = _post(world, "/v1/customers/alice/track", b'{"id": "credits", "value": 2}', reused)
     assert clash.status_code == 409 and clash.json()["code"] == "idempotency_key_reused"
+
+
+def test_an_unknown_key_is_refused_each_time_before_any_track(
+    world: World, lean_calls: list[str]
+) -> None:
+    plain = b'{"id": "credits", "value": 1}'
+    for _ in range(2):
+        answer = _post(world, "/v1/customers/alice/track", plain, {"Authorization": "Bearer sk_no"})
+        assert answer.status_code == 401 and answer.json()["code"] == "invalid_secret_key"
+    # Unknown keys are not cached (guessing must not fill the cache): each one is looked
+    # up in the database, in the thread pool, and refused there before any track.
+    assert lean_calls == ["in_thread", "in_thread"]
+
+
+def test_the_lean_answer_is_sent_as_the_route_sends_it(world: World, lean_calls: list[str]) -> None:
+    headers = {**world.a.api(), "Idempotency-Key": "bytes-1"}
+    answers = []
+    for body in (b'{"id": "credits", "value": 1}', b'{"id": "credits", "value": 1, "value": 1}'):
+        for _ in range(2):  # the second answer is a replay, with its header
+            answers.append(_post(world, "/v1/customers/alice/track", body, headers))
+        headers["Idempotency-Key"] = "bytes-2"
+    assert len(lean_calls) == 2  # the first two; the duplicated key went to the route
+    lean, lean_replay, route, route_replay = answers
+    for answer in answers:
+        compact = json.dumps(answer.json(), ensure_ascii=False, separators=(",", ":"))
+        assert answer.content == compact.encode()
+        assert answer.headers["content-length"] == str(len(answer.content))
+    assert set(lean.json()) == set(route.json())
+    assert lean.headers.keys() == route.headers.keys()
+    assert lean_replay.headers.keys() == route_replay.headers.keys()
+    assert lean_replay.headers["Idempotent-Replayed"] == "true"
+    assert lean_replay.content == lean.content
+
+
+@pytest.mark.parametrize("customer", ["x" * 257, "a\nb", "a\x00b", "a\x14b"])
+def test_a_customer_id_the_service_refuses_is_a_400_on_the_lean_path(
+    world: World, lean_calls: list[str], customer: str
+) -> None:
+    plain = b'{"id": "credits", "value": 1}'
+    answer = _post(world, f"/v1/customers/{quote(customer, safe='')}/track", plain, world.a.api())
+    assert answer.status_code == 400, answer.text
+    body = json.dumps({"client_id": customer, "entitlement_id": "credits", "value": 1}).encode()
+    answer = _post(world, "/v1/customer/track", body, world.a.as_customer("alice"))
+    assert answer.status_code in (400, 403), answer.text

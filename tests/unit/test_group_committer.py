@@ -178,3 +178,40 @@ def test_event_loop_callers_await_and_mix_with_threads() -> None:
     assert all(a % 10 == 0 for a in sync_answers)
     with pytest.raises(ValueError, match="bad -1"):
         asyncio.run(committer.submit_async(-1))
+
+
+def test_one_thread_of_the_lane_leads_for_event_loop_callers_and_wakes_each_loop_once() -> None:
+    runner = Recorder(hold_first=True)
+    committer: GroupCommitter[int, int] = GroupCommitter(runner)
+    loop_thread = threading.get_ident()
+    before = threading.active_count()
+    wakeups = 0
+
+    async def main() -> list[int]:
+        nonlocal wakeups
+        loop = asyncio.get_running_loop()
+        original = loop.call_soon_threadsafe
+
+        def counted(*args: object, **kwargs: object) -> object:
+            nonlocal wakeups
+            wakeups += 1
+            return original(*args, **kwargs)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        first = asyncio.ensure_future(committer.submit_async(0))
+        while not runner.entered.is_set():
+            await asyncio.sleep(0.001)
+        rest = [asyncio.ensure_future(committer.submit_async(v)) for v in range(1, 31)]
+        await asyncio.sleep(0.01)  # all 30 queued behind the held batch
+        runner.gate.set()
+        answers = [await first]
+        answers += [await future for future in rest]
+        for v in range(31, 41):  # one after another: the lane's thread is reused
+            answers.append(await committer.submit_async(v))
+        return answers
+
+    assert asyncio.run(main()) == [v * 10 for v in range(41)]
+    assert runner.batches[:2] == [[0], list(range(1, 31))]
+    assert len(set(runner.threads)) == 1 and runner.threads[0] != loop_thread
+    assert threading.active_count() == before + 1
+    assert wakeups == len(runner.batches)  # one wake-up a batch, not one a caller

@@ -140,8 +140,6 @@ class _TrackStatements:
         }
         if self.pending == 0:
             self.begin()
-        if self.batch > 1:
-            cursor.execute("SAVEPOINT track")
         try:
             cursor.execute(self.lock, params)
             locked = cursor.fetchone()
@@ -168,16 +166,14 @@ class _TrackStatements:
 
     def _end_call(self, *, ok: bool) -> None:
         """Commit (or roll back) the call alone, or every `batch` calls in one commit,
-        each behind a savepoint as group commit does (docs/adr/0015)."""
+        one after another with nothing between them, as group commit runs a batch
+        (docs/adr/0015; a refusal wrote nothing)."""
         if self.batch == 1:
             if ok:
                 self.commit()
             else:
                 self.rollback()
             return
-        if not ok:
-            self.cursor.execute("ROLLBACK TO SAVEPOINT track")
-        self.cursor.execute("RELEASE SAVEPOINT track")
         self.pending += 1
         if self.pending == self.batch:
             self.flush()

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 
 from revenipe import __version__
 from revenipe.server.errors import install_error_handlers
@@ -50,6 +51,9 @@ PUBLIC_PREFIXES = ("/v1/sandbox/payment_intents/", "/v1/sandbox/setup_intents/",
 not with an app id or a key."""
 
 
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(
     settings: ServerSettings | None = None,
     *,
@@ -66,6 +70,7 @@ def create_app(
         description=DESCRIPTION,
         docs_url="/docs",
         redoc_url=None,
+        telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
     )
     app.state.runtime = runtime
     install_error_handlers(app)

@@ -8,16 +8,20 @@ inside the flood and body-size limits, right in front of FastAPI's router, and t
 and headers pass checks at least as strict as the request models'. It then calls the
 same authentication, the same service and the same response builder as the FastAPI
 routes, and answers errors raised after the body was accepted with the same error
-bodies. Anything else, a body the models might judge differently included, goes on to
-FastAPI untouched (the body replayed), so every refusal keeps its exact shape: the
-contract, authorization, bad-input and fuzz suites run against both paths.
+bodies. The track is awaited from the event loop (group commit's lane thread writes it)
+unless authenticating needs a database read: then the call runs in the thread pool.
+Anything else, a body the models might judge differently included, goes on to FastAPI
+untouched (the body replayed), so every refusal keeps its exact shape: the contract,
+authorization, bad-input and fuzz suites run against both paths.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +33,7 @@ from revenipe.engine.amounts import MAX_AMOUNT
 from revenipe.engine.errors import RevenipeError
 from revenipe.server.errors import ApiError, api_error_response, revenipe_error_response
 from revenipe.server.runtime import Runtime
-from revenipe.server.security import server_app_id
+from revenipe.server.security import NotCached, server_app_id
 from revenipe.services.customers import CustomerRef
 from revenipe.services.usage import track as usage_service
 from revenipe.services.usage.track import TrackResult
@@ -37,7 +41,6 @@ from revenipe.wire import usage as usage_wire
 
 CLIENT_TRACK_PATH = "/v1/customer/track"
 _API_TRACK_PATH = re.compile(r"/v1/customers/([^/]+)/track")
-_REPLAYED = {"Idempotent-Replayed": "true"}
 _MAX_IDEMPOTENCY_KEY = 255  # the routes' `IdempotencyKey` header bound
 _MAX_ID = 64  # `CatalogId`, `InternalId`
 
@@ -82,63 +85,119 @@ class LeanTrack:
 
     def _client_track(
         self, request: Request, fields: dict[str, Any], key: str | None
-    ) -> Callable[[], Awaitable[JSONResponse]]:
+    ) -> Callable[[], Awaitable[JSONResponse | _JsonAnswer]]:
         client_id = _text(fields, "client_id", required=True)
-        tracked_id = _text(fields, "entitlement_id", required=True)
-        value = _amount(fields)
-        source_id = _text(fields, "access_source_id", required=False)
-        runtime = self.runtime
-
-        def run() -> TrackResult:
-            return usage_service.track(
-                runtime.ctx,
-                runtime.customer_app_id(request, client_id),
-                CustomerRef.internal(client_id),
-                tracked_id,
-                value,
-                access_source_id=source_id,
-                idempotency_key=key,
-            )
-
-        return lambda: _answer(run, usage_wire.track_result_to_wire)
+        call = _TrackCall(
+            authenticate=functools.partial(self.runtime.customer_app_id, request, client_id),
+            customer=functools.partial(CustomerRef.internal, client_id),
+            tracked_id=_text(fields, "entitlement_id", required=True),
+            value=_amount(fields),
+            access_source_id=_text(fields, "access_source_id", required=False),
+            idempotency_key=key,
+            create_customer=False,
+            to_wire=usage_wire.track_result_to_wire,
+        )
+        return functools.partial(_answer, self.runtime, call)
 
     def _api_track(
         self, request: Request, external_id: str, fields: dict[str, Any], key: str | None
-    ) -> Callable[[], Awaitable[JSONResponse]]:
+    ) -> Callable[[], Awaitable[JSONResponse | _JsonAnswer]]:
         if set(fields) - {"id", "value", "access_source_id"}:
             raise _NotPlain  # the server API refuses unknown fields: its route says how
-        tracked_id = _text(fields, "id", required=True)
-        value = _amount(fields)
-        source_id = _text(fields, "access_source_id", required=False)
-        runtime = self.runtime
-
-        def run() -> TrackResult:
-            return usage_service.track(
-                runtime.ctx,
-                server_app_id(request, runtime.secret_keys),
-                CustomerRef.external(external_id),
-                tracked_id,
-                value,
-                access_source_id=source_id,
-                idempotency_key=key,
-                create_customer=True,
-            )
-
-        return lambda: _answer(run, usage_wire.api_track_to_wire)
+        call = _TrackCall(
+            authenticate=functools.partial(server_app_id, request, self.runtime.secret_keys),
+            customer=functools.partial(CustomerRef.external, external_id),
+            tracked_id=_text(fields, "id", required=True),
+            value=_amount(fields),
+            access_source_id=_text(fields, "access_source_id", required=False),
+            idempotency_key=key,
+            create_customer=True,
+            to_wire=usage_wire.api_track_to_wire,
+        )
+        return functools.partial(_answer, self.runtime, call)
 
 
-async def _answer(
-    run: Callable[[], TrackResult], to_wire: Callable[[TrackResult], Mapping[str, Any]]
-) -> JSONResponse:
-    """Authenticate and track in the thread pool (where the routes' sync handlers run
-    too), then answer as the route would, errors included."""
+@dataclass(frozen=True, slots=True)
+class _TrackCall:
+    """A plainly well-formed track request: who it claims to be, what it asks."""
+
+    authenticate: Callable[..., str]
+    """`(cached_only=...)` -> the app's id; raises `ApiError` (401, 403, 429), or
+    `NotCached` when `cached_only` and it would read the database."""
+    customer: Callable[[], CustomerRef]
+    """The customer the request names; raises `RevenipeError` for an id it refuses
+    (inside `_answer`, which answers it as the route would)."""
+    tracked_id: str
+    value: int
+    access_source_id: str | None
+    idempotency_key: str | None
+    create_customer: bool
+    to_wire: Callable[[TrackResult], Mapping[str, Any]]
+
+
+class _JsonAnswer:
+    """A 200 with a JSON body, byte for byte what `JSONResponse` sends (same encoding,
+    same headers), without its general machinery: a track's answer is sent often."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, content: Mapping[str, Any], *, replayed: bool) -> None:
+        self.body = json.dumps(
+            content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+        ).encode("utf-8")
+        self.headers = [
+            (b"content-length", str(len(self.body)).encode("latin-1")),
+            (b"content-type", b"application/json"),
+        ]
+        if replayed:
+            self.headers.insert(0, (b"idempotent-replayed", b"true"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+async def _answer(runtime: Runtime, call: _TrackCall) -> JSONResponse | _JsonAnswer:
+    """Authenticate and track, then answer as the route would, errors included.
+
+    From the event loop to the group commit's writer and back, with no thread-pool hop,
+    when authenticating needs no database read (the app and the secret key are in the
+    caches: every request but the first of a few seconds); otherwise in the thread
+    pool, where the routes' sync handlers run too."""
     try:
-        result = await run_in_threadpool(run)
+        try:
+            app_id = call.authenticate(cached_only=True)
+        except NotCached:
+            result = await run_in_threadpool(_track_in_thread, runtime, call)
+        else:
+            result = await usage_service.track_async(
+                runtime.ctx,
+                app_id,
+                call.customer(),
+                call.tracked_id,
+                call.value,
+                access_source_id=call.access_source_id,
+                idempotency_key=call.idempotency_key,
+                create_customer=call.create_customer,
+            )
     except ApiError as exc:
         return api_error_response(exc)
     except RevenipeError as exc:
         return revenipe_error_response(exc)
-    return JSONResponse(to_wire(result), headers=_REPLAYED if result.replayed else None)
+    return _JsonAnswer(call.to_wire(result), replayed=result.replayed)
+
+
+def _track_in_thread(runtime: Runtime, call: _TrackCall) -> TrackResult:
+    return usage_service.track(
+        runtime.ctx,
+        call.authenticate(cached_only=False),
+        call.customer(),
+        call.tracked_id,
+        call.value,
+        access_source_id=call.access_source_id,
+        idempotency_key=call.idempotency_key,
+        create_customer=call.create_customer,
+    )
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:

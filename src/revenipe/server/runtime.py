@@ -40,10 +40,11 @@ class Runtime:
             self.settings.client_requests_per_minute_per_customer
         )
 
-    def client_access(self, request: Request) -> ClientAccess:
+    def client_access(self, request: Request, *, cached_only: bool = False) -> ClientAccess:
         """Authenticate a client-protocol request, then apply the per-customer limit
-        (after the token is verified: a forged token cannot spend a victim's budget)."""
-        who = client_access(request, self.app_cache, self.ctx.now())
+        (after the token is verified: a forged token cannot spend a victim's budget).
+        `cached_only`: raise `NotCached` where it would read the database."""
+        who = client_access(request, self.app_cache, self.ctx.now(), cached_only=cached_only)
         if who.claims is not None:
             wait = self.client_by_customer.take(f"{who.app.id}|{who.claims.customer_id}")
             if wait > 0:
@@ -55,10 +56,12 @@ class Runtime:
                 )
         return who
 
-    def customer_app_id(self, request: Request, customer_id: str) -> str:
+    def customer_app_id(
+        self, request: Request, customer_id: str, *, cached_only: bool = False
+    ) -> str:
         """Authenticate a client-protocol request that acts for `customer_id` (the
         customer its token names, unless the app's token policy is open): the app's id."""
-        who = self.client_access(request)
+        who = self.client_access(request, cached_only=cached_only)
         who.require_customer(customer_id)
         return who.app.id
 

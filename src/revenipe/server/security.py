@@ -28,6 +28,10 @@ from revenipe.storage import apps as app_store
 CUSTOMER_TOKEN_HEADER = "X-Revenipe-Customer-Token"
 
 
+class NotCached(Exception):
+    """Authenticating needs a database read that the caller asked not to make."""
+
+
 class AppCache:
     """App rows by id for a few seconds: the client protocol reads one per request."""
 
@@ -36,11 +40,15 @@ class AppCache:
         self.ttl = ttl_seconds
         self._entries: dict[str, tuple[float, app_store.AppRow | None]] = {}
 
-    def get(self, app_id: str) -> app_store.AppRow | None:
+    def get(self, app_id: str, *, cached_only: bool = False) -> app_store.AppRow | None:
+        """The app (None: no such app); `cached_only`: raise `NotCached` rather than read
+        the database (a caller on the event loop must not block it)."""
         now = time.monotonic()
         cached = self._entries.get(app_id)
         if cached is not None and now - cached[0] < self.ttl:
             return cached[1]
+        if cached_only:
+            raise NotCached
         try:
             app: app_store.AppRow | None = app_service.get_app(self.ctx, app_id)
         except RevenipeError as exc:
@@ -85,12 +93,15 @@ class ClientAccess:
             )
 
 
-def client_access(request: Request, app_cache: AppCache, now: datetime) -> ClientAccess:
-    """Authenticate a client protocol request (`Authorization: <app id>` + token)."""
+def client_access(
+    request: Request, app_cache: AppCache, now: datetime, *, cached_only: bool = False
+) -> ClientAccess:
+    """Authenticate a client protocol request (`Authorization: <app id>` + token);
+    `cached_only`: raise `NotCached` where it would read the database."""
     app_id = request.headers.get("authorization", "").strip()
     if app_id.lower().startswith("bearer "):
         app_id = app_id[7:].strip()
-    app = app_cache.get(app_id) if app_id and len(app_id) <= 64 else None
+    app = app_cache.get(app_id, cached_only=cached_only) if app_id and len(app_id) <= 64 else None
     if app is None:
         raise ApiError(
             401, "invalid_app_id", "the Authorization header must carry this server's public app id"
@@ -115,11 +126,15 @@ class SecretKeyCache:
         self.ttl = ttl_seconds
         self._entries: dict[str, tuple[float, str]] = {}
 
-    def app_id(self, secret_key: str) -> str | None:
+    def app_id(self, secret_key: str, *, cached_only: bool = False) -> str | None:
+        """The key's app id (None: unknown or revoked); `cached_only` as in
+        `AppCache.get`. Unknown keys are not cached: a cached-only miss reads them."""
         now = time.monotonic()
         cached = self._entries.get(secret_key)
         if cached is not None and now - cached[0] < self.ttl:
             return cached[1]
+        if cached_only:
+            raise NotCached
         app_id = app_service.app_for_secret_key(self.ctx, secret_key)
         if app_id is not None:
             if len(self._entries) > 10_000:
@@ -131,8 +146,9 @@ class SecretKeyCache:
         self._entries.clear()
 
 
-def server_app_id(request: Request, keys: SecretKeyCache) -> str:
-    """Authenticate a server API request (`Authorization: Bearer <secret key>`)."""
+def server_app_id(request: Request, keys: SecretKeyCache, *, cached_only: bool = False) -> str:
+    """Authenticate a server API request (`Authorization: Bearer <secret key>`);
+    `cached_only`: raise `NotCached` where it would read the database."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip() or len(key) > 200:
@@ -141,7 +157,7 @@ def server_app_id(request: Request, keys: SecretKeyCache) -> str:
             "secret_key_required",
             "send the app's secret key as 'Authorization: Bearer <secret key>'",
         )
-    app_id = keys.app_id(key.strip())
+    app_id = keys.app_id(key.strip(), cached_only=cached_only)
     if app_id is None:
         raise ApiError(401, "invalid_secret_key", "the secret key is unknown or revoked")
     return app_id

@@ -18,6 +18,15 @@ def _int_env(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {value!r}") from None
 
 
+def _bool_env(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise SystemExit(f"{name} must be true or false, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -34,6 +43,10 @@ class ServerSettings:
     client_requests_per_minute_per_address: int = 6000
     client_requests_per_minute_per_app: int = 0
     client_requests_per_minute_per_customer: int = 1200
+    opentelemetry: bool = False
+    """FastAPI's native OpenTelemetry (traces, metrics, logs of every request, to the
+    providers the process configured). Off unless asked for: on, it looks the global
+    providers up on every request, some 8% of a track request's CPU."""
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -57,4 +70,5 @@ class ServerSettings:
             client_requests_per_minute_per_customer=_int_env(
                 "REVENIPE_CLIENT_REQUESTS_PER_MINUTE_PER_CUSTOMER", 1200
             ),
+            opentelemetry=_bool_env("REVENIPE_OPENTELEMETRY"),
         )

@@ -7,8 +7,10 @@ each one. Nobody waits for a timer: a caller alone runs its request at once, in 
 thread; under load, requests that arrive while a batch runs form the next batch.
 
 This is flat combining (one thread at a time works for all), chosen over a dedicated
-writer thread so that a single caller pays no thread hand-off; callers on an event loop
-(`submit_async`) get a worker thread that takes the leader's part for them. The lanes
+writer thread so that a single caller pays no thread hand-off. Callers on an event loop
+(`submit_async`) cannot lead (they must not block the loop): each lane has a thread of
+its own, started on first use and idle in between, that leads for them, and the
+answers of one batch reach each event loop in one wake-up. The lanes
 of a `GroupCommitter` are independent (on PostgreSQL each lane has its own
 connection); requests with the same `lane_key` always meet in the same lane, in the
 order they were submitted, so one customer's tracks are decided one after another.
@@ -22,6 +24,7 @@ answer never precedes the commit that holds it (docs/adr/0014).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +49,8 @@ class _Waiter(Generic[Request, Result]):
     result: Result | None = None
     error: BaseException | None = None
     answered: bool = False
-    on_answer: Callable[[], None] | None = None
+    future: asyncio.Future[None] | None = None
+    """An event-loop caller's: resolved when answered (the waiter never leads)."""
 
 
 class _Lane(Generic[Request, Result]):
@@ -55,6 +59,9 @@ class _Lane(Generic[Request, Result]):
         self.queue: list[_Waiter[Request, Result]] = []
         self.busy = False
         """A batch of this lane runs, or its leader is about to take the next one."""
+        self.wake_leader: threading.Condition | None = None
+        """The lane's own leader thread waits on it (event-loop callers; under `lock`)."""
+        self.leader_called = False
 
 
 class GroupCommitter(Generic[Request, Result]):
@@ -87,23 +94,37 @@ class GroupCommitter(Generic[Request, Result]):
         return _outcome(waiter)
 
     async def submit_async(self, request: Request, lane_key: Hashable = None) -> Result:
-        """`submit` for a caller on an event loop: it awaits instead of blocking, and a
-        worker thread leads the batch when no batch is running."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        """`submit` for a caller on an event loop: it awaits instead of blocking; the
+        lane's own thread leads the batch when no batch is running."""
         lane = self._lane(lane_key)
         waiter: _Waiter[Request, Result] = _Waiter(request)
-
-        def wake() -> None:
-            loop.call_soon_threadsafe(_resolve, future)
-
-        waiter.on_answer = wake
+        waiter.future = asyncio.get_running_loop().create_future()
         if self._enqueue(lane, waiter):
-            threading.Thread(
-                target=self._lead, args=(lane, waiter), name="revenipe-group-commit"
-            ).start()
-        await future
+            self._call_leader(lane)
+        await waiter.future
         return _outcome(waiter)
+
+    def _call_leader(self, lane: _Lane[Request, Result]) -> None:
+        """Have the lane's own thread lead (the lane is busy: the caller took it)."""
+        with lane.lock:
+            if lane.wake_leader is None:
+                lane.wake_leader = threading.Condition(lane.lock)
+                threading.Thread(
+                    target=self._leader_thread,
+                    args=(lane, lane.wake_leader),
+                    name="revenipe-group-commit",
+                    daemon=True,
+                ).start()
+            lane.leader_called = True
+            lane.wake_leader.notify()
+
+    def _leader_thread(self, lane: _Lane[Request, Result], wake: threading.Condition) -> None:
+        while True:
+            with lane.lock:
+                while not lane.leader_called:
+                    wake.wait()
+                lane.leader_called = False
+            self._lead(lane, None)
 
     def _lane(self, lane_key: Hashable) -> _Lane[Request, Result]:
         if len(self._lanes) == 1:
@@ -119,10 +140,12 @@ class GroupCommitter(Generic[Request, Result]):
             lane.busy = True
             return True
 
-    def _lead(self, lane: _Lane[Request, Result], own: _Waiter[Request, Result]) -> None:
-        """Run batches until `own` is answered, then hand the lane to the oldest waiter
-        (or leave it idle). For async callers `own` is answered through its callback."""
-        own.lead = False
+    def _lead(self, lane: _Lane[Request, Result], own: _Waiter[Request, Result] | None) -> None:
+        """Run batches until `own` is answered (the lane's own thread: until only
+        blocked callers wait), then hand the lane to the oldest blocked caller waiting,
+        or leave it idle. Event-loop callers never lead: someone leads for them."""
+        if own is not None:
+            own.lead = False
         while True:
             with lane.lock:
                 batch = lane.queue[: self._max_batch]
@@ -131,12 +154,11 @@ class GroupCommitter(Generic[Request, Result]):
                     lane.busy = False
                     return
             self._run(lane, batch)
-            if own.answered:
+            if own is None or own.answered:
                 with lane.lock:
-                    successor = next((w for w in lane.queue if w.on_answer is None), None)
+                    successor = next((w for w in lane.queue if w.future is None), None)
                     if successor is None and lane.queue:
-                        # Only event-loop callers wait: keep leading for them.
-                        continue
+                        continue  # only event-loop callers wait: keep leading for them
                     if successor is None:
                         lane.busy = False
                         return
@@ -156,21 +178,26 @@ class GroupCommitter(Generic[Request, Result]):
                 )
         except BaseException as exc:  # the whole batch failed: each request's answer
             outcomes = [exc] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for waiter, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 waiter.error = outcome
             else:
                 waiter.result = outcome
             waiter.answered = True
-            if waiter.on_answer is not None:
-                waiter.on_answer()
+            if waiter.future is not None:
+                by_loop.setdefault(waiter.future.get_loop(), []).append(waiter.future)
             else:
                 waiter.done.set()
+        for loop, futures in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(_resolve, futures)
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():  # a caller that gave up (cancelled) has its future done
+            future.set_result(None)
 
 
 def _outcome(waiter: _Waiter[Request, Result]) -> Result:

@@ -10,6 +10,7 @@ the same way and writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -182,25 +183,47 @@ def track(
     refusals are answers with `success=False` and a `RefusalCode` in `error`.
     """
     request = _validate(tracked_id, value, access_source_id, idempotency_key)
+    job, locks = _track_job(ctx, app_id, ref, request, create_customer)
     try:
-        return _track_once(ctx, app_id, ref, request, create_customer)
+        return ctx.db.write_grouped(job, key=locks)
     except usage_store.IdempotencyKeyTaken:
         # A concurrent track with the same key committed while this one waited for the
         # customer's lock (PostgreSQL's lock re-check does not refresh joined rows); the
         # unique index refused the second event. Again: this time it is a replay.
-        return _track_once(ctx, app_id, ref, request, create_customer)
+        return ctx.db.write_grouped(job, key=locks)
 
 
-def _track_once(
-    ctx: ServiceContext, app_id: str, ref: CustomerRef, request: _Request, create_customer: bool
+async def track_async(
+    ctx: ServiceContext,
+    app_id: str,
+    ref: CustomerRef,
+    tracked_id: Any,
+    value: Any,
+    *,
+    access_source_id: Any = None,
+    idempotency_key: Any = None,
+    create_customer: bool = False,
 ) -> TrackResult:
-    # Concurrent tracks of this process share transactions (group commit, docs/adr/0015);
-    # one customer's tracks are decided one after another, in the order they came.
+    """`track` for a caller on an event loop (the server's track route): the same
+    track, awaited instead of blocking a thread."""
+    request = _validate(tracked_id, value, access_source_id, idempotency_key)
+    job, locks = _track_job(ctx, app_id, ref, request, create_customer)
+    try:
+        return await ctx.db.write_grouped_async(job, key=locks)
+    except usage_store.IdempotencyKeyTaken:  # as in `track`
+        return await ctx.db.write_grouped_async(job, key=locks)
+
+
+def _track_job(
+    ctx: ServiceContext, app_id: str, ref: CustomerRef, request: _Request, create_customer: bool
+) -> tuple[Callable[[Connection], TrackResult], tuple[str, str | None, str | None]]:
+    """The track as a job of a group commit, and what it locks (docs/adr/0015): one
+    customer's tracks are decided one after another, in the order they came."""
+
     def job(conn: Connection) -> TrackResult:
         return _track_in(conn, ctx, app_id, ref, request, create_customer)
 
-    locks = (app_id if isinstance(app_id, str) else "", ref.customer_id, ref.external_id)
-    return ctx.db.write_grouped(job, key=locks)
+    return job, (app_id if isinstance(app_id, str) else "", ref.customer_id, ref.external_id)
 
 
 def _track_in(
