@@ -28,12 +28,18 @@ class TrackResultOut(TypedDict):
 class ApiTrackOut(TrackResultOut):
     usage_event_id: str
     client_id: str
+    action: str | None
+    """The priced action tracked (then `entitlement_id` echoes it and the amounts are
+    the usage key's units), else null."""
+    unit_price: int | None
 
 
 class TrackRecorded(TrackResultOut):
     """The command line's track: the result and the usage event that records it."""
 
     usage_event_id: str | None
+    action: str | None
+    unit_price: int | None
 
 
 class DrawOut(TypedDict):
@@ -52,6 +58,8 @@ class CheckOut(TypedDict):
     access_source_id: str | None
     error: str | None
     draws: list[DrawOut]
+    action: str | None
+    unit_price: int | None
 
 
 class ReversalOut(TypedDict):
@@ -75,6 +83,9 @@ class UsageEventOut(TypedDict):
     error: str | None
     idempotency_key: str | None
     created_at: Timestamp
+    action: str | None
+    """A priced action: `id` is then the usage key it drew from, `requested` its units."""
+    unit_price: int | None
 
 
 class UsageEventList(TypedDict):
@@ -103,11 +114,18 @@ def api_track_to_wire(result: TrackResult) -> ApiTrackOut:
         **track_result_to_wire(result),
         "usage_event_id": result.usage_event_id,
         "client_id": result.customer_id,
+        "action": result.action,
+        "unit_price": result.unit_price,
     }
 
 
 def track_recorded_to_wire(result: TrackResult) -> TrackRecorded:
-    return {**track_result_to_wire(result), "usage_event_id": result.usage_event_id}
+    return {
+        **track_result_to_wire(result),
+        "usage_event_id": result.usage_event_id,
+        "action": result.action,
+        "unit_price": result.unit_price,
+    }
 
 
 def check_to_wire(result: CheckResult) -> CheckOut:
@@ -128,6 +146,8 @@ def check_to_wire(result: CheckResult) -> CheckOut:
             }
             for d in result.draws
         ],
+        "action": result.action,
+        "unit_price": result.unit_price,
     }
 
 
@@ -155,6 +175,8 @@ def usage_event_to_wire(event: usage_store.UsageEventRow) -> UsageEventOut:
         "error": event.error,
         "idempotency_key": event.idempotency_key,
         "created_at": timestamp(event.created_at),
+        "action": event.action,
+        "unit_price": event.unit_price,
     }
 
 

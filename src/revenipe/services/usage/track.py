@@ -10,13 +10,13 @@ the same way and writes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
-from revenipe.catalog import Catalog, EntitlementType
+from revenipe.catalog import Catalog, EntitlementType, PricedTrack
 from revenipe.engine.amounts import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
     require_amount,
@@ -49,6 +49,10 @@ class TrackResult:
     usage_event_id: str | None = None
     customer_id: str | None = None
     replayed: bool = False
+    action: str | None = None
+    """A priced action: `entitlement_id` echoes it, and `requested`, `consumed` and
+    `remaining` are in the units of the usage key it draws from."""
+    unit_price: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,8 @@ class CheckResult:
     access_source_id: str | None
     error: str | None
     draws: tuple[DrawDetail, ...]
+    action: str | None = None
+    unit_price: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +110,23 @@ class _Evaluation:
     decision: TrackDecision
     settlement_entries: list[PendingEntry]
     changed: list[Grant]
+    priced: PricedTrack | None = None
+    """Set when the id named a priced action: the decision is then the usage key's."""
 
 
 def _evaluate(
+    conn: Connection, catalog: Catalog, customer_id: str, request: _Request, now: datetime
+) -> _Evaluation:
+    # A priced action (catalog `costs`) is decided as a track of its usage key for
+    # value x price; the only place an action id is turned into units.
+    priced = catalog.price(request.tracked_id, request.value)
+    if priced is None:
+        return _evaluate_units(conn, catalog, customer_id, request, now)
+    units = replace(request, tracked_id=priced.usage_key_id, value=priced.units)
+    return replace(_evaluate_units(conn, catalog, customer_id, units, now), priced=priced)
+
+
+def _evaluate_units(
     conn: Connection, catalog: Catalog, customer_id: str, request: _Request, now: datetime
 ) -> _Evaluation:
     def refused(refusal: RefusalCode) -> _Evaluation:
@@ -247,8 +267,19 @@ def _track_in(
     return _record(conn, app_id, lock.customer_id, request, evaluation, now)
 
 
+def _asked(event: usage_store.UsageEventRow) -> tuple[str, int]:
+    """The id and value the track named: a priced action's count, else the units."""
+    if event.action is None or event.unit_price is None:
+        return event.tracked_id, event.requested
+    actions, rest = divmod(event.requested, event.unit_price)
+    if rest:
+        raise InvariantViolation(f"usage event {event.id}: {event.requested} at {event.unit_price}")
+    return event.action, actions
+
+
 def _replay(previous: usage_store.UsageEventRow, request: _Request) -> TrackResult:
-    same = (previous.tracked_id, previous.requested, previous.access_source_id) == (
+    asked_id, asked_value = _asked(previous)
+    same = (asked_id, asked_value, previous.access_source_id) == (
         request.tracked_id,
         request.value,
         request.access_source_id,
@@ -257,7 +288,7 @@ def _replay(previous: usage_store.UsageEventRow, request: _Request) -> TrackResu
         raise RevenipeError(
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
             "this idempotency key was already used for a different track "
-            f"({previous.tracked_id}, value {previous.requested}); use a new key",
+            f"({asked_id}, value {asked_value}); use a new key",
             field="idempotency_key",
         )
     return _answer(previous, replayed=True)
@@ -270,12 +301,14 @@ def _answer(event: usage_store.UsageEventRow, *, replayed: bool) -> TrackResult:
         requested=event.requested,
         consumed=event.consumed,
         remaining=event.remaining,
-        entitlement_id=event.tracked_id,
+        entitlement_id=event.action or event.tracked_id,
         access_source_id=event.access_source_id,
         error=event.error,
         usage_event_id=event.id,
         customer_id=event.customer_id,
         replayed=replayed,
+        action=event.action,
+        unit_price=event.unit_price,
     )
 
 
@@ -288,6 +321,7 @@ def _record(
     now: datetime,
 ) -> TrackResult:
     decision = evaluation.decision
+    priced = evaluation.priced
     event = usage_store.UsageEventRow(
         id=new_id("use"),
         app_id=app_id,
@@ -302,6 +336,8 @@ def _record(
         error=decision.error,
         idempotency_key=request.idempotency_key,
         created_at=now,
+        action=priced.action if priced is not None else None,
+        unit_price=priced.unit_price if priced is not None else None,
     )
     # The decision's states come after settling's, so they win for a grant in both.
     states = {g.id: g for g in evaluation.changed}
@@ -339,6 +375,7 @@ def check(
         now = ctx.now_for(app)
         evaluation = _evaluate(conn, ctx.catalog(conn, app), customer.id, request, now)
     decision = evaluation.decision
+    priced = evaluation.priced
     draws = tuple(
         DrawDetail(grant.id, grant.source_id, grant.entitlement_id, -entry.amount)
         for entry, grant in zip(decision.entries, decision.grants, strict=True)
@@ -348,8 +385,10 @@ def check(
         requested=decision.requested,
         available=decision.available,
         remaining_after=decision.remaining,
-        entitlement_id=decision.tracked_id,
+        entitlement_id=priced.action if priced is not None else decision.tracked_id,
         access_source_id=decision.access_source_id,
         error=decision.error,
         draws=draws,
+        action=priced.action if priced is not None else None,
+        unit_price=priced.unit_price if priced is not None else None,
     )
