@@ -1,9 +1,10 @@
 """What runs inside a bench worker process: one caller calling in a loop.
 
-A caller is either the raw-SQL limit (`sql`) or a track through the embedded API
-(`track`); a thread group is several threads of one process tracking through one
-shared `Backend`. Connections and backends are opened on first use and kept in the
-worker process for the next jobs. Every call carries a fresh idempotency key.
+A caller is either the raw-SQL limit (`sql`), a track through the embedded API
+(`track`), or a batch track of `batch_items` tracks of one customer (`batch`); a thread
+group is several threads of one process tracking through one shared `Backend`.
+Connections and backends are opened on first use and kept in the worker process for the
+next jobs. Every call carries a fresh idempotency key (every batch item its own).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from revenipe.bench.pool import worker_state
 class CallerSpec:
     """Who calls what: picklable, sent to the worker processes."""
 
-    kind: Literal["sql", "track"]
+    kind: Literal["sql", "track", "batch"]
     url: str
     app_id: str = ""
     tracked_id: str = "credits"
     value: int = 1
+    batch_items: int = 1
+    """Items per call of a `batch` caller."""
 
 
 @dataclass
@@ -64,12 +67,37 @@ class _TrackCaller:
         self.backend.close()
 
 
+class _BatchCaller(_TrackCaller):
+    """Batch tracks (`App.track_batch`): each call `batch_items` tracks of one customer,
+    each item its own idempotency key; a call succeeds when every item did."""
+
+    def __init__(self, spec: CallerSpec) -> None:
+        super().__init__(spec)
+        self.batch_items = spec.batch_items
+
+    def call(self, key: str, value: int, idempotency_key: str) -> bool:
+        from revenipe.services.usage.batch import BatchItem
+
+        items = [
+            BatchItem(key, self.tracked_id, value, f"{idempotency_key}.{i}")
+            for i in range(self.batch_items)
+        ]
+        outcomes = self.app.track_batch(items)
+        return all(o.result is not None and o.result.success for o in outcomes)
+
+
 def _caller(spec: CallerSpec) -> _Caller:
     cache_key = f"caller:{spec.kind}:{spec.url}:{spec.app_id}:{spec.tracked_id}"
     cached: _Caller | None = worker_state.get(cache_key)
     if cached is not None:
         return cached
-    caller = sql_limit.open_caller(spec.url) if spec.kind == "sql" else _TrackCaller(spec)
+    caller: _Caller
+    if spec.kind == "sql":
+        caller = sql_limit.open_caller(spec.url)
+    elif spec.kind == "batch":
+        caller = _BatchCaller(spec)
+    else:
+        caller = _TrackCaller(spec)
     worker_state[cache_key] = caller
     return caller
 

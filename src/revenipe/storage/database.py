@@ -134,6 +134,29 @@ class Database:
         result: T = self._group.submit((job, key, time.monotonic()), key)
         return result
 
+    def write_each(
+        self, jobs: Sequence[tuple[Callable[[Connection], T], OrderKey]]
+    ) -> list[T | Exception]:
+        """Run many jobs of one caller (a batch track's items) in shared write
+        transactions, as a group-commit batch does: each job behind a savepoint of its
+        own, in key order (jobs with equal keys in the order given), as many per
+        transaction as a group-commit batch holds. Each job's outcome is its result or
+        the exception it alone raised; a failed commit raises (the earlier
+        transactions stay committed: the caller retries with its idempotency keys)."""
+        size = MAX_BATCH if self.is_sqlite else POSTGRES_MAX_BATCH
+        outcomes: list[T | Exception] = []
+        for start in range(0, len(jobs), size):
+            handed_in = time.monotonic()
+            chunk = [(job, key, handed_in) for job, key in jobs[start : start + size]]
+            if len(chunk) > 1:
+                outcomes.extend(self._run_jobs(0, chunk))
+                continue
+            try:  # alone, `_run_jobs` raises the job's own error (or its commit's)
+                outcomes.extend(self._run_jobs(0, chunk))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
     def _run_jobs(self, lane: int, batch: Sequence[GroupedJob]) -> list[Any]:
         """One transaction for a batch of jobs, each behind a savepoint of its own."""
         # The oldest job's time in the queue counts against the busy time-out, so that

@@ -3,13 +3,14 @@ and usage history."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from revenipe.engine.errors import InvariantViolation
+from revenipe.engine.errors import ErrorCode, InvariantViolation
 from revenipe.wire.common import Timestamp, TypedDict, timestamp
 
 if TYPE_CHECKING:
+    from revenipe.services.usage.batch import BatchOutcome
     from revenipe.services.usage.reversal import ReversalResult
     from revenipe.services.usage.track import CheckResult, TrackResult
     from revenipe.storage import usage_events as usage_store
@@ -40,6 +41,25 @@ class TrackRecorded(TrackResultOut):
     usage_event_id: str | None
     action: str | None
     unit_price: int | None
+
+
+class ItemErrorOut(TypedDict):
+    code: str
+    message: str
+    field: str | None
+
+
+class TrackBatchItemOut(TypedDict):
+    status: int
+    """The HTTP status this item would have had alone: 200, or its error's (4xx)."""
+    replayed: bool
+    """The item's idempotency key was already applied: `result` is the first answer."""
+    result: ApiTrackOut | None
+    error: ItemErrorOut | None
+
+
+class TrackBatchOut(TypedDict):
+    items: list[TrackBatchItemOut]
 
 
 class DrawOut(TypedDict):
@@ -117,6 +137,41 @@ def api_track_to_wire(result: TrackResult) -> ApiTrackOut:
         "action": result.action,
         "unit_price": result.unit_price,
     }
+
+
+def track_batch_to_wire(
+    outcomes: Sequence[BatchOutcome], status_of: Callable[[ErrorCode], int]
+) -> TrackBatchOut:
+    """A batch track's answer: per item, in order, its track or its error."""
+    items: list[TrackBatchItemOut] = []
+    for outcome in outcomes:
+        if outcome.result is not None:
+            result = api_track_to_wire(outcome.result)
+            items.append(
+                {
+                    "status": 200,
+                    "replayed": outcome.result.replayed,
+                    "result": result,
+                    "error": None,
+                }
+            )
+        elif outcome.error is not None:
+            error = outcome.error
+            items.append(
+                {
+                    "status": status_of(error.code),
+                    "replayed": False,
+                    "result": None,
+                    "error": {
+                        "code": error.code.value,
+                        "message": error.message,
+                        "field": error.field,
+                    },
+                }
+            )
+        else:
+            raise InvariantViolation("a batch item without a result or an error")
+    return {"items": items}
 
 
 def track_recorded_to_wire(result: TrackResult) -> TrackRecorded:

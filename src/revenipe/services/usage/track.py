@@ -10,6 +10,7 @@ the same way and writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -392,3 +393,35 @@ def check(
         action=priced.action if priced is not None else None,
         unit_price=priced.unit_price if priced is not None else None,
     )
+
+
+# --- the seam of batch track (services/usage/batch.py) ----------------------------------
+
+
+TrackRequest = _Request
+"""A track's input once checked (`validate_track`): what `track_job` runs."""
+
+
+def validate_track(tracked_id: Any, value: Any, idempotency_key: Any) -> TrackRequest:
+    """Check one track's input as `track` does; bad input raises `RevenipeError`."""
+    return _validate(tracked_id, value, None, idempotency_key)
+
+
+def track_job(
+    ctx: ServiceContext, app_id: str, ref: CustomerRef, request: TrackRequest
+) -> tuple[Callable[[Connection], TrackResult], tuple[str, str | None, str | None]]:
+    """One track as a write job (the customer created if new) and the key it locks, for
+    `Database.write_each`; the job is the one `track` hands to group commit."""
+
+    def job(conn: Connection) -> TrackResult:
+        return _track_in(conn, ctx, app_id, ref, request, True)
+
+    return job, (app_id, ref.customer_id, ref.external_id)
+
+
+def track_alone(
+    ctx: ServiceContext, app_id: str, ref: CustomerRef, request: TrackRequest
+) -> TrackResult:
+    """A batch item whose key another transaction took first: run as `track` does,
+    where it is now a replay (or `idempotency_key_reused`)."""
+    return _track_once(ctx, app_id, ref, request, True)
