@@ -50,13 +50,21 @@ class Backend:
         return self.context.db
 
     def create_app(
-        self, name: str, catalog: Catalog | None = None, *, sandbox: bool = False
+        self,
+        name: str,
+        catalog: Catalog | None = None,
+        *,
+        sandbox: bool = False,
+        return_urls: Sequence[str] = (),
     ) -> app_service.CreatedApp:
         """Create an app (tenant). The returned secret key is shown only once.
 
-        A `sandbox` app sells through the built-in sandbox provider and has a test clock.
+        A `sandbox` app sells through the built-in sandbox provider and has a test clock;
+        `return_urls` are the purchase return URLs it accepts (exact, or `prefix*`).
         """
-        return app_service.create_app(self.context, name, catalog, sandbox=sandbox)
+        return app_service.create_app(
+            self.context, name, catalog, sandbox=sandbox, return_urls=return_urls
+        )
 
     def list_apps(self) -> list[app_store.AppRow]:
         return app_service.list_apps(self.context)

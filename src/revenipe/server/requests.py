@@ -146,4 +146,10 @@ class IntentConfirm(ProtocolRequest):
 
 
 class AppSettingsUpdate(ApiRequest):
-    token_policy: Literal["enforce", "open"]
+    token_policy: Literal["enforce", "open"] | None = None
+    return_urls: list[Any] | None = Field(
+        default=None,
+        max_length=50,
+        description="Purchase return URLs the app accepts: exact, or a prefix ending in '*'; "
+        "custom schemes allowed (myapp://paid); [] accepts any http(s) URL",
+    )
