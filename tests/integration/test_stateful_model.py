@@ -2,11 +2,12 @@
 
 Hypothesis runs random sequences of grants (entitlement amounts and catalog products,
 with expiry, priority, resets and rollover), tracks (entitlement ids, usage keys, priced
-actions, an access source, values bigger than the balance, idempotency keys), checks, reversals and
-clock moves (microseconds to months, and straight onto reset and expiry boundaries) against
-a real database, and after every step compares each customer's balances with a plain
-Python model written here from docs/concepts (it imports nothing from the engine), then
-checks the ledger invariants (`Backend.verify`, docs/concepts/README.md#invariants).
+actions, batches of them, an access source, values bigger than the balance, idempotency
+keys), checks, reversals and clock moves (microseconds to months, and straight onto
+reset and expiry boundaries) against a real database, and after every step compares each
+customer's balances with a plain Python model written here from docs/concepts (it
+imports nothing from the engine), then checks the ledger invariants (`Backend.verify`,
+docs/concepts/README.md#invariants).
 
 The rules the model encodes (docs/concepts/track.md#burn-order, docs/concepts/time.md
 and docs/concepts/reversal.md#the-rule): at each reset
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -653,43 +655,47 @@ class StatefulModel(RuleBasedStateMachine):
         self.do_track(customer, tracked_id, value, source_id, key)
 
     def do_track(
-        self, customer: str, tracked_id: str, value: int, source_id: str | None, key: str | None
+        self,
+        customer: str,
+        tracked_id: str,
+        value: int,
+        source_id: str | None,
+        key: str | None,
+        send: Callable[[], revenipe.TrackResult] | None = None,
     ) -> None:
+        """One track, checked against the model; `send` is how it reaches the storage
+        (default: `App.track`; a batch item's answer, already known, otherwise)."""
+
+        def call() -> revenipe.TrackResult:
+            if send is not None:
+                return send()
+            return self.app.track(
+                customer, tracked_id, value, access_source_id=source_id, idempotency_key=key
+            )
+
         previous = self.track_keys.get((customer, key)) if key is not None else None
         priced = PRICES.get(tracked_id)
         if previous is None and priced is not None and value * priced[1] > MAX_AMOUNT:
             # Bad input: an error, nothing recorded, not even a new customer.
             with pytest.raises(RevenipeError) as raised:
-                self.app.track(
-                    customer, tracked_id, value, access_source_id=source_id, idempotency_key=key
-                )
+                call()
             assert raised.value.code is ErrorCode.INVALID_VALUE
             return
         is_new = self.ensure_customer(customer)
         if previous is not None:
             body = (previous.tracked_id, previous.value, previous.source_id)
             if body == (tracked_id, value, source_id):
-                replayed = self.app.track(
-                    customer, tracked_id, value, access_source_id=source_id, idempotency_key=key
-                )
+                replayed = call()
                 assert replayed == dataclasses.replace(previous.result, replayed=True)
             else:
                 with pytest.raises(RevenipeError) as raised:
-                    self.app.track(
-                        customer,
-                        tracked_id,
-                        value,
-                        access_source_id=source_id,
-                        idempotency_key=key,
-                    )
+                    call()
                 assert raised.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
             return
         # A priced action is its usage key's track for value x price, in the key's units.
         pays, units = (priced[0], value * priced[1]) if priced else (tracked_id, value)
         plan = self.plan(customer, pays, units, source_id)
-        result = self.app.track(
-            customer, tracked_id, value, access_source_id=source_id, idempotency_key=key
-        )
+        result = call()
         if is_new:
             self.learn_new_customer(customer)
         remaining = plan.available - units if plan.success else plan.available
@@ -723,6 +729,28 @@ class StatefulModel(RuleBasedStateMachine):
         self.events.append(event)
         if key is not None:
             self.track_keys[customer, key] = event
+
+    @rule(
+        items=st.lists(
+            st.tuples(CUSTOMERS, TRACKED_IDS, VALUES, st.sampled_from(["k1", "k2", "k3"])),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    def track_batch(self, items: list[tuple[str, str, int, str]]) -> None:
+        """A batch: each item is checked as the single track it stands for, in order
+        (items of different customers are independent, so the model's order is fine)."""
+        outcomes = self.app.track_batch([revenipe.BatchItem(*item) for item in items])
+        assert len(outcomes) == len(items)
+        for (customer, tracked_id, value, key), outcome in zip(items, outcomes, strict=True):
+
+            def answer(outcome: revenipe.BatchOutcome = outcome) -> revenipe.TrackResult:
+                if outcome.error is not None:
+                    raise outcome.error
+                assert outcome.result is not None
+                return outcome.result
+
+            self.do_track(customer, tracked_id, value, None, key, send=answer)
 
     @rule(data=st.data(), customer=CUSTOMERS, tracked_id=TRACKED_IDS, value=VALUES)
     def check(self, data: st.DataObject, customer: str, tracked_id: str, value: int) -> None:
