@@ -26,6 +26,8 @@ _EXPORTS = {
     "RefusalCode": "revenipe.engine.errors",
     "RevenipeError": "revenipe.engine.errors",
     "CustomerState": "revenipe.services.customers",
+    "BatchItem": "revenipe.services.usage.batch",
+    "BatchOutcome": "revenipe.services.usage.batch",
     "CheckResult": "revenipe.services.usage.track",
     "ReversalResult": "revenipe.services.usage.reversal",
     "TrackResult": "revenipe.services.usage.track",
@@ -34,6 +36,8 @@ _EXPORTS = {
 __all__ = [
     "App",
     "Backend",
+    "BatchItem",
+    "BatchOutcome",
     "Catalog",
     "CatalogError",
     "CheckResult",
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
     from revenipe.embedded import App, Backend, open
     from revenipe.engine.errors import ErrorCode, RefusalCode, RevenipeError
     from revenipe.services.customers import CustomerState
+    from revenipe.services.usage.batch import BatchItem, BatchOutcome
     from revenipe.services.usage.reversal import ReversalResult
     from revenipe.services.usage.track import CheckResult, TrackResult
 

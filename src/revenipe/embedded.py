@@ -17,7 +17,7 @@ catalog's default products.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -28,9 +28,11 @@ from revenipe.services import catalogs as catalog_service
 from revenipe.services import customers as customer_service
 from revenipe.services.context import ServiceContext, utc_now
 from revenipe.services.customers import CustomerRef, CustomerState, GrantedSource
+from revenipe.services.usage import batch as batch_service
 from revenipe.services.usage import reversal as reversal_service
 from revenipe.services.usage import track as usage_service
 from revenipe.services.usage import verify as verify_service
+from revenipe.services.usage.batch import BatchItem, BatchOutcome
 from revenipe.services.usage.reversal import ReversalResult
 from revenipe.services.usage.track import CheckResult, TrackResult
 from revenipe.storage import apps as app_store
@@ -48,13 +50,21 @@ class Backend:
         return self.context.db
 
     def create_app(
-        self, name: str, catalog: Catalog | None = None, *, sandbox: bool = False
+        self,
+        name: str,
+        catalog: Catalog | None = None,
+        *,
+        sandbox: bool = False,
+        return_urls: Sequence[str] = (),
     ) -> app_service.CreatedApp:
         """Create an app (tenant). The returned secret key is shown only once.
 
-        A `sandbox` app sells through the built-in sandbox provider and has a test clock.
+        A `sandbox` app sells through the built-in sandbox provider and has a test clock;
+        `return_urls` are the purchase return URLs it accepts (exact, or `prefix*`).
         """
-        return app_service.create_app(self.context, name, catalog, sandbox=sandbox)
+        return app_service.create_app(
+            self.context, name, catalog, sandbox=sandbox, return_urls=return_urls
+        )
 
     def list_apps(self) -> list[app_store.AppRow]:
         return app_service.list_apps(self.context)
@@ -118,6 +128,12 @@ class App:
             idempotency_key=idempotency_key,
             create_customer=True,
         )
+
+    def track_batch(self, items: Sequence[BatchItem]) -> list[BatchOutcome]:
+        """Many tracks at once, each decided as `track` would decide it alone, answered in
+        order (a result or that item's error); every item needs an idempotency key, so
+        a retried batch charges nothing twice (docs/concepts/track.md#batch-track)."""
+        return batch_service.track_batch(self.context, self.app_id, items)
 
     def check(
         self, customer: str, id: str, value: int, *, access_source_id: str | None = None

@@ -16,7 +16,13 @@ import pytest
 import revenipe
 from revenipe.bench import plan, scale
 from revenipe.bench.databases import BenchDatabases
-from revenipe.bench.plan import GROUP_THREADS, GROUPED_STATEMENTS, HTTP_TAIL_CONNECTIONS, QUICK
+from revenipe.bench.plan import (
+    BATCH_ITEMS,
+    GROUP_THREADS,
+    GROUPED_STATEMENTS,
+    HTTP_TAIL_CONNECTIONS,
+    QUICK,
+)
 from revenipe.bench.pool import WorkerPool
 from revenipe.bench.report import TARGETS, render_text
 from revenipe.bench.runner import CALLER_MODULES, Options, run_bench
@@ -88,7 +94,14 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
         "track_statements",
         GROUPED_STATEMENTS,
     }
-    assert set(measured["inprocess"]) == {"single", "concurrent", "hot", GROUP, f"{GROUP}_hot"}
+    assert set(measured["inprocess"]) == {
+        "single",
+        "concurrent",
+        "hot",
+        GROUP,
+        f"{GROUP}_hot",
+        f"batch_{BATCH_ITEMS}",
+    }
     for part in ("sql_limit", "inprocess"):
         for figures in measured[part].values():
             _assert_figures(figures)
@@ -103,6 +116,7 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
         assert ratios[floor] > 0
     for floor in ("track_sql_grouped_vs_sql_single", "group_vs_track_sql_grouped"):
         assert ratios[floor] > 0
+    assert ratios["batch_vs_single"] > 0  # items/s in batches of 100 over single tracks/s
     assert ratios["http_vs_noop"] is None  # not run
     assert report["p99_ms"][kind] == measured["inprocess"]["concurrent"]["p99_ms"] > 0
     assert report["targets"][kind]["group_vs_sql_single"]["met"] in (True, False)
@@ -133,6 +147,8 @@ def test_quick_json_has_every_ratio_of_issue_14_on_both_databases(
     assert set(TARGETS) == set(ISSUE_14_RATIOS)
     for kind in ("sqlite", "postgresql"):
         ratios = report["ratios"][kind]
+        # Issue 15: tracks/s in batches of 100 over single tracks/s (no target yet).
+        assert isinstance(ratios["batch_vs_single"], float) and ratios["batch_vs_single"] > 0
         for name in ISSUE_14_RATIOS:
             assert isinstance(ratios[name], float), (kind, name, ratios[name])
             assert ratios[name] > 0

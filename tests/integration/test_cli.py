@@ -128,6 +128,8 @@ TRACK_KEYS = {
     "access_source_id",
     "error",
     "usage_event_id",
+    "action",
+    "unit_price",
 }
 CUSTOMER_KEYS = {
     "client_id",
@@ -227,7 +229,7 @@ def is_int(value: object) -> bool:
 def test_apps_create_returns_app_id_and_secret_key(cli: Cli) -> None:
     catalog = cli.file("catalog.yaml", CATALOG_V1)
     created = cli.json("apps", "create", "--name", "Photo app", "--catalog", catalog)
-    assert set(created) == {"app_id", "secret_key", "catalog_version", "sandbox"}
+    assert set(created) == {"app_id", "secret_key", "catalog_version", "sandbox", "return_urls"}
     assert created["sandbox"] is False
     assert created["app_id"].startswith("app_")
     assert created["secret_key"].startswith("sk_") and len(created["secret_key"]) > 30
@@ -553,6 +555,8 @@ def test_check(cli: Cli) -> None:
         "access_source_id",
         "error",
         "draws",
+        "action",
+        "unit_price",
     }
     assert (plan["would_succeed"], plan["available"], plan["remaining_after"], plan["error"]) == (
         True,
@@ -750,3 +754,58 @@ def test_sandbox_clock_moves_forward_for_sandbox_apps_only(cli: Cli) -> None:
         cli.json("sandbox", "clock", "--app", sandbox)["clock_offset_seconds"]
         == moved["clock_offset_seconds"]
     )
+
+
+# --- return URLs and priced actions (issue 15) ---------------------------------------------
+
+
+def test_apps_create_and_update_set_the_return_urls(cli: Cli) -> None:
+    created = cli.json(
+        "apps",
+        "create",
+        "--name",
+        "Mobile app",
+        "--return-url",
+        "myapp://paid",
+        "--return-url",
+        "https://example.com/return/*",
+    )
+    assert created["return_urls"] == ["myapp://paid", "https://example.com/return/*"]
+    app_id = created["app_id"]
+    updated = cli.json("apps", "update", "--app", app_id, "--return-url", "myapp://done")
+    assert updated == {
+        "app_id": app_id,
+        "name": "Mobile app",
+        "token_policy": "enforce",
+        "return_urls": ["myapp://done"],
+    }
+    both = cli.json(
+        "apps", "update", "--app", app_id, "--token-policy", "open", "--return-url", "x://y"
+    )
+    assert (both["token_policy"], both["return_urls"]) == ("open", ["x://y"])
+    cleared = cli.json("apps", "update", "--app", app_id, "--clear-return-urls")
+    assert cleared["return_urls"] == []
+    # Hostile or empty updates change nothing.
+    problem = cli.error("apps", "update", "--app", app_id, "--return-url", "javascript:alert(1)")
+    assert problem["code"] == "invalid_argument"
+    assert cli.error("apps", "update", "--app", app_id)["code"] == "invalid_argument"
+    problem = cli.error(
+        "apps", "create", "--name", "Bad", "--return-url", "data:text/html,<b>hi</b>"
+    )
+    assert problem["code"] == "invalid_argument"
+    assert "Bad" not in [a["name"] for a in cli.json("apps", "list")["apps"]]
+
+
+def test_track_a_priced_action_from_the_command_line(cli: Cli) -> None:
+    priced = CATALOG_V1.replace(
+        "    entitlements: [monthly_credits, purchased_credits]\n",
+        "    entitlements: [monthly_credits, purchased_credits]\n"
+        "    costs: {image_generation: 5}\n",
+    )
+    assert "costs:" in priced
+    app_id = cli.create_app(priced)
+    tracked = cli.track(app_id, "alice", "image_generation", 2)
+    assert tracked["success"] and tracked["consumed"] == 10
+    assert tracked["entitlement_id"] == "image_generation"
+    assert (tracked["action"], tracked["unit_price"]) == ("image_generation", 5)
+    assert cli.usage_key(app_id, "alice") == 90

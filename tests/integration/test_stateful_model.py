@@ -1,18 +1,21 @@
 """A stateful model test: the real storage, driven through the embedded API, against a model.
 
 Hypothesis runs random sequences of grants (entitlement amounts and catalog products,
-with expiry, priority, resets and rollover), tracks (entitlement ids, usage keys, an
-access source, values bigger than the balance, idempotency keys), checks, reversals and
-clock moves (microseconds to months, and straight onto reset and expiry boundaries) against
-a real database, and after every step compares each customer's balances with a plain
-Python model written here from docs/concepts (it imports nothing from the engine), then
-checks the ledger invariants (`Backend.verify`, docs/concepts/README.md#invariants).
+with expiry, priority, resets and rollover), tracks (entitlement ids, usage keys, priced
+actions, batches of them, an access source, values bigger than the balance, idempotency
+keys), checks, reversals and clock moves (microseconds to months, and straight onto
+reset and expiry boundaries) against a real database, and after every step compares each
+customer's balances with a plain Python model written here from docs/concepts (it
+imports nothing from the engine), then checks the ledger invariants (`Backend.verify`,
+docs/concepts/README.md#invariants).
 
 The rules the model encodes (docs/concepts/track.md#burn-order, docs/concepts/time.md
 and docs/concepts/reversal.md#the-rule): at each reset
 `balance = amount + min(max, max(leftover, min))`; burn order is the usage key's
 entitlements in declared order, then lower priority, then soonest expiry (never-expiring
-last), then oldest grant, then id; expired grants do not pay and their leftover is
+last), then oldest grant, then id; a priced action (docs/concepts/catalog.md#costs) is a
+track of its usage key for value x price, and a product beyond 2^53-1 is bad input
+that changes nothing; expired grants do not pay and their leftover is
 written off; a reversal gives back into the grants that paid, the last-drawn first, and
 a grant that has since expired writes the credit off at once.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -76,9 +80,11 @@ usage_keys:
   - id: credits
     name: Credits
     entitlements: [daily_credits, monthly_credits, bonus_credits, purchased_credits]
+    costs: {image_generation: 5, export_4k: 20}
   - id: spare
     name: Spare credits
     entitlements: [purchased_credits, bonus_credits]
+    costs: {spare_action: 3, huge_job: 1125899906842624}
 products:
   - id: free
     name: Free
@@ -157,6 +163,12 @@ BOOLEAN = ("export_hd",)
 USAGE_KEYS = {
     "credits": ("daily_credits", "monthly_credits", "bonus_credits", "purchased_credits"),
     "spare": ("purchased_credits", "bonus_credits"),
+}
+PRICES = {  # action -> (usage key, units per action)
+    "image_generation": ("credits", 5),
+    "export_4k": ("credits", 20),
+    "spare_action": ("spare", 3),
+    "huge_job": ("spare", 2**50),
 }
 
 
@@ -278,7 +290,17 @@ class ModelEvent:
 
 CUSTOMERS = st.sampled_from(["alice", "bob"])
 TRACKED_IDS = st.sampled_from(
-    ["credits", "credits", "spare", *METERED, "monthly_credits", "export_hd", "no_such_thing"]
+    [
+        "credits",
+        "credits",
+        "spare",
+        *METERED,
+        "monthly_credits",
+        "export_hd",
+        "no_such_thing",
+        *PRICES,
+        "image_generation",
+    ]
 )
 SMALL_VALUES = st.integers(1, 30)
 VALUES = st.one_of(  # mostly what fits, sometimes far more than any balance
@@ -580,6 +602,23 @@ class StatefulModel(RuleBasedStateMachine):
         value = min(MAX_AMOUNT, max(1, available + difference))
         self.do_track(customer, tracked_id, value, None, None)
 
+    @precondition(lambda self: self.customers)
+    @rule(
+        data=st.data(),
+        action=st.sampled_from(sorted(PRICES)),
+        difference=st.sampled_from([-1, 0, 0, 1]),
+        key=TRACK_KEYS,
+    )
+    def track_action_at_the_edge(
+        self, data: st.DataObject, action: str, difference: int, key: str | None
+    ) -> None:
+        """A priced action at the edge of the key's balance: as many as fit, one more."""
+        customer = data.draw(st.sampled_from(sorted(self.customers)), label="customer")
+        usage_key, price = PRICES[action]
+        available = self.plan(customer, usage_key, MAX_AMOUNT, None).available
+        value = min(MAX_AMOUNT, max(1, available // price + difference))
+        self.do_track(customer, action, value, self.draw_source(data), key)
+
     @precondition(lambda self: any(g.metered and not g.expired for g in self.grants))
     @rule(
         data=st.data(),
@@ -616,45 +655,62 @@ class StatefulModel(RuleBasedStateMachine):
         self.do_track(customer, tracked_id, value, source_id, key)
 
     def do_track(
-        self, customer: str, tracked_id: str, value: int, source_id: str | None, key: str | None
+        self,
+        customer: str,
+        tracked_id: str,
+        value: int,
+        source_id: str | None,
+        key: str | None,
+        send: Callable[[], revenipe.TrackResult] | None = None,
     ) -> None:
-        is_new = self.ensure_customer(customer)
+        """One track, checked against the model; `send` is how it reaches the storage
+        (default: `App.track`; a batch item's answer, already known, otherwise)."""
+
+        def call() -> revenipe.TrackResult:
+            if send is not None:
+                return send()
+            return self.app.track(
+                customer, tracked_id, value, access_source_id=source_id, idempotency_key=key
+            )
+
         previous = self.track_keys.get((customer, key)) if key is not None else None
+        priced = PRICES.get(tracked_id)
+        if previous is None and priced is not None and value * priced[1] > MAX_AMOUNT:
+            # Bad input: an error, nothing recorded, not even a new customer.
+            with pytest.raises(RevenipeError) as raised:
+                call()
+            assert raised.value.code is ErrorCode.INVALID_VALUE
+            return
+        is_new = self.ensure_customer(customer)
         if previous is not None:
             body = (previous.tracked_id, previous.value, previous.source_id)
             if body == (tracked_id, value, source_id):
-                replayed = self.app.track(
-                    customer, tracked_id, value, access_source_id=source_id, idempotency_key=key
-                )
+                replayed = call()
                 assert replayed == dataclasses.replace(previous.result, replayed=True)
             else:
                 with pytest.raises(RevenipeError) as raised:
-                    self.app.track(
-                        customer,
-                        tracked_id,
-                        value,
-                        access_source_id=source_id,
-                        idempotency_key=key,
-                    )
+                    call()
                 assert raised.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
             return
-        plan = self.plan(customer, tracked_id, value, source_id)
-        result = self.app.track(
-            customer, tracked_id, value, access_source_id=source_id, idempotency_key=key
-        )
+        # A priced action is its usage key's track for value x price, in the key's units.
+        pays, units = (priced[0], value * priced[1]) if priced else (tracked_id, value)
+        plan = self.plan(customer, pays, units, source_id)
+        result = call()
         if is_new:
             self.learn_new_customer(customer)
-        remaining = plan.available - value if plan.success else plan.available
+        remaining = plan.available - units if plan.success else plan.available
         expected = revenipe.TrackResult(
             success=plan.success,
-            requested=value,
-            consumed=value if plan.success else 0,
+            requested=units,
+            consumed=units if plan.success else 0,
             remaining=remaining,
             entitlement_id=tracked_id,
             access_source_id=source_id,
             error=plan.error,
             usage_event_id=result.usage_event_id,
             customer_id=self.customers[customer].id,
+            action=tracked_id if priced else None,
+            unit_price=priced[1] if priced else None,
         )
         assert result == expected
         assert result.usage_event_id is not None
@@ -674,6 +730,28 @@ class StatefulModel(RuleBasedStateMachine):
         if key is not None:
             self.track_keys[customer, key] = event
 
+    @rule(
+        items=st.lists(
+            st.tuples(CUSTOMERS, TRACKED_IDS, VALUES, st.sampled_from(["k1", "k2", "k3"])),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    def track_batch(self, items: list[tuple[str, str, int, str]]) -> None:
+        """A batch: each item is checked as the single track it stands for, in order
+        (items of different customers are independent, so the model's order is fine)."""
+        outcomes = self.app.track_batch([revenipe.BatchItem(*item) for item in items])
+        assert len(outcomes) == len(items)
+        for (customer, tracked_id, value, key), outcome in zip(items, outcomes, strict=True):
+
+            def answer(outcome: revenipe.BatchOutcome = outcome) -> revenipe.TrackResult:
+                if outcome.error is not None:
+                    raise outcome.error
+                assert outcome.result is not None
+                return outcome.result
+
+            self.do_track(customer, tracked_id, value, None, key, send=answer)
+
     @rule(data=st.data(), customer=CUSTOMERS, tracked_id=TRACKED_IDS, value=VALUES)
     def check(self, data: st.DataObject, customer: str, tracked_id: str, value: int) -> None:
         source_id = self.draw_source(data)
@@ -682,14 +760,24 @@ class StatefulModel(RuleBasedStateMachine):
                 self.app.check(customer, tracked_id, value, access_source_id=source_id)
             assert raised.value.code is ErrorCode.CUSTOMER_NOT_FOUND
             return
-        plan = self.plan(customer, tracked_id, value, source_id)
+        priced = PRICES.get(tracked_id)
+        if priced is not None and value * priced[1] > MAX_AMOUNT:
+            with pytest.raises(RevenipeError) as raised:
+                self.app.check(customer, tracked_id, value, access_source_id=source_id)
+            assert raised.value.code is ErrorCode.INVALID_VALUE
+            return
+        pays, units = (priced[0], value * priced[1]) if priced else (tracked_id, value)
+        plan = self.plan(customer, pays, units, source_id)
         result = self.app.check(customer, tracked_id, value, access_source_id=source_id)
         assert result.would_succeed is plan.success
         assert result.error == plan.error
-        assert result.requested == value
+        assert result.requested == units
         assert result.available == plan.available
-        assert result.remaining_after == plan.available - (value if plan.success else 0)
+        assert result.remaining_after == plan.available - (units if plan.success else 0)
         assert result.entitlement_id == tracked_id
+        assert (result.action, result.unit_price) == (
+            (tracked_id, priced[1]) if priced else (None, None)
+        )
         assert result.access_source_id == source_id
         assert [(d.access_source_id, d.entitlement_id, d.amount) for d in result.draws] == [
             (g.source_id, g.entitlement, amount) for g, amount in plan.draws

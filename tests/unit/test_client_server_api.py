@@ -371,3 +371,27 @@ def test_the_server_twins_offer_the_same_methods() -> None:
         async_method = getattr(AsyncRevenipeServerClient, name)
         assert inspect.iscoroutinefunction(async_method), name
         assert inspect.signature(sync_method) == inspect.signature(async_method), name
+
+
+def test_track_batch_fills_keys_once_and_resends_the_same_body(api: Api) -> None:
+    api.recorder.replies.extend([httpx.Response(503), httpx.Response(200, json={"items": []})])
+    items = [
+        {"customer": "u1", "id": "credits", "value": 2, "idempotency_key": "mine"},
+        {"customer": "u2", "id": "image_generation", "value": -1},  # the server says why
+    ]
+
+    api.run(api.client.track_batch(items))
+
+    first, second = api.recorder.requests
+    assert first.method == "POST" and first.url.raw_path == b"/v1/track/batch"
+    assert body(first) == body(second)
+    sent = body(first)["items"]
+    assert sent[0] == items[0]
+    assert sent[1]["value"] == -1 and len(sent[1]["idempotency_key"]) == 36
+
+
+@pytest.mark.parametrize("items", [[], [{"customer": "u"}] * 1001, "items"])
+def test_track_batch_refuses_an_empty_or_oversized_batch(api: Api, items: Any) -> None:
+    with pytest.raises(InvalidArgumentError):
+        api.run(api.client.track_batch(items))
+    assert api.recorder.requests == []

@@ -1,10 +1,11 @@
 """What runs inside a bench worker process: one caller calling in a loop.
 
 A caller is the raw-SQL limit (`sql`), a track's own statements without revenipe
-(`track_sql`), or a track through the embedded API (`track`); a thread group is
-several threads of one process tracking through one shared `Backend`. Connections
-and backends are opened on first use and kept in the worker process for the next
-jobs. Every call carries a fresh idempotency key.
+(`track_sql`), a track through the embedded API (`track`), or a batch track of
+`batch_items` tracks of one customer (`batch`); a thread group is several threads of one
+process tracking through one shared `Backend`. Connections and backends are opened on
+first use and kept in the worker process for the next jobs. Every call carries a fresh
+idempotency key (every batch item its own).
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from revenipe.bench.pool import worker_state
 class CallerSpec:
     """Who calls what: picklable, sent to the worker processes."""
 
-    kind: Literal["sql", "track_sql", "track"]
+    kind: Literal["sql", "track_sql", "track", "batch"]
     url: str
     app_id: str = ""
     tracked_id: str = "credits"
     value: int = 1
-    batch: int = 1
+    per_commit: int = 1
     """`track_sql` only: calls per transaction."""
+    batch_items: int = 1
+    """Items per call of a `batch` caller."""
 
 
 @dataclass
@@ -67,8 +70,30 @@ class _TrackCaller:
         self.backend.close()
 
 
+class _BatchCaller(_TrackCaller):
+    """Batch tracks (`App.track_batch`): each call `batch_items` tracks of one customer,
+    each item its own idempotency key; a call succeeds when every item did."""
+
+    def __init__(self, spec: CallerSpec) -> None:
+        super().__init__(spec)
+        self.batch_items = spec.batch_items
+
+    def call(self, key: str, value: int, idempotency_key: str) -> bool:
+        from revenipe.services.usage.batch import BatchItem
+
+        items = [
+            BatchItem(key, self.tracked_id, value, f"{idempotency_key}.{i}")
+            for i in range(self.batch_items)
+        ]
+        outcomes = self.app.track_batch(items)
+        return all(o.result is not None and o.result.success for o in outcomes)
+
+
 def _caller(spec: CallerSpec) -> _Caller:
-    cache_key = f"caller:{spec.kind}:{spec.batch}:{spec.url}:{spec.app_id}:{spec.tracked_id}"
+    cache_key = (
+        f"caller:{spec.kind}:{spec.per_commit}:{spec.batch_items}:{spec.url}:{spec.app_id}:"
+        f"{spec.tracked_id}"
+    )
     cached: _Caller | None = worker_state.get(cache_key)
     if cached is not None:
         return cached
@@ -76,7 +101,9 @@ def _caller(spec: CallerSpec) -> _Caller:
     if spec.kind == "sql":
         caller = sql_limit.open_caller(spec.url)
     elif spec.kind == "track_sql":
-        caller = track_sql.open_caller(spec.url, spec.app_id, spec.tracked_id, spec.batch)
+        caller = track_sql.open_caller(spec.url, spec.app_id, spec.tracked_id, spec.per_commit)
+    elif spec.kind == "batch":
+        caller = _BatchCaller(spec)
     else:
         caller = _TrackCaller(spec)
     worker_state[cache_key] = caller

@@ -8,6 +8,8 @@ PARTS = ("sql_limit", "inprocess", "http", "scale")
 DATABASES = ("sqlite", "postgresql")
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 GROUP_THREADS = 16
+BATCH_ITEMS = 100
+"""Tracks per batch in the batch track scenario (`ratios.<db>.batch_vs_single`)."""
 """Threads of one caller process sharing one Backend, as a web server's threads do
 (`inprocess.group_16_threads`, `inprocess.group_16_threads_hot`)."""
 GROUPED_STATEMENTS = f"track_statements_{GROUP_THREADS}_a_commit"

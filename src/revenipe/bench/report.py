@@ -6,7 +6,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from revenipe.bench.plan import GROUP_THREADS, GROUPED_STATEMENTS, HTTP_TAIL_CONNECTIONS, Plan
+from revenipe.bench.plan import (
+    BATCH_ITEMS,
+    GROUP_THREADS,
+    GROUPED_STATEMENTS,
+    HTTP_TAIL_CONNECTIONS,
+    Plan,
+)
 
 if TYPE_CHECKING:
     from revenipe.bench.http import HttpSetup
@@ -91,6 +97,10 @@ def _ratio(numerator: Any, denominator: Any) -> float | None:
     return round(numerator / denominator, 3) if denominator else None
 
 
+def _times(value: Any, factor: int) -> Any:
+    return value * factor if isinstance(value, int | float) else None
+
+
 def _ratios(db: dict[str, Any]) -> dict[str, float | None]:
     def tput(*path: str) -> Any:
         return _get(db, *path, "throughput_per_s")
@@ -115,6 +125,11 @@ def _ratios(db: dict[str, Any]) -> dict[str, float | None]:
         "inprocess_vs_sql_hot": _ratio(tput("inprocess", "hot"), tput("sql_limit", "hot")),
         "group_vs_sql_single": _ratio(tput("inprocess", GROUP), tput("sql_limit", "single")),
         "hot_vs_random": _ratio(tput("inprocess", f"{GROUP}_hot"), tput("inprocess", GROUP)),
+        # Tracks per second: a batch call answers BATCH_ITEMS of them.
+        "batch_vs_single": _ratio(
+            _times(tput("inprocess", f"batch_{BATCH_ITEMS}"), BATCH_ITEMS),
+            tput("inprocess", "single"),
+        ),
         "http_vs_noop": _ratio(
             tput("http", "workers_1", "track"), tput("http", "workers_1", "noop")
         ),
@@ -228,6 +243,7 @@ _ROWS = (
     ("sql_limit", "track_statements", "a track's statements"),
     ("sql_limit", GROUPED_STATEMENTS, "a track's statements"),
     ("inprocess", "single", "in-process track"),
+    ("inprocess", f"batch_{BATCH_ITEMS}", "in-process batch track"),
     ("inprocess", "concurrent", "in-process track"),
     ("inprocess", "hot", "in-process track"),
     ("inprocess", GROUP, "in-process track"),

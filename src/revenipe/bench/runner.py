@@ -18,6 +18,7 @@ from revenipe.bench import http, scale, sql_limit, workload
 from revenipe.bench.callers import CallerSpec
 from revenipe.bench.databases import BenchDatabases
 from revenipe.bench.plan import (
+    BATCH_ITEMS,
     DATABASES,
     DEFAULT_POSTGRES_ADMIN_URL,
     GROUP_THREADS,
@@ -173,7 +174,7 @@ def _limit_and_inprocess(
         )
         say(f"{kind}: sql_limit: setting up {plan.customers} customers for a track's statements")
         floor = workload.add_customers(app, workload.customer_names("statements", plan.customers))
-        grouped = dataclasses.replace(statements, batch=GROUP_THREADS)
+        grouped = dataclasses.replace(statements, per_commit=GROUP_THREADS)
         sets["single"] += [
             (
                 "sql_limit",
@@ -195,11 +196,13 @@ def _limit_and_inprocess(
         # prepares on the 5th run on a connection) at a quarter of the time.
         group_warmup = max(5, plan.warmup_calls // 4)
         warm_count = max(n, threads)
-        total = 2 * plan.customers + group_count + 2 + warm_count
+        total = 3 * plan.customers + group_count + 2 + warm_count
         say(f"{kind}: inprocess: setting up {total} customers")
         names = workload.customer_names
         single = workload.add_customers(app, names("single", plan.customers))
         many = workload.add_customers(app, names("many", plan.customers))
+        batched = workload.add_customers(app, names("batch", plan.customers))
+        batch = dataclasses.replace(track, kind="batch", batch_items=BATCH_ITEMS)
         hot = workload.add_customers(app, ["hot"])
         group = workload.add_customers(app, names("group", group_count))
         # Its pack covers far more tracks than any run makes (workload.HOT_TRACKS_COVERED);
@@ -211,6 +214,16 @@ def _limit_and_inprocess(
         in_threads = f"{threads} threads of 1 process"
         sets["single"] += [
             ("inprocess", "single", Scenario("1 caller, many customers", track, [single], warm)),
+            (
+                "inprocess",
+                f"batch_{BATCH_ITEMS}",
+                Scenario(
+                    f"1 caller, batches of {BATCH_ITEMS} tracks of one customer",
+                    batch,
+                    [batched],
+                    warm,
+                ),
+            ),
             (
                 "inprocess",
                 f"group_{threads}_threads",

@@ -32,7 +32,7 @@ ENTITLEMENTS = ("monthly_credits", "bonus_credits", "purchased_credits")
 
 _EVENT_COLUMNS = (
     "id, app_id, customer_id, tracked_id, access_source_id, requested, consumed, reversed, "
-    "remaining, success, error, idempotency_key, created_at"
+    "remaining, success, error, idempotency_key, created_at, action, unit_price"
 )
 _GRANT_COLUMNS = (
     "id, entitlement_id, source_id, amount, balance, priority, created_at, period_start, "
@@ -53,7 +53,7 @@ _GRANTS = (
 _INSERT_EVENT = (
     f"INSERT INTO usage_events ({_EVENT_COLUMNS}) VALUES ({{id}}, {{app_id}}, "
     "{customer_id}, {tracked_id}, NULL, {value}, {value}, 0, {remaining}, {success}, NULL, "
-    "{key}, {now})"
+    "{key}, {now}, NULL, NULL)"
 )
 _SAVE_GRANT = "UPDATE grants SET balance = {balance} WHERE id = {grant_id}"
 _INSERT_ENTRY = (

@@ -8,8 +8,10 @@
 from revenipe.catalog.loader import CatalogError, load_catalog, parse_catalog
 from revenipe.catalog.model import (
     Catalog,
+    Cost,
     Entitlement,
     EntitlementType,
+    PricedTrack,
     Product,
     ProductGrant,
     ProductType,
@@ -20,8 +22,10 @@ from revenipe.catalog.model import (
 __all__ = [
     "Catalog",
     "CatalogError",
+    "Cost",
     "Entitlement",
     "EntitlementType",
+    "PricedTrack",
     "Product",
     "ProductGrant",
     "ProductType",

@@ -7,12 +7,12 @@ catalog's entities on top of these.
 
 import difflib
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum, auto
 from typing import Any, TypeVar
 
-from revenipe.engine.amounts import ID_PATTERN
+from revenipe.engine.amounts import ID_PATTERN, MAX_AMOUNT
 from revenipe.engine.periods import Duration, parse_duration
 
 MAX_NAME_LENGTH = 200
@@ -247,6 +247,52 @@ class FieldChecker:
         except ValueError as exc:
             self.report(where, str(exc))
             return None
+
+    def costs(
+        self, fields: Mapping[Any, Any], path: str, *, claim: Callable[[str, str], bool]
+    ) -> tuple[tuple[str, int], ...] | None:
+        """A usage key's `costs: {action: units}`; `claim` takes each action id in the
+        namespace it shares with entitlements and usage keys (False: taken)."""
+        value = fields.get("costs")
+        if value is None:
+            return ()
+        if not isinstance(value, Mapping):
+            self.report(
+                path,
+                "must be a mapping of action ids to their price in this key's units, "
+                f"such as {{image_generation: 5}}, got {describe(value)}",
+            )
+            return None
+        costs: list[tuple[str, int]] = []
+        valid = True
+        for action, price in value.items():
+            where = f"{path}[{action!r}]" if not isinstance(action, str) else f"{path}.{action}"
+            if not isinstance(action, str) or not ID_PATTERN.fullmatch(action):
+                self.report(
+                    where,
+                    "an action id must be 1-64 characters of a-z, 0-9, '_', '-', '.', "
+                    f"got {describe(action)}",
+                )
+                valid = False
+                continue
+            if not claim(action, where):
+                valid = False
+            if isinstance(price, bool) or not isinstance(price, int):
+                self.report(
+                    where,
+                    f"the price of {action!r} must be a whole number from 1 to {MAX_AMOUNT}, "
+                    f"got {describe(price)}{yaml_hint(price)}",
+                )
+                valid = False
+                continue
+            if not 1 <= price <= MAX_AMOUNT:
+                self.report(
+                    where, f"the price of {action!r} must be from 1 to {MAX_AMOUNT}, got {price}"
+                )
+                valid = False
+                continue
+            costs.append((action, price))
+        return tuple(costs) if valid else None
 
 
 def describe(value: object) -> str:

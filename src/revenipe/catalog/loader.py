@@ -57,7 +57,7 @@ FILE_PATH = "<file>"
 
 _TOP_LEVEL_FIELDS = ("entitlements", "usage_keys", "products")
 _ENTITLEMENT_FIELDS = ("id", "name", "description", "type")
-_USAGE_KEY_FIELDS = ("id", "name", "entitlements")
+_USAGE_KEY_FIELDS = ("id", "name", "entitlements", "costs")
 _PRODUCT_FIELDS = (
     "id",
     "name",
@@ -218,9 +218,10 @@ class _Checker(FieldChecker):
         if key_id is not None and self.claim_id(key_id, f"{path}.id"):
             self.usage_key_ids.add(key_id)
         entitlement_ids = self.usage_key_entitlements(fields, f"{path}.entitlements")
-        if key_id is None or name is None or entitlement_ids is None:
+        costs = self.costs(fields, f"{path}.costs", claim=self.claim_id)
+        if key_id is None or name is None or entitlement_ids is None or costs is None:
             return None
-        return UsageKey(key_id, name, entitlement_ids)
+        return UsageKey(key_id, name, entitlement_ids, costs)
 
     def usage_key_entitlements(
         self, fields: Mapping[Any, Any], path: str
@@ -455,11 +456,16 @@ class _Checker(FieldChecker):
         """Record an entitlement or usage key id; False (and a problem) if already taken."""
         if value in self.id_paths:
             first = self.id_paths[value]
-            kind = "an entitlement" if first.startswith("entitlements") else "a usage key"
+            if first.startswith("entitlements"):
+                kind = "an entitlement"
+            elif ".costs" in first:
+                kind = "a priced action"
+            else:
+                kind = "a usage key"
             self.report(
                 path,
-                f"{value!r} is already {kind} id ({first}); entitlement and usage key ids "
-                "share one namespace",
+                f"{value!r} is already {kind} id ({first}); entitlement, usage key and "
+                "priced action ids share one namespace",
             )
             return False
         self.id_paths[value] = path

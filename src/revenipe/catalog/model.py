@@ -7,6 +7,8 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
+from revenipe.engine.amounts import MAX_AMOUNT
+from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.engine.grants import Rollover
 from revenipe.engine.periods import Duration, Interval
 
@@ -46,6 +48,28 @@ class UsageKey:
     name: str
     entitlement_ids: tuple[str, ...]
     """Drawn in this order."""
+    costs: tuple[tuple[str, int], ...] = ()
+    """Priced actions, as written: (action id, units of this key per action)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """A priced action: tracking `value` of it draws `value * unit_price` of the key."""
+
+    id: str
+    usage_key_id: str
+    unit_price: int
+
+
+@dataclass(frozen=True, slots=True)
+class PricedTrack:
+    """A track of a priced action, in the units of the usage key that pays for it."""
+
+    action: str
+    usage_key_id: str
+    unit_price: int
+    units: int
+    """`value * unit_price`: what the track draws from the key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +122,35 @@ class Catalog:
         return {k.id: k for k in self.usage_keys}
 
     @cached_property
+    def costs_by_id(self) -> dict[str, Cost]:
+        """Priced actions by action id (they share the entitlement and usage key namespace)."""
+        return {
+            action: Cost(action, key.id, price)
+            for key in self.usage_keys
+            for action, price in key.costs
+        }
+
+    def price(self, tracked_id: str, value: int) -> PricedTrack | None:
+        """What a track of `value` of `tracked_id` draws, if `tracked_id` is a priced
+        action (None for an entitlement, a usage key or an unknown id).
+
+        The product must stay an exact amount: beyond `MAX_AMOUNT` it is `invalid_value`
+        (bad input, nothing recorded), never a silent cap.
+        """
+        cost = self.costs_by_id.get(tracked_id)
+        if cost is None:
+            return None
+        units = value * cost.unit_price
+        if units > MAX_AMOUNT:
+            raise RevenipeError(
+                ErrorCode.INVALID_VALUE,
+                f"{value} x {tracked_id!r} at {cost.unit_price} {cost.usage_key_id} each is "
+                f"{units}, more than the largest amount ({MAX_AMOUNT})",
+                field="value",
+            )
+        return PricedTrack(tracked_id, cost.usage_key_id, cost.unit_price, units)
+
+    @cached_property
     def products_by_id(self) -> dict[str, Product]:
         return {p.id: p for p in self.products}
 
@@ -119,16 +172,24 @@ class Catalog:
                 )
                 for e in self.entitlements
             ],
-            "usage_keys": [
-                {"id": k.id, "name": k.name, "entitlements": list(k.entitlement_ids)}
-                for k in self.usage_keys
-            ],
+            "usage_keys": [_usage_key_document(k) for k in self.usage_keys],
             "products": [_product_document(p) for p in self.products],
         }
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _usage_key_document(key: UsageKey) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "id": key.id,
+        "name": key.name,
+        "entitlements": list(key.entitlement_ids),
+    }
+    if key.costs:
+        document["costs"] = dict(key.costs)
+    return document
 
 
 def _product_document(product: Product) -> dict[str, Any]:

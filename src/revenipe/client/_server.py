@@ -9,7 +9,7 @@ idempotent writes (tracks carry an idempotency key) are resent after a time-out 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -38,6 +38,7 @@ __all__ = ["AsyncRevenipeServerClient", "RevenipeServerClient"]
 
 JSONObject = dict[str, Any]
 T = TypeVar("T")
+MAX_BATCH_ITEMS = 1000
 
 
 def _json_object(r: Reader) -> JSONObject:
@@ -141,6 +142,14 @@ class _Calls:
             body=body,
             headers={IDEMPOTENCY_KEY_HEADER: key},
         )
+
+    @staticmethod
+    def track_batch(items: Sequence[Mapping[str, Any]]) -> Call[JSONObject]:
+        if isinstance(items, str | bytes) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
+            raise InvalidArgumentError(f"items: 1 to {MAX_BATCH_ITEMS} tracks")
+        # Keys fixed once, so that every retry of this call replays what was applied.
+        body = [{"idempotency_key": str(uuid.uuid4()), **item} for item in items]
+        return Call("POST", "v1/track/batch", _json_object, body={"items": body})
 
     @staticmethod
     def check(external_id: str, id: str, value: int) -> Call[JSONObject]:
@@ -326,6 +335,12 @@ class RevenipeServerClient:
             _Calls.track(external_id, id, value, access_source_id, idempotency_key)
         )
 
+    def track_batch(self, items: Sequence[Mapping[str, Any]]) -> JSONObject:
+        """Up to 1,000 tracks `{"customer", "id", "value", "idempotency_key"?}` in one
+        request, answered per item in order (`{"items": [...]}`); an item without a key
+        gets a uuid4, kept on retries, so a retried batch charges nothing twice."""
+        return self._execute(_Calls.track_batch(items))
+
     def check(self, external_id: str, id: str, value: int) -> JSONObject:
         """Whether the customer could consume `value` of `id` now, without consuming."""
         return self._execute(_Calls.check(external_id, id, value))
@@ -488,6 +503,10 @@ class AsyncRevenipeServerClient:
         return await self._execute(
             _Calls.track(external_id, id, value, access_source_id, idempotency_key)
         )
+
+    async def track_batch(self, items: Sequence[Mapping[str, Any]]) -> JSONObject:
+        """`RevenipeServerClient.track_batch`, awaited."""
+        return await self._execute(_Calls.track_batch(items))
 
     async def check(self, external_id: str, id: str, value: int) -> JSONObject:
         """Whether the customer could consume `value` of `id` now, without consuming."""

@@ -14,5 +14,6 @@ docs/concepts/; this is where each one is decided:
   change).
 - `sources`: who provides an access source (the `Provider` names).
 - `tokens`: customer tokens, signed and verified.
+- `return_urls`: which purchase return URLs an app may list, and a purchase may use.
 - `errors`: the stable codes of refusals and input errors, and `InvariantViolation`.
 """

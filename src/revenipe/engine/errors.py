@@ -63,6 +63,12 @@ class ErrorCode(StrEnum):
     WEBHOOK_UNAUTHORIZED = "webhook_unauthorized"
     """A webhook without the authorization the app configured for its provider."""
     SOURCE_NOT_MANAGEABLE = "source_not_manageable"
+    INVALID_BATCH = "invalid_batch"
+    """A batch track that cannot be run as a whole (empty, over 1,000 items, an item
+    without an idempotency key): nothing in it was applied."""
+    RETURN_URL_NOT_ALLOWED = "return_url_not_allowed"
+    """A purchase return URL that is not on the app's list (or, with no list, not
+    http(s)); or a URL that may never be listed (`javascript:`, `data:`, ...)."""
     DATABASE_UNAVAILABLE = "database_unavailable"
     """The database could not be reached or dropped the connection; the operation was
     rolled back or its outcome is unknown: retry (with the same idempotency key)."""

@@ -27,6 +27,7 @@ from revenipe.server.routes import (
     stripe,
     usage,
 )
+from revenipe.server.routes.usage import TRACK_BATCH_PATH
 from revenipe.server.runtime import Runtime
 from revenipe.server.settings import ServerSettings
 from revenipe.services.context import ServiceContext, utc_now
@@ -96,7 +97,10 @@ def create_app(
     # Innermost, behind the limits: the track endpoints' lean path (ADR 0016).
     app.add_middleware(LeanTrack, runtime=runtime)
     app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        max_depth=settings.max_json_depth,
+        max_bytes_by_path={TRACK_BATCH_PATH: settings.max_batch_body_bytes},
     )
     # Outermost: a flood is refused before its body is even read.
     app.add_middleware(

@@ -7,6 +7,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,23 +22,32 @@ class BodySizeLimit:
     small JSON objects, so buffering them costs nothing worth measuring.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int = 32) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_depth: int = 32,
+        max_bytes_by_path: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_depth = max_depth
+        self.max_bytes_by_path = dict(max_bytes_by_path or {})
+        """Paths whose bodies may be larger (a batch of 1,000 tracks)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        max_bytes = self.max_bytes_by_path.get(scope.get("path", ""), self.max_bytes)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = self.max_bytes + 1
-                if declared > self.max_bytes:
-                    await self._refuse(send)
+                    declared = max_bytes + 1
+                if declared > max_bytes:
+                    await self._refuse(send, max_bytes)
                     return
         chunks: list[bytes] = []
         size = 0
@@ -49,8 +59,8 @@ class BodySizeLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(send)
+            if size > max_bytes:
+                await self._refuse(send, max_bytes)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -66,12 +76,12 @@ class BodySizeLimit:
         whole: Message = {"type": "http.request", "body": body, "more_body": False}
         await self.app(scope, _replay([whole], then=receive), send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, max_bytes: int) -> None:
         await refuse(
             send,
             413,
             "body_too_large",
-            f"request body is over {self.max_bytes} bytes",
+            f"request body is over {max_bytes} bytes",
             [(b"connection", b"close")],
         )
 

@@ -5,7 +5,7 @@ Answers are not modelled here: their shapes and builders are `revenipe.wire`'s.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
@@ -102,6 +102,22 @@ class ApiTrackRequest(ApiRequest):
     access_source_id: InternalId | None = None
 
 
+class TrackBatchItem(ApiRequest):
+    """One item of a batch track. Its fields are checked as a single track's are, item by
+    item: a bad value or id is that item's error, not the batch's."""
+
+    customer: Any = Field(description="The customer's external id (created if new)")
+    id: Any = Field(description="An entitlement id, a usage key id or a priced action")
+    value: Any = Field(description="A positive integer, at most 2^53-1")
+    idempotency_key: Any = Field(
+        description="Required (1-255 characters): a retried batch replays this item"
+    )
+
+
+class TrackBatchRequest(ApiRequest):
+    items: list[TrackBatchItem] = Field(description="1 to 1,000 tracks, answered in this order")
+
+
 class CheckRequest(ApiRequest):
     id: CatalogId
     value: Amount
@@ -130,4 +146,10 @@ class IntentConfirm(ProtocolRequest):
 
 
 class AppSettingsUpdate(ApiRequest):
-    token_policy: Literal["enforce", "open"]
+    token_policy: Literal["enforce", "open"] | None = None
+    return_urls: list[Any] | None = Field(
+        default=None,
+        max_length=50,
+        description="Purchase return URLs the app accepts: exact, or a prefix ending in '*'; "
+        "custom schemes allowed (myapp://paid); [] accepts any http(s) URL",
+    )

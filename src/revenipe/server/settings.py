@@ -31,6 +31,8 @@ def _bool_env(name: str) -> bool:
 class ServerSettings:
     database_url: str = DEFAULT_DATABASE_URL
     max_body_bytes: int = 64 * 1024
+    max_batch_body_bytes: int = 1024 * 1024
+    """`POST /v1/track/batch`: 1,000 items with long ids and keys fit."""
     anonymous_logins_per_minute_per_address: int = 30
     anonymous_logins_per_minute_per_app: int = 1200
     app_cache_seconds: float = 2.0
@@ -53,6 +55,7 @@ class ServerSettings:
         return cls(
             database_url=os.environ.get("REVENIPE_DATABASE_URL") or DEFAULT_DATABASE_URL,
             max_body_bytes=_int_env("REVENIPE_MAX_BODY_BYTES", 64 * 1024),
+            max_batch_body_bytes=_int_env("REVENIPE_MAX_BATCH_BODY_BYTES", 1024 * 1024),
             anonymous_logins_per_minute_per_address=_int_env(
                 "REVENIPE_ANON_LOGINS_PER_MINUTE_PER_ADDRESS", 30
             ),

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from revenipe.catalog import Catalog
+from revenipe.engine import return_urls as return_url_rules
 from revenipe.engine.amounts import require_text
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.services.catalogs import apply_catalog_in
@@ -35,14 +38,21 @@ def hash_secret_key(secret_key: str) -> str:
 
 
 def create_app(
-    ctx: ServiceContext, name: str, catalog: Catalog | None = None, *, sandbox: bool = False
+    ctx: ServiceContext,
+    name: str,
+    catalog: Catalog | None = None,
+    *,
+    sandbox: bool = False,
+    return_urls: Sequence[str] = (),
 ) -> CreatedApp:
     """Create an app with one secret key, and apply `catalog` to it if given.
 
     A sandbox app sells through the built-in sandbox provider (no payment network) and
     has a test clock; whether an app is a sandbox is fixed when it is created.
+    `return_urls` lists the purchase return URLs it accepts (`set_return_urls`).
     """
     name = require_text(name, field="name", max_length=200)
+    urls = return_url_rules.check_list(list(return_urls))
     now = ctx.now()
     app = app_store.AppRow(
         id=new_id("app"),
@@ -52,6 +62,7 @@ def create_app(
         catalog_version=0,
         created_at=now,
         sandbox=bool(sandbox),
+        return_urls=urls,
     )
     secret_key = f"sk_{secrets.token_urlsafe(32)}"
     with ctx.db.write() as conn:
@@ -85,6 +96,17 @@ def set_token_policy(ctx: ServiceContext, app_id: str, policy: str) -> app_store
     with ctx.db.write() as conn:
         ctx.require_app(conn, app_id)
         app_store.update_app_token_policy(conn, app_id, value.value)
+        return ctx.require_app(conn, app_id)
+
+
+def set_return_urls(ctx: ServiceContext, app_id: str, urls: Any) -> app_store.AppRow:
+    """Replace the purchase return URLs the app accepts (docs/concepts/purchases.md
+    #return-urls): each exact, or a prefix ending in `*`; an empty list goes back to
+    accepting any http(s) URL. Bad entries raise `invalid_argument`, naming the entry."""
+    checked = return_url_rules.check_list(urls)
+    with ctx.db.write() as conn:
+        ctx.require_app(conn, app_id)
+        app_store.update_app_return_urls(conn, app_id, checked)
         return ctx.require_app(conn, app_id)
 
 

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -33,6 +36,8 @@ class AppRow:
     """A sandbox app sells through the built-in sandbox provider and has a test clock."""
     clock_offset_seconds: int = 0
     """How far the app's test clock is ahead of the server's (sandbox apps only)."""
+    return_urls: tuple[str, ...] = ()
+    """The purchase return URLs the app accepts (`engine.return_urls`); stored as JSON."""
 
 
 _APP = Columns(
@@ -46,6 +51,7 @@ _APP = Columns(
         "created_at",
         "sandbox",
         "clock_offset_seconds",
+        "return_urls",
     ),
 )
 _INSERT_APP = _APP.insert()
@@ -53,18 +59,31 @@ _GET_APP = Sql(f"SELECT {_APP.select} FROM apps WHERE id = %(id)s")
 _LIST_APPS = Sql(f"SELECT {_APP.select} FROM apps ORDER BY created_at")
 _UPDATE_CATALOG_VERSION = Sql("UPDATE apps SET catalog_version = %(version)s WHERE id = %(id)s")
 _UPDATE_TOKEN_POLICY = Sql("UPDATE apps SET token_policy = %(policy)s WHERE id = %(id)s")
+_UPDATE_RETURN_URLS = Sql("UPDATE apps SET return_urls = %(urls)s WHERE id = %(id)s")
 _ADVANCE_CLOCK = Sql(
     "UPDATE apps SET clock_offset_seconds = clock_offset_seconds + %(seconds)s WHERE id = %(id)s"
 )
 
 
 def insert_app(conn: Connection, app: AppRow) -> None:
-    execute(conn, _INSERT_APP, _APP.params(conn, app))
+    params = _APP.params(conn, app)
+    params["return_urls"] = _urls_in(app.return_urls)
+    execute(conn, _INSERT_APP, params)
+
+
+def _urls_in(urls: Sequence[str]) -> str | None:
+    return json.dumps(list(urls)) if urls else None
+
+
+def _app_row(row: Sequence[Any]) -> AppRow:
+    fields = _APP.read(row)
+    stored = fields.pop("return_urls")
+    return AppRow(**fields, return_urls=tuple(json.loads(stored)) if stored else ())
 
 
 def get_app(conn: Connection, app_id: str) -> AppRow | None:
     row = fetch_one(conn, _GET_APP, {"id": app_id})
-    return AppRow(**_APP.read(row)) if row is not None else None
+    return _app_row(row) if row is not None else None
 
 
 def require_app(conn: Connection, app_id: str) -> AppRow:
@@ -76,7 +95,7 @@ def require_app(conn: Connection, app_id: str) -> AppRow:
 
 
 def list_apps(conn: Connection) -> list[AppRow]:
-    return [AppRow(**_APP.read(r)) for r in fetch_all(conn, _LIST_APPS, {})]
+    return [_app_row(r) for r in fetch_all(conn, _LIST_APPS, {})]
 
 
 def update_app_catalog_version(conn: Connection, app_id: str, version: int) -> None:
@@ -85,6 +104,10 @@ def update_app_catalog_version(conn: Connection, app_id: str, version: int) -> N
 
 def update_app_token_policy(conn: Connection, app_id: str, policy: str) -> None:
     execute(conn, _UPDATE_TOKEN_POLICY, {"id": app_id, "policy": policy})
+
+
+def update_app_return_urls(conn: Connection, app_id: str, urls: Sequence[str]) -> None:
+    execute(conn, _UPDATE_RETURN_URLS, {"id": app_id, "urls": _urls_in(urls)})
 
 
 def update_app_clock(conn: Connection, app_id: str, advance_seconds: int) -> None:

@@ -145,6 +145,30 @@ class Database:
             )
         return self._group
 
+    def write_each(
+        self, jobs: Sequence[tuple[Callable[[Connection], T], OrderKey]]
+    ) -> list[T | Exception]:
+        """Run many jobs of one caller (a batch track's items) in shared write
+        transactions, as a group-commit batch does (together, or each job behind a
+        savepoint once one raised), in key order (jobs with equal keys in the order
+        given), as many per transaction as a group-commit batch holds. Each job's
+        outcome is its result or the exception it alone raised; a failed commit raises
+        (the earlier transactions stay committed: the caller retries with its
+        idempotency keys)."""
+        size = MAX_BATCH if self.is_sqlite else POSTGRES_MAX_BATCH
+        outcomes: list[T | Exception] = []
+        for start in range(0, len(jobs), size):
+            handed_in = time.monotonic()
+            chunk = [(job, key, handed_in) for job, key in jobs[start : start + size]]
+            if len(chunk) > 1:
+                outcomes.extend(self._run_jobs(0, chunk))
+                continue
+            try:  # alone, `_run_jobs` raises the job's own error (or its commit's)
+                outcomes.extend(self._run_jobs(0, chunk))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
     def _run_jobs(self, lane: int, batch: Sequence[GroupedJob]) -> list[Any]:
         """One transaction for a batch of jobs; see `write_grouped`."""
         # The oldest job's time in the queue counts against the busy time-out, so that
@@ -497,7 +521,7 @@ def _configure_sqlite(engine: Engine, synchronous: str, *, checkpoint_in_commits
         cursor.close()
 
 
-LATEST_REVISION = "0004"
+LATEST_REVISION = "0005"
 """The newest migration (a test keeps it equal to Alembic's head): a database already
 there opens without loading Alembic, which cost every process 0.3 s and a file lock."""
 

@@ -80,6 +80,8 @@ apps = Table(
     Column("created_at", Time, nullable=False),
     Column("sandbox", Boolean, nullable=False, server_default=false()),
     Column("clock_offset_seconds", BigInteger, nullable=False, server_default="0"),
+    # The purchase return URLs the app accepts (JSON list; null: none listed).
+    Column("return_urls", Text),
 )
 
 secret_keys = Table(
@@ -189,6 +191,9 @@ usage_events = Table(
     Column("error", String(32)),
     Column("idempotency_key", String(255)),
     Column("created_at", Time, nullable=False),
+    # A priced action (catalog `costs`): its id and the price per action it was drawn at.
+    Column("action", String(64)),
+    Column("unit_price", BigInteger),
     UniqueConstraint("customer_id", "idempotency_key", name="uq_usage_events_idempotency"),
     # Usage history pages, newest first (ids sort by creation time): an app's, a customer's.
     Index("ix_usage_events_app", "app_id", "id"),

@@ -9,6 +9,7 @@ and their ledger entries, pipelined into one round trip on PostgreSQL).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
@@ -51,26 +52,13 @@ class UsageEventRow:
     error: str | None
     idempotency_key: str | None
     created_at: datetime
+    action: str | None = None
+    """A priced action (catalog `costs`): then `tracked_id` is its usage key, `requested`
+    counts the key's units, and `unit_price` is what one action cost then."""
+    unit_price: int | None = None
 
 
-_EVENT = Columns(
-    usage_events,
-    (
-        "id",
-        "app_id",
-        "customer_id",
-        "tracked_id",
-        "access_source_id",
-        "requested",
-        "consumed",
-        "reversed",
-        "remaining",
-        "success",
-        "error",
-        "idempotency_key",
-        "created_at",
-    ),
-)
+_EVENT = Columns(usage_events, [f.name for f in dataclasses.fields(UsageEventRow)])
 _INSERT_EVENT = _EVENT.insert()
 _GET_EVENT = Sql(
     f"SELECT {_EVENT.select} FROM usage_events WHERE id = %(id)s AND app_id = %(app_id)s"

@@ -20,6 +20,8 @@ class AppSettingsOut(TypedDict):
     token_policy: str
     catalog_version: int
     sandbox: bool
+    return_urls: list[str]
+    """Purchase return URLs accepted: exact, or a prefix ending in `*`; empty: http(s)."""
 
 
 class SecretKeyOut(TypedDict):
@@ -50,6 +52,7 @@ class AppCreated(TypedDict):
     secret_key: str
     catalog_version: int
     sandbox: bool
+    return_urls: list[str]
 
 
 class AppListItem(TypedDict):
@@ -66,9 +69,12 @@ class AppList(TypedDict):
 
 
 class TokenPolicySet(TypedDict):
+    """`revenipe apps update`: the settings it changes."""
+
     app_id: str
     name: str
     token_policy: str
+    return_urls: list[str]
 
 
 def app_settings_to_wire(app: app_store.AppRow) -> AppSettingsOut:
@@ -78,6 +84,7 @@ def app_settings_to_wire(app: app_store.AppRow) -> AppSettingsOut:
         "token_policy": app.token_policy,
         "catalog_version": app.catalog_version,
         "sandbox": bool(app.sandbox),
+        "return_urls": list(app.return_urls),
     }
 
 
@@ -113,6 +120,7 @@ def app_created_to_wire(created: CreatedApp) -> AppCreated:
         "secret_key": created.secret_key,
         "catalog_version": created.app.catalog_version,
         "sandbox": created.app.sandbox,
+        "return_urls": list(created.app.return_urls),
     }
 
 
@@ -133,4 +141,9 @@ def app_list_to_wire(apps: Sequence[app_store.AppRow]) -> AppList:
 
 
 def token_policy_set_to_wire(app: app_store.AppRow) -> TokenPolicySet:
-    return {"app_id": app.id, "name": app.name, "token_policy": app.token_policy}
+    return {
+        "app_id": app.id,
+        "name": app.name,
+        "token_policy": app.token_policy,
+        "return_urls": list(app.return_urls),
+    }

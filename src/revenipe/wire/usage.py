@@ -3,13 +3,14 @@ and usage history."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from revenipe.engine.errors import InvariantViolation
+from revenipe.engine.errors import ErrorCode, InvariantViolation
 from revenipe.wire.common import Timestamp, TypedDict, timestamp
 
 if TYPE_CHECKING:
+    from revenipe.services.usage.batch import BatchOutcome
     from revenipe.services.usage.reversal import ReversalResult
     from revenipe.services.usage.track import CheckResult, TrackResult
     from revenipe.storage import usage_events as usage_store
@@ -28,12 +29,37 @@ class TrackResultOut(TypedDict):
 class ApiTrackOut(TrackResultOut):
     usage_event_id: str
     client_id: str
+    action: str | None
+    """The priced action tracked (then `entitlement_id` echoes it and the amounts are
+    the usage key's units), else null."""
+    unit_price: int | None
 
 
 class TrackRecorded(TrackResultOut):
     """The command line's track: the result and the usage event that records it."""
 
     usage_event_id: str | None
+    action: str | None
+    unit_price: int | None
+
+
+class ItemErrorOut(TypedDict):
+    code: str
+    message: str
+    field: str | None
+
+
+class TrackBatchItemOut(TypedDict):
+    status: int
+    """The HTTP status this item would have had alone: 200, or its error's (4xx)."""
+    replayed: bool
+    """The item's idempotency key was already applied: `result` is the first answer."""
+    result: ApiTrackOut | None
+    error: ItemErrorOut | None
+
+
+class TrackBatchOut(TypedDict):
+    items: list[TrackBatchItemOut]
 
 
 class DrawOut(TypedDict):
@@ -52,6 +78,8 @@ class CheckOut(TypedDict):
     access_source_id: str | None
     error: str | None
     draws: list[DrawOut]
+    action: str | None
+    unit_price: int | None
 
 
 class ReversalOut(TypedDict):
@@ -75,6 +103,9 @@ class UsageEventOut(TypedDict):
     error: str | None
     idempotency_key: str | None
     created_at: Timestamp
+    action: str | None
+    """A priced action: `id` is then the usage key it drew from, `requested` its units."""
+    unit_price: int | None
 
 
 class UsageEventList(TypedDict):
@@ -103,11 +134,53 @@ def api_track_to_wire(result: TrackResult) -> ApiTrackOut:
         **track_result_to_wire(result),
         "usage_event_id": result.usage_event_id,
         "client_id": result.customer_id,
+        "action": result.action,
+        "unit_price": result.unit_price,
     }
 
 
+def track_batch_to_wire(
+    outcomes: Sequence[BatchOutcome], status_of: Callable[[ErrorCode], int]
+) -> TrackBatchOut:
+    """A batch track's answer: per item, in order, its track or its error."""
+    items: list[TrackBatchItemOut] = []
+    for outcome in outcomes:
+        if outcome.result is not None:
+            result = api_track_to_wire(outcome.result)
+            items.append(
+                {
+                    "status": 200,
+                    "replayed": outcome.result.replayed,
+                    "result": result,
+                    "error": None,
+                }
+            )
+        elif outcome.error is not None:
+            error = outcome.error
+            items.append(
+                {
+                    "status": status_of(error.code),
+                    "replayed": False,
+                    "result": None,
+                    "error": {
+                        "code": error.code.value,
+                        "message": error.message,
+                        "field": error.field,
+                    },
+                }
+            )
+        else:
+            raise InvariantViolation("a batch item without a result or an error")
+    return {"items": items}
+
+
 def track_recorded_to_wire(result: TrackResult) -> TrackRecorded:
-    return {**track_result_to_wire(result), "usage_event_id": result.usage_event_id}
+    return {
+        **track_result_to_wire(result),
+        "usage_event_id": result.usage_event_id,
+        "action": result.action,
+        "unit_price": result.unit_price,
+    }
 
 
 def check_to_wire(result: CheckResult) -> CheckOut:
@@ -128,6 +201,8 @@ def check_to_wire(result: CheckResult) -> CheckOut:
             }
             for d in result.draws
         ],
+        "action": result.action,
+        "unit_price": result.unit_price,
     }
 
 
@@ -155,6 +230,8 @@ def usage_event_to_wire(event: usage_store.UsageEventRow) -> UsageEventOut:
         "error": event.error,
         "idempotency_key": event.idempotency_key,
         "created_at": timestamp(event.created_at),
+        "action": event.action,
+        "unit_price": event.unit_price,
     }
 
 

@@ -26,11 +26,19 @@ def build_router(runtime: Runtime) -> APIRouter:
         return JSONResponse(wire.app_settings_to_wire(app_service.get_app(ctx, app_of(request))))
 
     @router.patch(
-        "/app", response_model=wire.AppSettingsOut, summary="Change app settings (token policy)"
+        "/app",
+        response_model=wire.AppSettingsOut,
+        summary="Change app settings (token policy, purchase return URLs)",
     )
     def update_app(body: AppSettingsUpdate, request: Request) -> JSONResponse:
         app_id = app_of(request)
-        app = app_service.set_token_policy(ctx, app_id, body.token_policy)
+        if body.return_urls is not None:
+            # Checked (and stored) first: a bad list changes nothing, the policy neither.
+            app = app_service.set_return_urls(ctx, app_id, body.return_urls)
+        if body.token_policy is not None:
+            app = app_service.set_token_policy(ctx, app_id, body.token_policy)
+        if body.token_policy is None and body.return_urls is None:
+            app = app_service.get_app(ctx, app_id)
         runtime.app_cache.forget(app_id)
         return JSONResponse(wire.app_settings_to_wire(app))
 

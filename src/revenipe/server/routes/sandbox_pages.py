@@ -80,10 +80,31 @@ def _finish(complete: Callable[[], Completion]) -> Response:
     except RevenipeError as exc:
         return _page("Checkout closed", f"<p>{html.escape(exc.message)}</p>", 409)
     if done.redirect_url:
-        return RedirectResponse(done.redirect_url, status_code=303, headers=_NO_STORE)
+        return _return_to(done.redirect_url, done.status)
     if done.status == "complete":
         return _page("Payment complete", "<p>Thank you: the purchase is complete.</p>")
     return _page("Checkout canceled", "<p>Nothing was charged.</p>")
+
+
+def _return_to(url: str, status: str) -> Response:
+    """Back to the app: a 303 to its return URL (a deep link such as myapp://paid too),
+    with a page that links to it for a browser that does not follow a redirect to a
+    custom scheme. The URL was checked against the app's list when the checkout began
+    (`engine.return_urls`: no script scheme, no control character); it is escaped here
+    for HTML, and percent-encoded for the header as Starlette's redirect does."""
+    redirect = RedirectResponse(url, status_code=303, headers=_NO_STORE)
+    done = "The purchase is complete." if status == "complete" else "Nothing was charged."
+    link = html.escape(url, quote=True)
+    page = _page(
+        "Back to the app",
+        f'<p>{done}</p><p><a id="return" href="{link}" rel="noreferrer">Back to the app</a></p>',
+    )
+    return Response(
+        page.body,
+        status_code=303,
+        headers={"location": redirect.headers["location"], **_NO_STORE},
+        media_type="text/html",
+    )
 
 
 def _amount(price: int | None, currency: str | None) -> str:

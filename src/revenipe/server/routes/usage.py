@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from revenipe.server.requests import ApiTrackRequest, CheckRequest, ReversalRequest
+from revenipe.engine.errors import ErrorCode
+from revenipe.server.errors import STATUS_BY_CODE
+from revenipe.server.requests import (
+    ApiTrackRequest,
+    CheckRequest,
+    ReversalRequest,
+    TrackBatchRequest,
+)
 from revenipe.server.routes.common import (
     CatalogIdQuery,
     Cursor,
@@ -19,12 +26,18 @@ from revenipe.server.routes.common import (
     server_api_router,
 )
 from revenipe.server.runtime import Runtime
+from revenipe.services.usage import batch as batch_service
 from revenipe.services.usage import history as history_service
 from revenipe.services.usage import reversal as reversal_service
 from revenipe.services.usage import track as usage_service
 from revenipe.wire import usage as wire
 
 REPLAYED = {"Idempotent-Replayed": "true"}
+TRACK_BATCH_PATH = "/v1/track/batch"
+
+
+def _status_of(code: ErrorCode) -> int:
+    return STATUS_BY_CODE.get(code, 400)
 
 
 def build_router(runtime: Runtime) -> APIRouter:
@@ -55,6 +68,20 @@ def build_router(runtime: Runtime) -> APIRouter:
         )
         headers = REPLAYED if result.replayed else None
         return JSONResponse(wire.api_track_to_wire(result), headers=headers)
+
+    @router.post(
+        TRACK_BATCH_PATH.removeprefix("/v1"),
+        response_model=wire.TrackBatchOut,
+        summary="Many tracks at once, each as if alone, answered in order; safe to retry",
+    )
+    def track_batch(body: TrackBatchRequest, request: Request) -> JSONResponse:
+        app_id = app_of(request)
+        items = [
+            batch_service.BatchItem(i.customer, i.id, i.value, i.idempotency_key)
+            for i in body.items
+        ]
+        outcomes = batch_service.track_batch(ctx, app_id, items)
+        return JSONResponse(wire.track_batch_to_wire(outcomes, _status_of))
 
     @router.post(
         "/customers/{external_id}/check",

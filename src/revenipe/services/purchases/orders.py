@@ -84,8 +84,6 @@ def _check_request(request: PurchaseRequest) -> PurchaseRequest:
             TRIAL_BEHAVIORS,
             "trial_payment_method_behavior",
         )
-    check_url(request.success_url, "success_url")
-    check_url(request.cancel_url, "cancel_url")
     params = request.extra_params or {}
     if len(params) > MAX_EXTRA_PARAMS or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in params.items()
@@ -133,6 +131,8 @@ def start_purchase(
         app = ctx.require_app(conn, app_id)
         now = ctx.now_for(app)
         catalog = ctx.catalog(conn, app)
+        check_url(request.success_url, "success_url", app)
+        check_url(request.cancel_url, "cancel_url", app)
         customer = _customer(conn, app.id, customer_id)
         product = _purchasable(catalog, request.product_id)
         if product.recurring_interval is not None:
@@ -247,9 +247,9 @@ def attach_payment_method(
 ) -> AttachOutcome:
     """Collect a payment method for a subscription (a trial converts when it ends)."""
     method = choice(mode, PURCHASE_METHODS, "mode")
-    success = check_url(success_url, "success_url")
-    cancel = check_url(cancel_url, "cancel_url")
     held, provider = held_subscription(ctx, app_id, customer_id, source_id)
+    success = check_url(success_url, "success_url", held.app)
+    cancel = check_url(cancel_url, "cancel_url", held.app)
     if held.source.status not in LIVE_STATUSES:
         raise RevenipeError(
             ErrorCode.SUBSCRIPTION_NOT_ACTIVE,

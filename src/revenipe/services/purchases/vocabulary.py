@@ -5,7 +5,6 @@ checks on what customers send. It imports no provider, so every provider can imp
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +14,7 @@ from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, Product, ProductType
 from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
+from revenipe.engine.return_urls import check_return_url
 from revenipe.engine.sources import Provider
 from revenipe.engine.subscriptions import (
     LIVE_STATUSES,
@@ -30,9 +30,7 @@ from revenipe.storage import sources as source_store
 
 PURCHASE_METHODS = ("hosted_checkout", "payment_sheet")
 TRIAL_BEHAVIORS = ("direct", "setup_intent")
-MAX_URL_LENGTH = 2048
 MAX_EXTRA_PARAMS = 20
-_URL = re.compile(r"^https?://[^\s]+$", re.IGNORECASE)
 
 
 # --- what a customer asks for ------------------------------------------------------------
@@ -229,17 +227,10 @@ def choice(value: Any, allowed: tuple[str, ...], field: str) -> str:
     return value
 
 
-def check_url(value: Any, field: str) -> str | None:
-    """An absolute http(s) URL (where a checkout sends the customer back), or None."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > MAX_URL_LENGTH or not _URL.match(value):
-        raise RevenipeError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"{field} must be an absolute http(s) URL of at most {MAX_URL_LENGTH} characters",
-            field=field,
-        )
-    return value
+def check_url(value: Any, field: str, app: app_store.AppRow) -> str | None:
+    """Where a checkout sends the customer back (None when not given): a URL on the app's
+    return URL list, or with no list an absolute http(s) URL (`engine.return_urls`)."""
+    return check_return_url(value, field, app.return_urls)
 
 
 def live_subscription(

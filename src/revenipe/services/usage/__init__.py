@@ -1,6 +1,7 @@
 """Usage: what customers consume and how it is read back.
 
 - `track`: track (consume, all or nothing) and check (the same decision, nothing written);
+- `batch`: many tracks in one call, each decided as `track` would, safe to retry;
 - `reversal`: a usage event given back to the grants that paid for it;
 - `history`: usage events and ledger pages;
 - `verify`: the ledger's invariants, checked over a whole database or one app.

@@ -11,13 +11,13 @@ the same way and writes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
-from revenipe.catalog import Catalog, EntitlementType
+from revenipe.catalog import Catalog, EntitlementType, PricedTrack
 from revenipe.engine.amounts import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
     require_amount,
@@ -50,6 +50,10 @@ class TrackResult:
     usage_event_id: str | None = None
     customer_id: str | None = None
     replayed: bool = False
+    action: str | None = None
+    """A priced action: `entitlement_id` echoes it, and `requested`, `consumed` and
+    `remaining` are in the units of the usage key it draws from."""
+    unit_price: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,8 @@ class CheckResult:
     access_source_id: str | None
     error: str | None
     draws: tuple[DrawDetail, ...]
+    action: str | None = None
+    unit_price: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +111,23 @@ class _Evaluation:
     decision: TrackDecision
     settlement_entries: list[PendingEntry]
     changed: list[Grant]
+    priced: PricedTrack | None = None
+    """Set when the id named a priced action: the decision is then the usage key's."""
 
 
 def _evaluate(
+    conn: Connection, catalog: Catalog, customer_id: str, request: _Request, now: datetime
+) -> _Evaluation:
+    # A priced action (catalog `costs`) is decided as a track of its usage key for
+    # value x price; the only place an action id is turned into units.
+    priced = catalog.price(request.tracked_id, request.value)
+    if priced is None:
+        return _evaluate_units(conn, catalog, customer_id, request, now)
+    units = replace(request, tracked_id=priced.usage_key_id, value=priced.units)
+    return replace(_evaluate_units(conn, catalog, customer_id, units, now), priced=priced)
+
+
+def _evaluate_units(
     conn: Connection, catalog: Catalog, customer_id: str, request: _Request, now: datetime
 ) -> _Evaluation:
     def refused(refusal: RefusalCode) -> _Evaluation:
@@ -270,8 +290,19 @@ def _track_in(
     return _record(conn, app_id, lock.customer_id, request, evaluation, now)
 
 
+def _asked(event: usage_store.UsageEventRow) -> tuple[str, int]:
+    """The id and value the track named: a priced action's count, else the units."""
+    if event.action is None or event.unit_price is None:
+        return event.tracked_id, event.requested
+    actions, rest = divmod(event.requested, event.unit_price)
+    if rest:
+        raise InvariantViolation(f"usage event {event.id}: {event.requested} at {event.unit_price}")
+    return event.action, actions
+
+
 def _replay(previous: usage_store.UsageEventRow, request: _Request) -> TrackResult:
-    same = (previous.tracked_id, previous.requested, previous.access_source_id) == (
+    asked_id, asked_value = _asked(previous)
+    same = (asked_id, asked_value, previous.access_source_id) == (
         request.tracked_id,
         request.value,
         request.access_source_id,
@@ -280,7 +311,7 @@ def _replay(previous: usage_store.UsageEventRow, request: _Request) -> TrackResu
         raise RevenipeError(
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
             "this idempotency key was already used for a different track "
-            f"({previous.tracked_id}, value {previous.requested}); use a new key",
+            f"({asked_id}, value {asked_value}); use a new key",
             field="idempotency_key",
         )
     return _answer(previous, replayed=True)
@@ -293,12 +324,14 @@ def _answer(event: usage_store.UsageEventRow, *, replayed: bool) -> TrackResult:
         requested=event.requested,
         consumed=event.consumed,
         remaining=event.remaining,
-        entitlement_id=event.tracked_id,
+        entitlement_id=event.action or event.tracked_id,
         access_source_id=event.access_source_id,
         error=event.error,
         usage_event_id=event.id,
         customer_id=event.customer_id,
         replayed=replayed,
+        action=event.action,
+        unit_price=event.unit_price,
     )
 
 
@@ -311,6 +344,7 @@ def _record(
     now: datetime,
 ) -> TrackResult:
     decision = evaluation.decision
+    priced = evaluation.priced
     event = usage_store.UsageEventRow(
         id=new_id("use"),
         app_id=app_id,
@@ -325,6 +359,8 @@ def _record(
         error=decision.error,
         idempotency_key=request.idempotency_key,
         created_at=now,
+        action=priced.action if priced is not None else None,
+        unit_price=priced.unit_price if priced is not None else None,
     )
     # The decision's states come after settling's, so they win for a grant in both. A
     # grant that settling left as it was changes its balance only (the decision moves
@@ -369,6 +405,7 @@ def check(
         now = ctx.now_for(app)
         evaluation = _evaluate(conn, ctx.catalog(conn, app), customer.id, request, now)
     decision = evaluation.decision
+    priced = evaluation.priced
     draws = tuple(
         DrawDetail(grant.id, grant.source_id, grant.entitlement_id, -entry.amount)
         for entry, grant in zip(decision.entries, decision.grants, strict=True)
@@ -378,8 +415,39 @@ def check(
         requested=decision.requested,
         available=decision.available,
         remaining_after=decision.remaining,
-        entitlement_id=decision.tracked_id,
+        entitlement_id=priced.action if priced is not None else decision.tracked_id,
         access_source_id=decision.access_source_id,
         error=decision.error,
         draws=draws,
+        action=priced.action if priced is not None else None,
+        unit_price=priced.unit_price if priced is not None else None,
     )
+
+
+# --- the seam of batch track (services/usage/batch.py) ----------------------------------
+
+
+TrackRequest = _Request
+"""A track's input once checked (`validate_track`): what `track_job` runs."""
+
+
+def validate_track(tracked_id: Any, value: Any, idempotency_key: Any) -> TrackRequest:
+    """Check one track's input as `track` does; bad input raises `RevenipeError`."""
+    return _validate(tracked_id, value, None, idempotency_key)
+
+
+def track_job(
+    ctx: ServiceContext, app_id: str, ref: CustomerRef, request: TrackRequest
+) -> tuple[Callable[[Connection], TrackResult], tuple[str, str | None, str | None]]:
+    """One track as a write job (the customer created if new) and the key it locks, for
+    `Database.write_each`; the job is the one `track` hands to group commit."""
+    return _track_job(ctx, app_id, ref, request, True)
+
+
+def track_alone(
+    ctx: ServiceContext, app_id: str, ref: CustomerRef, request: TrackRequest
+) -> TrackResult:
+    """A batch item whose key another transaction took first: run as `track` does,
+    where it is now a replay (or `idempotency_key_reused`)."""
+    job, locks = _track_job(ctx, app_id, ref, request, True)
+    return ctx.db.write_grouped(job, key=locks)
