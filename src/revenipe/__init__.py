@@ -27,6 +27,8 @@ _EXPORTS = {
     "RevenipeError": "revenipe.engine.errors",
     "CustomerState": "revenipe.services.customers",
     "CheckResult": "revenipe.services.usage.track",
+    "CloseResult": "revenipe.services.usage.reservations",
+    "HoldResult": "revenipe.services.usage.reservations",
     "ReversalResult": "revenipe.services.usage.reversal",
     "TrackResult": "revenipe.services.usage.track",
 }
@@ -37,8 +39,10 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "CheckResult",
+    "CloseResult",
     "CustomerState",
     "ErrorCode",
+    "HoldResult",
     "RefusalCode",
     "RevenipeError",
     "ReversalResult",
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
     from revenipe.embedded import App, Backend, open
     from revenipe.engine.errors import ErrorCode, RefusalCode, RevenipeError
     from revenipe.services.customers import CustomerState
+    from revenipe.services.usage.reservations import CloseResult, HoldResult
     from revenipe.services.usage.reversal import ReversalResult
     from revenipe.services.usage.track import CheckResult, TrackResult
 

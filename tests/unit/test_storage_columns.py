@@ -26,6 +26,7 @@ AGGREGATES = [
     "grants",
     "ledger",
     "usage_events",
+    "reservations",
     "purchases",
     "webhooks",
 ]

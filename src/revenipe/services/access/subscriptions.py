@@ -29,6 +29,7 @@ from revenipe.engine.subscriptions import (
     Subscription,
     SubscriptionStatus,
 )
+from revenipe.services.access import holds
 from revenipe.services.access.grants import end_grants, grant_product, move_access_end
 from revenipe.services.context import new_id
 from revenipe.storage import customers as customer_store
@@ -334,8 +335,10 @@ def catch_up(conn: Connection, catalog: Catalog, customer_id: str, now: datetime
 
     Each happens at its own instant in the past, so the result is the same whenever it
     runs; the caller runs it when `customers.due_at` has passed, before anything reads
-    or spends a balance.
+    or spends a balance. Holds whose TTL ran out are released first, each at its expiry
+    (`holds`, docs/concepts/reservations.md).
     """
+    holds.release_expired_holds(conn, catalog, customer_id, now)
     for source in source_store.list_sources_due(conn, customer_id, now):
         if source.provider == Provider.SANDBOX and is_subscription(source):
             sub, changes = lifecycle.advance(subscription_of(source), now)
