@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from revenipe.storage.schema import reservations
-
 from server.conftest import World, assert_error, fingerprint, ok
+
 from support import Clock, assert_verified
 
 HOLD_KEYS = {"success", "reservation_id", "held", "remaining", "expires_at", "error"}
