@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from e2e.harness import Server, Servers, run_verify
+from e2e.harness import Server, Servers, mint_token, run_verify
 from e2e.test_http_concurrency import _release_together
 
 HOLDS = 20
@@ -108,3 +108,53 @@ def test_an_expired_hold_is_given_back_by_a_state_read(servers: Servers) -> None
     assert (refused["success"], refused["error"]) == (False, "reservation_closed")
     assert _balance(server, "sleeper") == 100
     run_verify(server.database_url)
+
+
+@pytest.mark.parametrize("e2e_database", ["postgresql"], indirect=True)
+def test_two_processes_holding_settling_and_releasing_never_lose_a_unit(
+    servers: Servers,
+) -> None:
+    """32 threads over two server processes on one PostgreSQL, half through the client
+    protocol (customer token), half through the server API: each holds, then settles
+    (less, more, 0) or releases. What is left is what was granted minus what the
+    answers consumed; the ledger verifies."""
+    first = servers.start()
+    targets = [first, servers.start(reuse=first)]
+    _grant(first, "mixer", 400)
+    minted = mint_token(first, "mixer")
+
+    def client_for(index: int) -> httpx.Client:
+        server = targets[index % 2]
+        return server.client(minted["token"]) if index % 4 < 2 else server.api()
+
+    def send(index: int, http: httpx.Client) -> httpx.Response:
+        protocol = index % 4 < 2
+        value = 10 + index
+        if protocol:
+            held = http.post(
+                "/v1/customer/reservations",
+                json={
+                    "entitlement_id": ENTITLEMENT,
+                    "client_id": minted["client_id"],
+                    "value": value,
+                },
+            ).json()
+        else:
+            held = http.post(
+                "/v1/customers/mixer/reservations", json={"id": ENTITLEMENT, "value": value}
+            ).json()
+        if not held["success"]:
+            return http.get("/v1/health")
+        rid = held["reservation_id"]
+        prefix = "/v1/customer/reservations" if protocol else "/v1/reservations"
+        owner = {"client_id": minted["client_id"]} if protocol else {}
+        if index % 3 == 0:
+            return http.post(f"{prefix}/{rid}/release", json=owner or None)
+        settle_value = [0, value // 2, value * 2][index % 3]
+        return http.post(f"{prefix}/{rid}/settle", json={**owner, "value": settle_value})
+
+    answers = _release_together(32, client_for, send)
+    assert all(status == 200 for status, _ in answers), answers
+    consumed = sum(body.get("consumed", 0) for _, body in answers if isinstance(body, dict))
+    assert _balance(first, "mixer") == 400 - consumed >= 0
+    run_verify(first.database_url)

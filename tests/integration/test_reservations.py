@@ -321,3 +321,50 @@ def test_concurrent_holds_never_overspend(backend: revenipe.Backend, app: reveni
     balance = {e.entitlement_id: e.remaining for e in app.state("alice").entitlements}
     assert balance["purchased_credits"] == 200
     assert_verified(backend, app.app_id)
+
+
+def test_concurrent_holds_settles_releases_and_tracks_conserve_every_unit(
+    backend: revenipe.Backend, app: revenipe.App
+) -> None:
+    """8 threads mix holds, settles (less, more, 0), releases and tracks on one balance:
+    what is left is exactly what was granted minus what the answers say was consumed,
+    never below zero, and the ledger verifies."""
+    import random
+
+    app.grant_entitlement("mixer", "purchased_credits", 1_000)
+    consumed: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        barrier.wait()
+        for _ in range(25):
+            roll = rng.random()
+            if roll < 0.2:
+                tracked = app.track("mixer", "purchased_credits", rng.randint(1, 30))
+                with lock:
+                    consumed.append(tracked.consumed)
+                continue
+            held = app.reserve("mixer", "purchased_credits", rng.randint(1, 60))
+            if not held.success:
+                assert held.error == RefusalCode.INSUFFICIENT_BALANCE
+                continue
+            assert held.reservation_id is not None and held.remaining >= 0
+            if roll < 0.45:
+                closed = app.release(held.reservation_id)
+                assert closed.consumed == 0 and closed.released == held.held
+            else:
+                closed = app.settle(held.reservation_id, rng.randint(0, 2 * held.held))
+                assert closed.success and closed.consumed + closed.shortfall >= 0
+            with lock:
+                consumed.append(closed.consumed)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    balance = {e.entitlement_id: e.remaining for e in app.state("mixer").entitlements}
+    assert balance["purchased_credits"] == 1_000 - sum(consumed) >= 0
+    assert_verified(backend, app.app_id)
