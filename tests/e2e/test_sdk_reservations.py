@@ -90,3 +90,23 @@ def test_the_sync_twin(servers: Servers) -> None:
         monthly = client.get_entitlement("monthly_credits")
         assert monthly is not None and monthly.remaining == 50
     run_verify(server.database_url)
+
+
+@pytest.mark.parametrize("e2e_database", ["sqlite"], indirect=True)
+def test_the_server_client(servers: Servers) -> None:
+    server = servers.start()
+    with RevenipeServerClient(server.base_url, server.secret_key) as backend:
+        held = backend.hold("api-writer", "credits", 60, ttl_seconds=120, idempotency_key="k1")
+        assert held["success"] and held["remaining"] == 40
+        assert backend.hold("api-writer", "credits", 60, ttl_seconds=120, idempotency_key="k1") == (
+            held
+        )
+        rid = held["reservation_id"]
+        assert backend.get_reservation(rid)["state"] == "held"
+        settled = backend.settle_reservation(rid, 45)
+        assert (settled["consumed"], settled["released"], settled["remaining"]) == (45, 15, 55)
+        assert backend.release_reservation(rid)["error"] == "reservation_closed"
+        other = backend.hold("api-writer", "credits", 5)["reservation_id"]
+        assert backend.release_reservation(other)["released"] == 5
+        assert backend.get_reservation(other)["state"] == "released"
+    run_verify(server.database_url)
