@@ -368,3 +368,25 @@ def test_concurrent_holds_settles_releases_and_tracks_conserve_every_unit(
     balance = {e.entitlement_id: e.remaining for e in app.state("mixer").entitlements}
     assert balance["purchased_credits"] == 1_000 - sum(consumed) >= 0
     assert_verified(backend, app.app_id)
+
+
+def test_holds_found_expired_late_are_each_back_before_the_reset_after_them(
+    backend: revenipe.Backend, app: revenipe.App, clock: Clock
+) -> None:
+    """Two holds expire just before a monthly reset and are found a day later: each is
+    released at its own expiry, so the reset's rollover sees all the units (pro: 1000 a
+    month, up to 500 carried)."""
+    app.grant_product("alice", "pro")  # 2026-01-31 12:00: resets on the 28th at 12:00
+    clock.advance(days=27, hours=23, minutes=58)
+    first = app.reserve("alice", "monthly_credits", 100, ttl_seconds=60)  # the free tier's
+    second = app.reserve("alice", "monthly_credits", 600, ttl_seconds=90)  # pro's
+    assert first.success and second.success
+    clock.advance(days=1)
+    pro = next(
+        e.remaining
+        for e in app.state("alice").entitlements
+        if e.entitlement_id == "monthly_credits" and e.remaining > 100
+    )
+    assert pro == 1000 + 500  # not 1000 + 400: the 600 were back before the reset
+    assert {app.reservation(r.reservation_id or "").state for r in (first, second)} == {"expired"}
+    assert_verified(backend, app.app_id)

@@ -89,9 +89,14 @@ def close_reservation(
     state: str,
     at: datetime,
     now: datetime,
+    settle_to: datetime | None = None,
 ) -> Closed:
     """Close an open reservation at `at` as `state`, consuming `value` (0 for a release
-    or an expiry): the decision of `engine.reservations.decide_close`, written whole."""
+    or an expiry): the decision of `engine.reservations.decide_close`, written whole.
+
+    The grants touched are brought to `settle_to` afterwards (default `now`): an expiry
+    found late stops at the next expiry, so that it is closed before any reset after it
+    (see `release_expired_holds`)."""
     if reservation.state != ReservationState.HELD or state not in ReservationState.CLOSED:
         raise InvariantViolation(f"reservation {reservation.id} {reservation.state} -> {state}")
     held = ledger_store.list_held_entries(conn, reservation.id)
@@ -110,7 +115,7 @@ def close_reservation(
         grants,
         value,
         at,
-        now,
+        now if settle_to is None else settle_to,
         candidates=[row.grant.id for row in candidates],
         entitlement_order=order,
     )
@@ -175,7 +180,10 @@ def release_expired_holds(
     expiry (so resets after it see the units back); how many. The caller updates the
     customer's `due_at` afterwards."""
     expired = reservation_store.list_expired_reservations(conn, customer_id, now)
-    for reservation in expired:
+    for index, reservation in enumerate(expired):
+        # Each is closed on the timeline: its grants are brought only up to the next
+        # expiry, else a reset between the two would run before the second is back.
+        following = expired[index + 1].expires_at if index + 1 < len(expired) else now
         close_reservation(
             conn,
             catalog,
@@ -184,6 +192,7 @@ def release_expired_holds(
             state=ReservationState.EXPIRED,
             at=reservation.expires_at,
             now=now,
+            settle_to=following,
         )
     return len(expired)
 
