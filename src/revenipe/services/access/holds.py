@@ -13,7 +13,7 @@ Runs inside the caller's write transaction, after the customer's row lock.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
@@ -27,6 +27,9 @@ from revenipe.storage import grants as grant_store
 from revenipe.storage import ledger as ledger_store
 from revenipe.storage import reservations as reservation_store
 from revenipe.storage import usage_events as usage_store
+
+_INSTANT = timedelta(microseconds=1)
+"""The smallest step of time a timestamp column keeps."""
 
 
 def entitlements_of(catalog: Catalog, tracked_id: str) -> tuple[str, ...] | None:
@@ -174,16 +177,28 @@ def close_reservation(
 
 
 def release_expired_holds(
-    conn: Connection, catalog: Catalog, customer_id: str, now: datetime
+    conn: Connection,
+    catalog: Catalog,
+    customer_id: str,
+    now: datetime,
+    *,
+    before: datetime | None = None,
 ) -> int:
-    """Release every hold of the customer whose TTL ran out by `now`, each at its own
-    expiry (so resets after it see the units back); how many. The caller updates the
-    customer's `due_at` afterwards."""
-    expired = reservation_store.list_expired_reservations(conn, customer_id, now)
+    """Release every hold of the customer whose TTL ran out by `now` (and, when given,
+    `before` that instant), each at its own expiry, so resets after it see the units
+    back; how many. With `before`, no grant is brought to `before` or beyond (the
+    changes due then are the caller's to apply first). The caller updates the customer's
+    `due_at` afterwards."""
+    expired = [
+        reservation
+        for reservation in reservation_store.list_expired_reservations(conn, customer_id, now)
+        if before is None or reservation.expires_at < before
+    ]
+    last = now if before is None else before - _INSTANT
     for index, reservation in enumerate(expired):
         # Each is closed on the timeline: its grants are brought only up to the next
         # expiry, else a reset between the two would run before the second is back.
-        following = expired[index + 1].expires_at if index + 1 < len(expired) else now
+        following = expired[index + 1].expires_at if index + 1 < len(expired) else last
         close_reservation(
             conn,
             catalog,
