@@ -6,6 +6,7 @@ alice (app A) holds 160 credits: 100 monthly, 10 bonus, 50 purchased."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -268,4 +269,38 @@ def test_an_expired_hold_reads_given_back_and_refuses_a_settle(
         160,
     )
     assert credits(world) == 160
+    assert_verified(world.backend)
+
+
+@pytest.mark.parametrize(("ttl", "expected"), [(10, 1000 + 500), (3600, 1000 + 400)])
+def test_a_hold_around_a_sandbox_renewal(world: World, ttl: int, expected: int) -> None:
+    """A hold of 600 of a sandbox Pro subscription's 1000 (up to 500 carried at each
+    renewal), made 30 s before the renewal. Expiring before it (10 s), the 600 are back
+    for the renewal's rollover: 1500. Expiring after it (1 h), they were held across
+    the period's end and do not come back: 1400, as if consumed and nothing more."""
+    from server.conftest import subscribe
+
+    source = subscribe(world.http, world.a, "bob", "pro")
+    api = world.a.api()
+    state = ok(world.http.get("/v1/customers/bob", headers=api))
+    (pro,) = [s for s in state["subscriptions"] if s["product_id"] == "pro"]
+    renews_at = datetime.fromisoformat(pro["renews_at"].replace("Z", "+00:00"))
+    clock = ok(world.http.get("/v1/sandbox/clock", headers=api))
+    now = datetime.fromisoformat(clock["now"].replace("Z", "+00:00"))
+    seconds = int((renews_at - now).total_seconds()) - 30
+    ok(world.http.post("/v1/sandbox/clock/advance", json={"seconds": seconds}, headers=api))
+    held = ok(
+        hold(
+            world,
+            {"id": "monthly_credits", "value": 600, "ttl_seconds": ttl, "access_source_id": source},
+            customer="bob",
+        )
+    )
+    assert held["success"] and held["remaining"] == 400
+    ok(world.http.post("/v1/sandbox/clock/advance", json={"hours": 2}, headers=api))
+    state = ok(world.http.get("/v1/customers/bob", headers=api))
+    balances = [e["remaining"] for e in state["entitlements"] if e["access_source_id"] == source]
+    assert balances == [expected]
+    shown = ok(world.http.get(f"/v1/reservations/{held['reservation_id']}", headers=api))
+    assert shown["state"] == "expired"
     assert_verified(world.backend)
