@@ -14,15 +14,36 @@ the hold still ends by itself when its TTL runs out.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
+from typing import Any, TypeVar
 
+from revenipe.client._core import (
+    IDEMPOTENCY_KEY_HEADER,
+    Call,
+    path,
+    require_amount,
+    require_id,
+    require_optional_id,
+    without_none,
+)
 from revenipe.client._decode import Reader
 from revenipe.client._errors import HoldRefusedError, InvalidArgumentError, RevenipeClientError
 
-__all__ = ["AsyncHold", "HoldResult", "SettleResult", "SyncHold"]
+__all__ = [
+    "AsyncHold",
+    "AsyncServerReservations",
+    "HoldResult",
+    "ServerReservations",
+    "SettleResult",
+    "SyncHold",
+]
+
+T = TypeVar("T")
+JSONObject = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,3 +209,137 @@ class SyncHold:
         except RevenipeClientError:
             if exc is None:
                 raise
+
+
+# -- the server client's reservations (secret key) ----------------------------------------
+
+
+def _json_object(r: Reader) -> JSONObject:
+    return r.raw()
+
+
+def _optional_int(name: str, value: object, *, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or value < minimum:
+        raise InvalidArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class _ReservationCalls:
+    @staticmethod
+    def hold(
+        external_id: str,
+        id: str,
+        value: int,
+        ttl_seconds: int | None,
+        access_source_id: str | None,
+        idempotency_key: str | None,
+    ) -> Call[JSONObject]:
+        require_id("external_id", external_id)
+        body = without_none(
+            id=require_id("id", id),
+            value=require_amount("value", value),
+            ttl_seconds=_optional_int("ttl_seconds", ttl_seconds, minimum=1),
+            access_source_id=require_optional_id("access_source_id", access_source_id),
+        )
+        key = require_optional_id("idempotency_key", idempotency_key) or str(uuid.uuid4())
+        return Call(
+            "POST",
+            path("v1", "customers", external_id, "reservations"),
+            _json_object,
+            body=body,
+            headers={IDEMPOTENCY_KEY_HEADER: key},
+        )
+
+    @staticmethod
+    def close_reservation(reservation_id: str, value: int | None) -> Call[JSONObject]:
+        # Safe to resend: the first close's answer is replayed.
+        require_id("reservation_id", reservation_id)
+        if value is None:
+            return Call("POST", path("v1", "reservations", reservation_id, "release"), _json_object)
+        body = {"value": _optional_int("value", value, minimum=0)}
+        return Call(
+            "POST", path("v1", "reservations", reservation_id, "settle"), _json_object, body=body
+        )
+
+    @staticmethod
+    def get_reservation(reservation_id: str) -> Call[JSONObject]:
+        require_id("reservation_id", reservation_id)
+        return Call("GET", path("v1", "reservations", reservation_id), _json_object)
+
+
+class ServerReservations:
+    """The server client's reservation calls (`RevenipeServerClient` inherits them)."""
+
+    def _execute(self, call: Call[T]) -> T:
+        raise NotImplementedError
+
+    def hold(
+        self,
+        external_id: str,
+        id: str,
+        value: int,
+        *,
+        ttl_seconds: int | None = None,
+        access_source_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSONObject:
+        """Holds `value` of `id` for the customer until settled, released or
+        `ttl_seconds` (default 600) pass (docs/concepts/reservations.md). Carries an
+        idempotency key (a fresh uuid4 unless given), reused on retries."""
+        return self._execute(
+            _ReservationCalls.hold(
+                external_id, id, value, ttl_seconds, access_source_id, idempotency_key
+            )
+        )
+
+    def settle_reservation(self, reservation_id: str, value: int) -> JSONObject:
+        """Consumes the actual amount of a hold (0 releases it); the rest goes back."""
+        return self._execute(_ReservationCalls.close_reservation(reservation_id, value))
+
+    def release_reservation(self, reservation_id: str) -> JSONObject:
+        """Gives a whole hold back."""
+        return self._execute(_ReservationCalls.close_reservation(reservation_id, None))
+
+    def get_reservation(self, reservation_id: str) -> JSONObject:
+        """A reservation's state (`held`, `settled`, `released`, `expired`) and amounts."""
+        return self._execute(_ReservationCalls.get_reservation(reservation_id))
+
+
+class AsyncServerReservations:
+    """The async server client's reservation calls (`AsyncRevenipeServerClient`)."""
+
+    async def _execute(self, call: Call[T]) -> T:
+        raise NotImplementedError
+
+    async def hold(
+        self,
+        external_id: str,
+        id: str,
+        value: int,
+        *,
+        ttl_seconds: int | None = None,
+        access_source_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSONObject:
+        """Holds `value` of `id` for the customer until settled, released or
+        `ttl_seconds` (default 600) pass (docs/concepts/reservations.md). Carries an
+        idempotency key (a fresh uuid4 unless given), reused on retries."""
+        return await self._execute(
+            _ReservationCalls.hold(
+                external_id, id, value, ttl_seconds, access_source_id, idempotency_key
+            )
+        )
+
+    async def settle_reservation(self, reservation_id: str, value: int) -> JSONObject:
+        """Consumes the actual amount of a hold (0 releases it); the rest goes back."""
+        return await self._execute(_ReservationCalls.close_reservation(reservation_id, value))
+
+    async def release_reservation(self, reservation_id: str) -> JSONObject:
+        """Gives a whole hold back."""
+        return await self._execute(_ReservationCalls.close_reservation(reservation_id, None))
+
+    async def get_reservation(self, reservation_id: str) -> JSONObject:
+        """A reservation's state (`held`, `settled`, `released`, `expired`) and amounts."""
+        return await self._execute(_ReservationCalls.get_reservation(reservation_id))

@@ -32,6 +32,7 @@ from revenipe.client._core import (
 from revenipe.client._decode import Reader
 from revenipe.client._errors import InvalidArgumentError
 from revenipe.client._models import CustomerToken
+from revenipe.client._reservations import AsyncServerReservations, ServerReservations
 from revenipe.client._transport import AsyncSender, SyncSender, async_transport, sync_transport
 
 __all__ = ["AsyncRevenipeServerClient", "RevenipeServerClient"]
@@ -161,47 +162,6 @@ class _Calls:
         )
 
     @staticmethod
-    def hold(
-        external_id: str,
-        id: str,
-        value: int,
-        ttl_seconds: int | None,
-        access_source_id: str | None,
-        idempotency_key: str | None,
-    ) -> Call[JSONObject]:
-        require_id("external_id", external_id)
-        body = without_none(
-            id=require_id("id", id),
-            value=require_amount("value", value),
-            ttl_seconds=_optional_int("ttl_seconds", ttl_seconds, minimum=1),
-            access_source_id=require_optional_id("access_source_id", access_source_id),
-        )
-        key = require_optional_id("idempotency_key", idempotency_key) or str(uuid.uuid4())
-        return Call(
-            "POST",
-            path("v1", "customers", external_id, "reservations"),
-            _json_object,
-            body=body,
-            headers={IDEMPOTENCY_KEY_HEADER: key},
-        )
-
-    @staticmethod
-    def close_reservation(reservation_id: str, value: int | None) -> Call[JSONObject]:
-        # Safe to resend: the first close's answer is replayed.
-        require_id("reservation_id", reservation_id)
-        if value is None:
-            return Call("POST", path("v1", "reservations", reservation_id, "release"), _json_object)
-        body = {"value": _optional_int("value", value, minimum=0)}
-        return Call(
-            "POST", path("v1", "reservations", reservation_id, "settle"), _json_object, body=body
-        )
-
-    @staticmethod
-    def get_reservation(reservation_id: str) -> Call[JSONObject]:
-        require_id("reservation_id", reservation_id)
-        return Call("GET", path("v1", "reservations", reservation_id), _json_object)
-
-    @staticmethod
     def list_usage_events(
         customer: str | None,
         id: str | None,
@@ -280,7 +240,7 @@ def _server_headers(secret_key: str, default_headers: Mapping[str, str] | None) 
     return base_headers(f"Bearer {secret_key}", default_headers or {})
 
 
-class RevenipeServerClient:
+class RevenipeServerClient(ServerReservations):
     """Sync client of the server API, authenticated by one of the app's secret keys.
 
     For the app's backend only: never ship a secret key in a mobile or web client.
@@ -375,35 +335,6 @@ class RevenipeServerClient:
         """Gives a usage event's consumption (all, or `amount`) back to the grants that paid."""
         return self._execute(_Calls.reverse_usage_event(usage_event_id, amount))
 
-    def hold(
-        self,
-        external_id: str,
-        id: str,
-        value: int,
-        *,
-        ttl_seconds: int | None = None,
-        access_source_id: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> JSONObject:
-        """Holds `value` of `id` for the customer until settled, released or
-        `ttl_seconds` (default 600) pass (docs/concepts/reservations.md). Carries an
-        idempotency key (a fresh uuid4 unless given), reused on retries."""
-        return self._execute(
-            _Calls.hold(external_id, id, value, ttl_seconds, access_source_id, idempotency_key)
-        )
-
-    def settle_reservation(self, reservation_id: str, value: int) -> JSONObject:
-        """Consumes the actual amount of a hold (0 releases it); the rest goes back."""
-        return self._execute(_Calls.close_reservation(reservation_id, value))
-
-    def release_reservation(self, reservation_id: str) -> JSONObject:
-        """Gives a whole hold back."""
-        return self._execute(_Calls.close_reservation(reservation_id, None))
-
-    def get_reservation(self, reservation_id: str) -> JSONObject:
-        """A reservation's state (`held`, `settled`, `released`, `expired`) and amounts."""
-        return self._execute(_Calls.get_reservation(reservation_id))
-
     def list_usage_events(
         self,
         *,
@@ -472,7 +403,7 @@ class RevenipeServerClient:
         self.close()
 
 
-class AsyncRevenipeServerClient:
+class AsyncRevenipeServerClient(AsyncServerReservations):
     """Async client of the server API, authenticated by one of the app's secret keys.
 
     For the app's backend only: never ship a secret key in a mobile or web client.
@@ -568,35 +499,6 @@ class AsyncRevenipeServerClient:
     ) -> JSONObject:
         """Gives a usage event's consumption (all, or `amount`) back to the grants that paid."""
         return await self._execute(_Calls.reverse_usage_event(usage_event_id, amount))
-
-    async def hold(
-        self,
-        external_id: str,
-        id: str,
-        value: int,
-        *,
-        ttl_seconds: int | None = None,
-        access_source_id: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> JSONObject:
-        """Holds `value` of `id` for the customer until settled, released or
-        `ttl_seconds` (default 600) pass (docs/concepts/reservations.md). Carries an
-        idempotency key (a fresh uuid4 unless given), reused on retries."""
-        return await self._execute(
-            _Calls.hold(external_id, id, value, ttl_seconds, access_source_id, idempotency_key)
-        )
-
-    async def settle_reservation(self, reservation_id: str, value: int) -> JSONObject:
-        """Consumes the actual amount of a hold (0 releases it); the rest goes back."""
-        return await self._execute(_Calls.close_reservation(reservation_id, value))
-
-    async def release_reservation(self, reservation_id: str) -> JSONObject:
-        """Gives a whole hold back."""
-        return await self._execute(_Calls.close_reservation(reservation_id, None))
-
-    async def get_reservation(self, reservation_id: str) -> JSONObject:
-        """A reservation's state (`held`, `settled`, `released`, `expired`) and amounts."""
-        return await self._execute(_Calls.get_reservation(reservation_id))
 
     async def list_usage_events(
         self,

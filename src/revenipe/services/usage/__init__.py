@@ -1,6 +1,8 @@
 """Usage: what customers consume and how it is read back.
 
 - `track`: track (consume, all or nothing) and check (the same decision, nothing written);
+- `reservations`: hold, settle, release and read reservations (holds of usage with a TTL;
+  closing them is `access.holds`);
 - `reversal`: a usage event given back to the grants that paid for it;
 - `history`: usage events and ledger pages;
 - `verify`: the ledger's invariants, checked over a whole database or one app.
