@@ -29,6 +29,8 @@ _EXPORTS = {
     "BatchItem": "revenipe.services.usage.batch",
     "BatchOutcome": "revenipe.services.usage.batch",
     "CheckResult": "revenipe.services.usage.track",
+    "CloseResult": "revenipe.services.usage.reservations",
+    "HoldResult": "revenipe.services.usage.reservations",
     "ReversalResult": "revenipe.services.usage.reversal",
     "TrackResult": "revenipe.services.usage.track",
 }
@@ -41,8 +43,10 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "CheckResult",
+    "CloseResult",
     "CustomerState",
     "ErrorCode",
+    "HoldResult",
     "RefusalCode",
     "RevenipeError",
     "ReversalResult",
@@ -59,6 +63,7 @@ if TYPE_CHECKING:
     from revenipe.engine.errors import ErrorCode, RefusalCode, RevenipeError
     from revenipe.services.customers import CustomerState
     from revenipe.services.usage.batch import BatchItem, BatchOutcome
+    from revenipe.services.usage.reservations import CloseResult, HoldResult
     from revenipe.services.usage.reversal import ReversalResult
     from revenipe.services.usage.track import CheckResult, TrackResult
 

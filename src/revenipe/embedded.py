@@ -29,14 +29,17 @@ from revenipe.services import customers as customer_service
 from revenipe.services.context import ServiceContext, utc_now
 from revenipe.services.customers import CustomerRef, CustomerState, GrantedSource
 from revenipe.services.usage import batch as batch_service
+from revenipe.services.usage import reservations as reservation_service
 from revenipe.services.usage import reversal as reversal_service
 from revenipe.services.usage import track as usage_service
 from revenipe.services.usage import verify as verify_service
 from revenipe.services.usage.batch import BatchItem, BatchOutcome
+from revenipe.services.usage.reservations import CloseResult, HoldResult
 from revenipe.services.usage.reversal import ReversalResult
 from revenipe.services.usage.track import CheckResult, TrackResult
 from revenipe.storage import apps as app_store
 from revenipe.storage.database import DEFAULT_DATABASE_URL, Database, open_database
+from revenipe.storage.reservations import ReservationRow
 
 
 class Backend:
@@ -155,6 +158,44 @@ class App:
         return reversal_service.reverse(
             self.context, self.app_id, usage_event_id, amount, idempotency_key=idempotency_key
         )
+
+    def reserve(
+        self,
+        customer: str,
+        id: str,
+        value: int,
+        *,
+        ttl_seconds: int | None = None,
+        access_source_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> HoldResult:
+        """Hold `value` of `id` until settled, released or `ttl_seconds` (default 600)
+        pass (docs/concepts/reservations.md). All or nothing, like a track."""
+        return reservation_service.hold(
+            self.context,
+            self.app_id,
+            CustomerRef.external(customer),
+            id,
+            value,
+            ttl_seconds=ttl_seconds,
+            access_source_id=access_source_id,
+            idempotency_key=idempotency_key,
+            create_customer=True,
+        )
+
+    def settle(self, reservation_id: str, value: int) -> CloseResult:
+        """Consume the actual amount of a hold (0 releases it); the rest goes back."""
+        return reservation_service.settle_reservation(
+            self.context, self.app_id, reservation_id, value
+        )
+
+    def release(self, reservation_id: str) -> CloseResult:
+        """Give a whole hold back."""
+        return reservation_service.release_reservation(self.context, self.app_id, reservation_id)
+
+    def reservation(self, reservation_id: str) -> ReservationRow:
+        """A reservation as of now (`state`: held, settled, released or expired)."""
+        return reservation_service.get_reservation(self.context, self.app_id, reservation_id)
 
     def grant_product(
         self,

@@ -70,6 +70,8 @@ class Known:
     client_id: str
     token: str
     usage_event_id: str
+    reservation_ids: tuple[str, ...] = ()
+    """Holds of alice's, one per reservation case aimed at them (each closes once)."""
 
     def credentials(self, operation: dict[str, Any]) -> dict[str, str]:
         schemes = {name for option in operation.get("security", []) for name in option}
@@ -91,6 +93,14 @@ def _known(backend: revenipe.Backend, http: TestClient) -> Known:
     tracked = http.post(
         "/v1/customers/alice/track", json={"id": "credits", "value": 1}, headers=api
     ).json()
+    held = [
+        http.post(
+            "/v1/customers/alice/reservations",
+            json={"id": "credits", "value": 1, "ttl_seconds": 86_400},
+            headers=api,
+        ).json()["reservation_id"]
+        for _ in range(4)
+    ]
     return Known(
         created.app.id,
         created.secret_key,
@@ -98,6 +108,7 @@ def _known(backend: revenipe.Backend, http: TestClient) -> Known:
         minted["client_id"],
         minted["token"],
         tracked["usage_event_id"],
+        tuple(held),
     )
 
 
@@ -113,6 +124,8 @@ def _aim(case: Any, known: Known) -> None:
         paths["external_id"] = known.external_id
     if "usage_event_id" in paths:
         paths["usage_event_id"] = known.usage_event_id
+    if "reservation_id" in paths and known.reservation_ids:
+        paths["reservation_id"] = known.reservation_ids[digest[1] % len(known.reservation_ids)]
     if isinstance(case.body, dict):
         for field in ("client_id", "customer_id"):
             if field in case.body:

@@ -1164,7 +1164,15 @@ def test_both_twins_offer_the_same_methods() -> None:
     for name in set(async_api) & set(sync_api):
         a, s = getattr(Revenipe, name), getattr(RevenipeSync, name)
         if callable(a):
-            assert inspect.signature(a) == inspect.signature(s), name
+            a_signature, s_signature = inspect.signature(a), inspect.signature(s)
+            if name == "reserve":  # an async and a plain context manager
+                assert (a_signature.return_annotation, s_signature.return_annotation) == (
+                    "AsyncHold",
+                    "SyncHold",
+                )
+                a_signature = a_signature.replace(return_annotation=None)
+                s_signature = s_signature.replace(return_annotation=None)
+            assert a_signature == s_signature, name
 
 
 def test_idempotency_keys_are_uuid4() -> None:

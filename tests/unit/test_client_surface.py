@@ -31,6 +31,10 @@ PUBLIC_API = {
     "CustomerAddOn",
     "CustomerBasePlan",
     "TrackResult",
+    "HoldResult",
+    "SettleResult",
+    "AsyncHold",
+    "SyncHold",
     "Product",
     "ProductEntitlement",
     "StartPurchaseResult",
@@ -59,6 +63,7 @@ PUBLIC_API = {
     "NotLoggedInError",
     "NotConfiguredError",
     "InvalidArgumentError",
+    "HoldRefusedError",
 }
 
 
@@ -90,7 +95,7 @@ def test_every_error_is_a_revenipe_client_error() -> None:
         if inspect.isclass(getattr(revenipe.client, name))
         and issubclass(getattr(revenipe.client, name), BaseException)
     }
-    assert len(errors) == 11
+    assert len(errors) == 12
     for name in errors:
         assert issubclass(getattr(revenipe.client, name), revenipe.client.RevenipeClientError)
     assert issubclass(revenipe.client.InvalidArgumentError, ValueError)

@@ -27,6 +27,7 @@ AGGREGATES = [
     "ledger",
     "usage_events",
     "reversals",
+    "reservations",
     "purchases",
     "webhooks",
 ]

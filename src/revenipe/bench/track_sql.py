@@ -58,8 +58,9 @@ _INSERT_EVENT = (
 _SAVE_GRANT = "UPDATE grants SET balance = {balance} WHERE id = {grant_id}"
 _INSERT_ENTRY = (
     "INSERT INTO ledger_entries (app_id, customer_id, grant_id, kind, amount, balance_after, "
-    "usage_event_id, reversal_id, effective_at, recorded_at) VALUES ({app_id}, "
-    "{customer_id}, {grant_id}, 'consumed', {amount}, {balance}, {id}, NULL, {now}, {now})"
+    "usage_event_id, reversal_id, reservation_id, effective_at, recorded_at) VALUES "
+    "({app_id}, {customer_id}, {grant_id}, 'consumed', {amount}, {balance}, {id}, NULL, NULL, "
+    "{now}, {now})"
 )
 _NAMES = (
     "key",

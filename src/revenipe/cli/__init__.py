@@ -11,6 +11,7 @@ runs (tests/unit/test_cli_startup.py holds this; `scripts/cli-startup` measures 
 - `apps`: `apps create|list|update`, `tokens mint`.
 - `catalog`: `catalog validate|apply`.
 - `usage`: `customers show`, `grant`, `track`, `check`, `reverse`, `verify`.
+- `reservations`: `reservations hold|settle|release|show`.
 - `sandbox`: `sandbox advance|clock`, a sandbox app's test clock.
 - `serve`: `serve`: first-start setup, then uvicorn.
 - `stripe`, `revenuecat`: an app's payment provider settings.

@@ -26,6 +26,7 @@ from revenipe.cli.common import (
     Handler,
     common_options,
 )
+from revenipe.cli.reservations import add_reservations
 from revenipe.cli.revenuecat import add_parser as add_revenuecat
 from revenipe.cli.sandbox import add_sandbox
 from revenipe.cli.serve import add_serve
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_apps(commands, common)
     add_catalog(commands, common)
     add_usage(commands, common)
+    add_reservations(commands, common)
     add_tokens(commands, common)
     add_serve(commands, common)
     add_sandbox(commands, common)

@@ -20,6 +20,7 @@ from revenipe.client._config import CustomerTokenSupplier, RevenipeConfig
 from revenipe.client._errors import (
     ApiError,
     AuthenticationError,
+    HoldRefusedError,
     InvalidArgumentError,
     NotConfiguredError,
     NotFoundError,
@@ -55,11 +56,13 @@ from revenipe.client._models import (
     UncancelResult,
     UsageKey,
 )
+from revenipe.client._reservations import AsyncHold, HoldResult, SettleResult, SyncHold
 from revenipe.client._server import AsyncRevenipeServerClient, RevenipeServerClient
 from revenipe.client._sync_client import RevenipeSync
 
 __all__ = [
     "ApiError",
+    "AsyncHold",
     "AsyncRevenipeServerClient",
     "AttachPaymentMethodResult",
     "AuthenticationError",
@@ -74,6 +77,8 @@ __all__ = [
     "CustomerSubscription",
     "CustomerToken",
     "CustomerTokenSupplier",
+    "HoldRefusedError",
+    "HoldResult",
     "InvalidArgumentError",
     "NotConfiguredError",
     "NotFoundError",
@@ -92,7 +97,9 @@ __all__ = [
     "RevenipeConfig",
     "RevenipeServerClient",
     "RevenipeSync",
+    "SettleResult",
     "StartPurchaseResult",
+    "SyncHold",
     "TrackResult",
     "TransportError",
     "TrialPaymentMethodBehavior",

@@ -31,6 +31,7 @@ from revenipe.client._models import (
     UncancelResult,
     UsageKey,
 )
+from revenipe.client._reservations import AsyncHold, HoldResult, SettleResult
 from revenipe.client._session import (
     ProcessInstance,
     Session,
@@ -166,6 +167,36 @@ class Revenipe:
         `login`, both before any network call.
         """
         return await self._execute(self._session.track_call(id, value, idempotency_key))
+
+    def reserve(
+        self,
+        id: str,
+        value: int,
+        *,
+        ttl_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncHold:
+        """A hold of `value` of entitlement or usage key `id`, for work of unknown cost:
+
+            async with client.reserve(id="credits", value=100) as hold:
+                ...  # the work
+                await hold.settle(37)  # 63 go back
+
+        Entering holds (all or nothing; `HoldRefusedError` if it cannot, and the block
+        does not run); an exception in the block, or a block that ends without `settle`
+        or `release`, releases the hold. `ttl_seconds` (1 to 86400, default 600): when
+        the hold ends by itself. Arguments are checked on entry, before any network call.
+        """
+
+        async def hold() -> HoldResult:
+            return await self._execute(
+                self._session.hold_call(id, value, ttl_seconds, idempotency_key)
+            )
+
+        async def close(reservation_id: str, settle_value: int | None) -> SettleResult:
+            return await self._execute(self._session.close_call(reservation_id, settle_value))
+
+        return AsyncHold(hold, close)
 
     def get_entitlement(self, id: str) -> CustomerEntitlement | None:
         """The customer's entitlement `id` from local state (the first source's entry).

@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "ApiError",
     "AuthenticationError",
+    "HoldRefusedError",
     "InvalidArgumentError",
     "NotConfiguredError",
     "NotFoundError",
@@ -110,3 +111,14 @@ class NotConfiguredError(RevenipeClientError):
 
 class InvalidArgumentError(RevenipeClientError, ValueError):
     """An argument was rejected locally, before any network call (e.g. `value=1.5`)."""
+
+
+class HoldRefusedError(RevenipeClientError):
+    """`async with reserve(...)` could not hold (not enough left, unknown id...): nothing
+    was held and the block did not run. `error` is the refusal code, `remaining` what
+    is left of the id."""
+
+    def __init__(self, error: str, remaining: int) -> None:
+        super().__init__(f"the hold was refused: {error} ({remaining} remaining)")
+        self.error = error
+        self.remaining = remaining

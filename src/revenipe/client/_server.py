@@ -32,6 +32,7 @@ from revenipe.client._core import (
 from revenipe.client._decode import Reader
 from revenipe.client._errors import InvalidArgumentError
 from revenipe.client._models import CustomerToken
+from revenipe.client._reservations import AsyncServerReservations, ServerReservations
 from revenipe.client._transport import AsyncSender, SyncSender, async_transport, sync_transport
 
 __all__ = ["AsyncRevenipeServerClient", "RevenipeServerClient"]
@@ -248,7 +249,7 @@ def _server_headers(secret_key: str, default_headers: Mapping[str, str] | None) 
     return base_headers(f"Bearer {secret_key}", default_headers or {})
 
 
-class RevenipeServerClient:
+class RevenipeServerClient(ServerReservations):
     """Sync client of the server API, authenticated by one of the app's secret keys.
 
     For the app's backend only: never ship a secret key in a mobile or web client.
@@ -417,7 +418,7 @@ class RevenipeServerClient:
         self.close()
 
 
-class AsyncRevenipeServerClient:
+class AsyncRevenipeServerClient(AsyncServerReservations):
     """Async client of the server API, authenticated by one of the app's secret keys.
 
     For the app's backend only: never ship a secret key in a mobile or web client.

@@ -19,6 +19,7 @@ from revenipe.client._core import (
     IDEMPOTENCY_KEY_HEADER,
     Call,
     Retry,
+    path,
     require_amount,
     require_choice,
     require_id,
@@ -40,6 +41,7 @@ from revenipe.client._models import (
     UsageKey,
     decode_products,
 )
+from revenipe.client._reservations import HoldResult, SettleResult
 
 C = TypeVar("C")
 
@@ -227,6 +229,52 @@ class Session:
                 "value": value,
             },
             headers={IDEMPOTENCY_KEY_HEADER: key},
+            customer=self._external_id,
+        )
+
+    def hold_call(
+        self, id: str, value: int, ttl_seconds: int | None, idempotency_key: str | None
+    ) -> Call[HoldResult]:
+        """`POST v1/customer/reservations` (our extension), with an idempotency key
+        reused on every retry, so a retried hold holds once."""
+        require_id("id", id)
+        require_amount("value", value)
+        if ttl_seconds is not None and (type(ttl_seconds) is not int or ttl_seconds < 1):
+            raise InvalidArgumentError(
+                f"ttl_seconds must be a positive integer, got {ttl_seconds!r}"
+            )
+        key = require_optional_id("idempotency_key", idempotency_key) or str(uuid.uuid4())
+        customer = self._require_customer()
+        body = {"entitlement_id": id, "client_id": customer.client_id, "value": value}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        return Call(
+            "POST",
+            "v1/customer/reservations",
+            HoldResult._decode,
+            body=body,
+            headers={IDEMPOTENCY_KEY_HEADER: key},
+            customer=self._external_id,
+        )
+
+    def close_call(self, reservation_id: str, value: int | None) -> Call[SettleResult]:
+        """`POST v1/customer/reservations/{id}/settle` (`value`) or `/release` (None).
+        Safe to resend: the first close's answer is replayed."""
+        require_id("reservation_id", reservation_id)
+        customer = self._require_customer()
+        body: dict[str, Any] = {"client_id": customer.client_id}
+        if value is None:
+            action = "release"
+        else:
+            if type(value) is not int or value < 0:
+                raise InvalidArgumentError(f"value must be an integer >= 0, got {value!r}")
+            body["value"] = value
+            action = "settle"
+        return Call(
+            "POST",
+            f"v1/customer/reservations/{path(reservation_id)}/{action}",
+            SettleResult._decode,
+            body=body,
             customer=self._external_id,
         )
 

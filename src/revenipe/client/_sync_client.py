@@ -30,6 +30,7 @@ from revenipe.client._models import (
     UncancelResult,
     UsageKey,
 )
+from revenipe.client._reservations import HoldResult, SettleResult, SyncHold
 from revenipe.client._session import (
     ProcessInstance,
     Session,
@@ -163,6 +164,34 @@ class RevenipeSync:
         `login`, both before any network call.
         """
         return self._execute(self._session.track_call(id, value, idempotency_key))
+
+    def reserve(
+        self,
+        id: str,
+        value: int,
+        *,
+        ttl_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> SyncHold:
+        """A hold of `value` of entitlement or usage key `id`, for work of unknown cost:
+
+            with client.reserve(id="credits", value=100) as hold:
+                ...  # the work
+                hold.settle(37)  # 63 go back
+
+        Entering holds (all or nothing; `HoldRefusedError` if it cannot, and the block
+        does not run); an exception in the block, or a block that ends without `settle`
+        or `release`, releases the hold. `ttl_seconds` (1 to 86400, default 600): when
+        the hold ends by itself. Arguments are checked on entry, before any network call.
+        """
+
+        def hold() -> HoldResult:
+            return self._execute(self._session.hold_call(id, value, ttl_seconds, idempotency_key))
+
+        def close(reservation_id: str, settle_value: int | None) -> SettleResult:
+            return self._execute(self._session.close_call(reservation_id, settle_value))
+
+        return SyncHold(hold, close)
 
     def get_entitlement(self, id: str) -> CustomerEntitlement | None:
         """The customer's entitlement `id` from local state (the first source's entry).

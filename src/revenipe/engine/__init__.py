@@ -10,6 +10,8 @@ docs/concepts/; this is where each one is decided:
 - `burn`: which grants pay for a track, in which order, and how much each.
 - `usage`: a track's and a reversal's bookkeeping decided whole (grant states, ledger
   entries, the usage event), for the services to persist.
+- `reservations`: a hold (drawn like a track, `held` entries) and how it closes (settle,
+  release, expiry: `released`, `consumed`, write-offs of units whose period ended).
 - `subscriptions`: the life of a subscription (trial, periods, renewal, cancel, plan
   change).
 - `sources`: who provides an access source (the `Provider` names).

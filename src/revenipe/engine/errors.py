@@ -26,6 +26,9 @@ class RefusalCode(StrEnum):
     """Every grant that could pay has expired or its access source ended."""
     UNKNOWN_ACCESS_SOURCE = "unknown_access_source"
     """The named access source does not exist for this customer."""
+    RESERVATION_CLOSED = "reservation_closed"
+    """A settle of a reservation already released or expired, or a release of one
+    already settled: nothing changes (docs/concepts/reservations.md)."""
 
 
 class ErrorCode(StrEnum):
@@ -41,6 +44,7 @@ class ErrorCode(StrEnum):
     PRODUCT_NOT_FOUND = "product_not_found"
     ENTITLEMENT_NOT_FOUND = "entitlement_not_found"
     USAGE_EVENT_NOT_FOUND = "usage_event_not_found"
+    RESERVATION_NOT_FOUND = "reservation_not_found"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     REVERSAL_EXCEEDS_CONSUMED = "reversal_exceeds_consumed"
     DATABASE_BUSY = "database_busy"

@@ -28,6 +28,12 @@ class EntryKind(StrEnum):
     ADJUSTED = "adjusted"
     REVOKED = "revoked"
     """Taken back because the access source was refunded or disputed."""
+    HELD = "held"
+    """Set aside by a reservation (docs/concepts/reservations.md): out of the balance
+    until the reservation is settled, released or expires."""
+    RELEASED = "released"
+    """A reservation's hold given back to the grant when it closed (all of it; a settle
+    then consumes the actual amount with `consumed` entries)."""
 
 
 class GrantStatus(StrEnum):

@@ -153,3 +153,41 @@ class AppSettingsUpdate(ApiRequest):
         description="Purchase return URLs the app accepts: exact, or a prefix ending in '*'; "
         "custom schemes allowed (myapp://paid); [] accepts any http(s) URL",
     )
+
+
+TtlSeconds = Annotated[
+    StrictInt,
+    Field(description="How long the hold lasts: 1 to 86400 seconds (default 600)"),
+]
+
+
+class HoldRequest(ApiRequest):
+    id: CatalogId = Field(description="An entitlement id or a usage key id")
+    value: Amount
+    ttl_seconds: TtlSeconds | None = None
+    access_source_id: InternalId | None = None
+
+
+class SettleRequest(ApiRequest):
+    value: Annotated[
+        StrictInt, Field(ge=0, le=MAX_AMOUNT, description="The actual amount; 0 releases")
+    ]
+
+
+class ClientHoldRequest(ProtocolRequest):
+    entitlement_id: CatalogId = Field(description="An entitlement id or a usage key id")
+    client_id: InternalId
+    value: Amount
+    ttl_seconds: TtlSeconds | None = None
+    access_source_id: InternalId | None = None
+
+
+class ClientSettleRequest(ProtocolRequest):
+    client_id: InternalId
+    value: Annotated[
+        StrictInt, Field(ge=0, le=MAX_AMOUNT, description="The actual amount; 0 releases")
+    ]
+
+
+class ClientReleaseRequest(ProtocolRequest):
+    client_id: InternalId

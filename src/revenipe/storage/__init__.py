@@ -17,6 +17,8 @@
   - `ledger`: ledger entries.
   - `usage_events`: usage events (a track's two round trips).
   - `reversals`: reversals of usage events.
+  - `reservations`: reservations (holds of usage with a TTL; their units are in the
+    ledger).
   - `purchases`: purchase attempts (checkouts, payment and setup intents).
   - `webhooks`: provider events received.
 - `migrations/`: Alembic environment and versions.

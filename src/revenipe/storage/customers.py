@@ -29,7 +29,8 @@ class CustomerRow:
     created_at: datetime
     due_at: datetime | None = None
     """The next instant one of its access sources changes by itself (sandbox renewals,
-    scheduled plan changes): operations catch the customer up first when it has passed."""
+    scheduled plan changes) or one of its holds expires: operations catch the customer
+    up first when it has passed."""
 
 
 _COLUMNS = Columns(customers, ("id", "app_id", "external_id", "anonymous", "created_at", "due_at"))
@@ -44,8 +45,10 @@ _FIND_STATEMENTS = {
     for lock in (False, True)
 }
 _UPDATE_DUE = Sql(
-    "UPDATE customers SET due_at = "
-    "(SELECT min(due_at) FROM access_sources WHERE customer_id = %(id)s) WHERE id = %(id)s"
+    "UPDATE customers SET due_at = (SELECT min(due) FROM ("
+    "SELECT due_at AS due FROM access_sources WHERE customer_id = %(id)s UNION ALL "
+    "SELECT expires_at FROM reservations WHERE customer_id = %(id)s AND state = 'held'"
+    ") AS changes) WHERE id = %(id)s"
 )
 
 
@@ -83,7 +86,8 @@ def list_customers(
 
 
 def update_customer_due(conn: Connection, customer_id: str) -> None:
-    """Set the customer's `due_at` to the soonest `due_at` of its access sources."""
+    """Set the customer's `due_at` to the soonest `due_at` of its access sources and
+    expiry of its open reservations."""
     execute(conn, _UPDATE_DUE, {"id": customer_id})
 
 

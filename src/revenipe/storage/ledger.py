@@ -41,6 +41,7 @@ class LedgerEntryRow:
     reversal_id: str | None
     effective_at: datetime
     recorded_at: datetime
+    reservation_id: str | None = None
 
 
 _COLUMNS = Columns(
@@ -57,14 +58,16 @@ _COLUMNS = Columns(
         "reversal_id",
         "effective_at",
         "recorded_at",
+        "reservation_id",
     ),
 )
 _SELECT = f"SELECT {_COLUMNS.select} FROM ledger_entries"
 _INSERT = Sql(
     "INSERT INTO ledger_entries (app_id, customer_id, grant_id, kind, amount, balance_after, "
-    "usage_event_id, reversal_id, effective_at, recorded_at) VALUES (%(app_id)s, "
-    "%(customer_id)s, %(grant_id)s, %(kind)s, %(amount)s, %(balance_after)s, "
-    "%(usage_event_id)s, %(reversal_id)s, %(effective_at)s, %(recorded_at)s)"
+    "usage_event_id, reversal_id, reservation_id, effective_at, recorded_at) VALUES "
+    "(%(app_id)s, %(customer_id)s, %(grant_id)s, %(kind)s, %(amount)s, %(balance_after)s, "
+    "%(usage_event_id)s, %(reversal_id)s, %(reservation_id)s, %(effective_at)s, "
+    "%(recorded_at)s)"
 )
 _LAST_AMOUNT = Sql(
     "SELECT amount FROM ledger_entries WHERE grant_id = %(grant_id)s AND kind = %(kind)s "
@@ -74,6 +77,8 @@ _CONSUMED = Sql(
     f"{_SELECT} WHERE usage_event_id = %(usage_event_id)s AND kind = %(kind)s ORDER BY id"
 )
 _CONSUMED_KIND = EntryKind.CONSUMED.value
+_RESERVATION_KINDS = (EntryKind.HELD, EntryKind.RELEASED)
+_HELD = Sql(f"{_SELECT} WHERE reservation_id = %(reservation_id)s AND kind = 'held' ORDER BY id")
 _REVERSAL_IDS = Sql("SELECT id FROM reversals WHERE usage_event_id = %(usage_event_id)s")
 
 
@@ -93,7 +98,11 @@ def insert_entries(
     *,
     usage_event_id: str | None = None,
     reversal_id: str | None = None,
+    reservation_id: str | None = None,
 ) -> None:
+    """Append `entries` in order. Each entry names what it belongs to by its kind:
+    `consumed` the usage event, `reversed` the reversal, `held` and `released` the
+    reservation."""
     recorded_at = time_in(conn, now)
     execute_many(
         conn,
@@ -108,6 +117,7 @@ def insert_entries(
                 "balance_after": e.balance_after,
                 "usage_event_id": usage_event_id if e.kind is EntryKind.CONSUMED else None,
                 "reversal_id": reversal_id if e.kind is EntryKind.REVERSED else None,
+                "reservation_id": reservation_id if e.kind in _RESERVATION_KINDS else None,
                 "effective_at": time_in(conn, e.effective_at),
                 "recorded_at": recorded_at,
             }
@@ -164,3 +174,9 @@ def map_reversed_per_grant(conn: Connection, usage_event_id: str) -> dict[str, i
     )
     params["kind"] = EntryKind.REVERSED.value
     return {grant_id: int(total) for grant_id, total in fetch_all(conn, cached_sql(text), params)}
+
+
+def list_held_entries(conn: Connection, reservation_id: str) -> list[LedgerEntryRow]:
+    """The `held` entries of one reservation, in the order its grants were drawn."""
+    rows = fetch_all(conn, _HELD, {"reservation_id": reservation_id})
+    return [LedgerEntryRow(**_COLUMNS.read(r)) for r in rows]

@@ -239,6 +239,41 @@ ledger_entries = Table(
         sqlite_where=text("reversal_id IS NOT NULL"),
         postgresql_where=text("reversal_id IS NOT NULL"),
     ),
+    # A reservation's `held` and `released` entries (docs/concepts/reservations.md).
+    Column("reservation_id", Id, ForeignKey("reservations.id")),
+    Index(
+        "ix_ledger_entries_reservation",
+        "reservation_id",
+        sqlite_where=text("reservation_id IS NOT NULL"),
+        postgresql_where=text("reservation_id IS NOT NULL"),
+    ),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id"), nullable=False),
+    Column("tracked_id", String(64), nullable=False),
+    Column("access_source_id", String(64)),
+    Column("held", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("hold_remaining", BigInteger, nullable=False),
+    Column("idempotency_key", String(255)),
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False),
+    # How it closed: the answer every later settle or release of it replays.
+    Column("requested", BigInteger, nullable=False, server_default="0"),
+    Column("consumed", BigInteger, nullable=False, server_default="0"),
+    Column("released", BigInteger, nullable=False, server_default="0"),
+    Column("shortfall", BigInteger, nullable=False, server_default="0"),
+    Column("close_remaining", BigInteger),
+    Column("usage_event_id", Id, ForeignKey("usage_events.id")),
+    Column("closed_at", Time),
+    UniqueConstraint("customer_id", "idempotency_key", name="uq_reservations_idempotency"),
+    # A customer's open holds, soonest expiry first: its `due_at`, and catching up.
+    Index("ix_reservations_customer_state", "customer_id", "state", "expires_at"),
 )
 
 purchase_attempts = Table(

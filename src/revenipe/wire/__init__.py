@@ -13,6 +13,7 @@ null. Nothing here imports pydantic or FastAPI (the CLI imports these modules ch
   base plans), the customer list, grants, customer tokens.
 - `usage`: track results (client protocol, server API, CLI), check, reversal, usage
   history.
+- `reservations`: a hold, a settle or release, a reservation's state.
 - `ledger`: the ledger export, and `revenipe verify`'s report.
 - `apps`: app settings, secret keys, a sandbox app's clock, the CLI's app listings.
 - `catalog`: products, the catalog document, applied and validated catalogs (server API

@@ -19,6 +19,8 @@ Server API (`/v1/...`, secret key):
 - `catalog`: read, apply and validate the catalog.
 - `customers`: customers, grants, customer tokens.
 - `usage`: track, check, reversals, usage history.
+- `reservations`: hold, settle, release, read a reservation; and the same under customer
+  tokens as client-protocol extensions (`/v1/customer/reservations...`).
 - `ledger`: the ledger export.
 - `sandbox_clock`: a sandbox app's test clock.
 - `stripe`: the app's Stripe settings, Stripe's webhook and the checkout return page.

@@ -14,7 +14,9 @@ lock. Modules:
 
 - `grants`: a product's grants opened, ended, their access end moved;
 - `subscriptions`: subscriptions opened and kept in step with their lifecycle;
-- `sources`: one-off purchases, revocations, transfers, a provider's told history.
+- `sources`: one-off purchases, revocations, transfers, a provider's told history;
+- `holds`: closing a reservation's hold (settle, release) and releasing expired holds on
+  catch-up, each at its expiry.
 
 Usage and purchases build on this package; it imports neither.
 """

@@ -29,6 +29,7 @@ from revenipe.engine.subscriptions import (
     Subscription,
     SubscriptionStatus,
 )
+from revenipe.services.access import holds
 from revenipe.services.access.grants import end_grants, grant_product, move_access_end
 from revenipe.services.context import new_id
 from revenipe.storage import customers as customer_store
@@ -334,12 +335,19 @@ def catch_up(conn: Connection, catalog: Catalog, customer_id: str, now: datetime
 
     Each happens at its own instant in the past, so the result is the same whenever it
     runs; the caller runs it when `customers.due_at` has passed, before anything reads
-    or spends a balance.
+    or spends a balance. Holds whose TTL ran out are released each at its expiry
+    (`holds`, docs/concepts/reservations.md): those that expired before the sources'
+    first change, then the changes, then the rest.
     """
-    for source in source_store.list_sources_due(conn, customer_id, now):
+    due = source_store.list_sources_due(conn, customer_id, now)
+    first_change = min((s.due_at for s in due if s.due_at is not None), default=None)
+    holds.release_expired_holds(conn, catalog, customer_id, now, before=first_change)
+    for source in due:
         if source.provider == Provider.SANDBOX and is_subscription(source):
             sub, changes = lifecycle.advance(subscription_of(source), now)
             update_subscription(conn, catalog, source, sub, now, product_changes=changes)
         else:
             source_store.update_source(conn, replace(source, due_at=None, updated_at=now))
+    if first_change is not None:
+        holds.release_expired_holds(conn, catalog, customer_id, now)
     customer_store.update_customer_due(conn, customer_id)

@@ -8,6 +8,10 @@
 5. Each usage event's `reversed` equals its reversal entries, and never exceeds
    `consumed`; each reversal's amount equals its entries.
 6. An idempotency key was applied once: at most one usage event per (customer, key).
+7. Holds balance (docs/concepts/reservations.md): each reservation's `held` entries
+   add up to what it held; a closed one's `released` entries give all of it back, an
+   open one's give nothing back yet; what its settle consumed is its usage event's.
+   So, over the ledger: held - released = what the open reservations hold.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from enum import StrEnum
 from sqlalchemy import Connection
 
 from revenipe.engine.grants import EntryKind, GrantStatus
+from revenipe.engine.reservations import ReservationState
 from revenipe.services.context import ServiceContext
 from revenipe.storage import grants as grant_store
 from revenipe.storage import ledger as ledger_store
+from revenipe.storage import reservations as reservation_store
 from revenipe.storage import reversals as reversal_store
 from revenipe.storage import usage_events as usage_store
 from revenipe.storage.ledger import LedgerEntryRow
@@ -51,6 +57,8 @@ class Invariant(StrEnum):
     """5: a reversal's amount is what its entries gave back."""
     IDEMPOTENT = "idempotent"
     """6: an idempotency key was applied once."""
+    HOLDS_BALANCE = "holds_balance"
+    """7: a reservation's held and released entries match its state and amounts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +88,7 @@ class VerifyReport:
     checked_grants: int = 0
     checked_entries: int = 0
     checked_usage_events: int = 0
+    checked_reservations: int = 0
     found: list[Problem] = field(default_factory=list)
 
     @property
@@ -105,6 +114,7 @@ def verify(ctx: ServiceContext, app_id: str | None = None) -> VerifyReport:
         reversed_by_event = _check_reversals(conn, app_id, ledger, report)
         _check_usage_events(conn, app_id, ledger, reversed_by_event, report)
         _check_idempotency(conn, app_id, report)
+        _check_reservations(conn, app_id, ledger, report)
     return report
 
 
@@ -116,6 +126,8 @@ class _Ledger:
     running: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     consumed_by_event: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     reversed_by_reversal: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    held_by_reservation: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    released_by_reservation: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 def _sum_ledger(conn: Connection, app_id: str | None, report: VerifyReport) -> _Ledger:
@@ -166,6 +178,21 @@ def _count_entry(entry: LedgerEntryRow, ledger: _Ledger) -> Iterable[Problem]:
             )
         else:
             ledger.consumed_by_event[entry.usage_event_id] -= entry.amount
+    if entry.kind in (EntryKind.HELD, EntryKind.RELEASED):
+        sign = -1 if entry.kind == EntryKind.HELD else 1
+        if entry.reservation_id is None or entry.amount * sign <= 0:
+            yield Problem(
+                Invariant.ENTRY_SHAPE,
+                "ledger_entries",
+                entry.id,
+                f"{entry.kind} entry must be {'negative' if sign < 0 else 'positive'} "
+                "and name its reservation",
+                found=entry.amount,
+            )
+        elif entry.kind == EntryKind.HELD:
+            ledger.held_by_reservation[entry.reservation_id] -= entry.amount
+        else:
+            ledger.released_by_reservation[entry.reservation_id] += entry.amount
     if entry.kind == EntryKind.REVERSED:
         if entry.reversal_id is None or entry.amount <= 0:
             yield Problem(
@@ -328,5 +355,69 @@ def _check_idempotency(conn: Connection, app_id: str | None, report: VerifyRepor
                 f"idempotency key {key!r} of customer {customer_id} applied {times} times",
                 found=times,
                 expected=1,
+            )
+        )
+
+
+def _check_reservations(
+    conn: Connection, app_id: str | None, ledger: _Ledger, report: VerifyReport
+) -> None:
+    """Holds balance (7): what each reservation held and gave back, by its entries."""
+    open_held = 0
+    for reservation in reservation_store.iter_reservations(conn, app_id):
+        report.checked_reservations += 1
+        held = ledger.held_by_reservation.get(reservation.id, 0)
+        released = ledger.released_by_reservation.get(reservation.id, 0)
+        is_open = reservation.state == ReservationState.HELD
+        expected_back = 0 if is_open else reservation.held
+        open_held += reservation.held if is_open else 0
+        if held != reservation.held:
+            report.found.append(
+                Problem(
+                    Invariant.HOLDS_BALANCE,
+                    "reservations",
+                    reservation.id,
+                    f"held {reservation.held} but its entries hold {held}",
+                    found=reservation.held,
+                    expected=held,
+                )
+            )
+        if released != expected_back:
+            report.found.append(
+                Problem(
+                    Invariant.HOLDS_BALANCE,
+                    "reservations",
+                    reservation.id,
+                    f"{reservation.state} but its entries gave back {released} of "
+                    f"{reservation.held}",
+                    found=released,
+                    expected=expected_back,
+                )
+            )
+        if reservation.consumed != ledger.consumed_by_event.get(
+            reservation.usage_event_id or "", 0
+        ):
+            report.found.append(
+                Problem(
+                    Invariant.HOLDS_BALANCE,
+                    "reservations",
+                    reservation.id,
+                    f"consumed {reservation.consumed} but its usage event consumed "
+                    f"{ledger.consumed_by_event.get(reservation.usage_event_id or '', 0)}",
+                    found=reservation.consumed,
+                )
+            )
+    outstanding = sum(ledger.held_by_reservation.values()) - sum(
+        ledger.released_by_reservation.values()
+    )
+    if outstanding != open_held:
+        report.found.append(
+            Problem(
+                Invariant.HOLDS_BALANCE,
+                "reservations",
+                None,
+                f"the ledger holds {outstanding} for reservations, the open ones hold {open_held}",
+                found=outstanding,
+                expected=open_held,
             )
         )
