@@ -36,7 +36,9 @@ def test_opening_twice_is_a_no_op_and_keeps_data(database_url: str) -> None:
         with second.read() as conn:
             assert conn.execute(text("SELECT count(*) FROM probe_keep")).scalar() >= 1
             version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        assert version == ScriptDirectory(str(_MIGRATIONS_DIR)).get_current_head() == "0004"
+        assert (
+            version == ScriptDirectory(str(_MIGRATIONS_DIR)).get_current_head() == LATEST_REVISION
+        )
         with second.write() as conn:
             conn.execute(text("DROP TABLE probe_keep"))
     finally:

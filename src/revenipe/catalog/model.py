@@ -7,6 +7,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
+from revenipe.engine.alerts import Threshold
 from revenipe.engine.grants import Rollover
 from revenipe.engine.periods import Duration, Interval
 
@@ -38,6 +39,8 @@ class Entitlement:
     name: str
     type: EntitlementType
     description: str | None = None
+    alerts: tuple[Threshold, ...] = ()
+    """Usage alerts (metered only; docs/concepts/webhooks-out.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,8 @@ class UsageKey:
     name: str
     entitlement_ids: tuple[str, ...]
     """Drawn in this order."""
+    alerts: tuple[Threshold, ...] = ()
+    """Usage alerts (docs/concepts/webhooks-out.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,13 @@ class Catalog:
     def products_by_id(self) -> dict[str, Product]:
         return {p.id: p for p in self.products}
 
+    @cached_property
+    def alerts_by_target(self) -> dict[str, tuple[Threshold, ...]]:
+        """The usage keys and entitlements that declare usage alerts, and their thresholds."""
+        found = {e.id: e.alerts for e in self.entitlements if e.alerts}
+        found.update({k.id: k.alerts for k in self.usage_keys if k.alerts})
+        return found
+
     @property
     def default_products(self) -> tuple[Product, ...]:
         return tuple(p for p in self.products if p.default)
@@ -115,16 +127,29 @@ class Catalog:
                         "name": e.name,
                         "type": e.type.value,
                         "description": e.description,
+                        "alerts": _alerts_document(e.alerts),
                     }
                 )
                 for e in self.entitlements
             ],
             "usage_keys": [
-                {"id": k.id, "name": k.name, "entitlements": list(k.entitlement_ids)}
+                _drop_none(
+                    {
+                        "id": k.id,
+                        "name": k.name,
+                        "entitlements": list(k.entitlement_ids),
+                        "alerts": _alerts_document(k.alerts),
+                    }
+                )
                 for k in self.usage_keys
             ],
             "products": [_product_document(p) for p in self.products],
         }
+
+
+def _alerts_document(alerts: tuple[Threshold, ...]) -> list[dict[str, int]] | None:
+    # Absent when empty: catalogs written before alerts keep their canonical form.
+    return [a.to_document() for a in alerts] or None
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

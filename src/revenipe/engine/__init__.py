@@ -14,5 +14,7 @@ docs/concepts/; this is where each one is decided:
   change).
 - `sources`: who provides an access source (the `Provider` names).
 - `tokens`: customer tokens, signed and verified.
+- `alerts`: usage alert thresholds: which are crossed, what a change crossed or recovered.
+- `webhook_signing`: Standard Webhooks signatures of outbound webhooks.
 - `errors`: the stable codes of refusals and input errors, and `InvariantViolation`.
 """

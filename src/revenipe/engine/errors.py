@@ -63,6 +63,10 @@ class ErrorCode(StrEnum):
     WEBHOOK_UNAUTHORIZED = "webhook_unauthorized"
     """A webhook without the authorization the app configured for its provider."""
     SOURCE_NOT_MANAGEABLE = "source_not_manageable"
+    WEBHOOK_ENDPOINT_NOT_FOUND = "webhook_endpoint_not_found"
+    WEBHOOK_DELIVERY_NOT_FOUND = "webhook_delivery_not_found"
+    UNSAFE_WEBHOOK_URL = "unsafe_webhook_url"
+    """An outbound webhook URL that is not https, or resolves to a private address."""
     DATABASE_UNAVAILABLE = "database_unavailable"
     """The database could not be reached or dropped the connection; the operation was
     rolled back or its outcome is unknown: retry (with the same idempotency key)."""
