@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from revenipe.services.outbound.targets import TargetPolicy
+from revenipe.services.outbound.worker import DEFAULT_RETRY_SCHEDULE, DeliverySettings
 from revenipe.storage.database import DEFAULT_DATABASE_URL
 
 
@@ -34,6 +36,15 @@ class ServerSettings:
     client_requests_per_minute_per_address: int = 6000
     client_requests_per_minute_per_app: int = 0
     client_requests_per_minute_per_customer: int = 1200
+    allow_private_webhooks: bool = False
+    """Outbound webhooks may target loopback and private addresses, over plain http
+    (tests, local development: `--allow-private-webhooks`)."""
+    webhook_delivery: DeliverySettings = field(default_factory=DeliverySettings)
+
+    @property
+    def webhook_policy(self) -> TargetPolicy:
+        private = self.allow_private_webhooks
+        return TargetPolicy(allow_private=private, require_https=not private)
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -57,4 +68,25 @@ class ServerSettings:
             client_requests_per_minute_per_customer=_int_env(
                 "REVENIPE_CLIENT_REQUESTS_PER_MINUTE_PER_CUSTOMER", 1200
             ),
+            allow_private_webhooks=os.environ.get("REVENIPE_ALLOW_PRIVATE_WEBHOOKS") == "1",
+            webhook_delivery=_delivery_from_env(),
         )
+
+
+def _delivery_from_env() -> DeliverySettings:
+    """`REVENIPE_WEBHOOK_RETRY_SCHEDULE` (seconds, comma-separated) and
+    `REVENIPE_WEBHOOK_POLL_SECONDS`: shorter in tests."""
+    schedule = os.environ.get("REVENIPE_WEBHOOK_RETRY_SCHEDULE")
+    poll = os.environ.get("REVENIPE_WEBHOOK_POLL_SECONDS")
+    try:
+        retries = tuple(float(s) for s in schedule.split(",")) if schedule else None
+        poll_seconds = float(poll) if poll else None
+    except ValueError:
+        raise SystemExit("REVENIPE_WEBHOOK_* must be numbers (seconds)") from None
+    private = os.environ.get("REVENIPE_ALLOW_PRIVATE_WEBHOOKS") == "1"
+    return DeliverySettings(
+        retry_schedule=retries or DEFAULT_RETRY_SCHEDULE,
+        poll_seconds=poll_seconds or 0.25,
+        idle_poll_seconds=max(poll_seconds or 2.0, 0.05) if poll_seconds else 2.0,
+        policy=TargetPolicy(allow_private=private, require_https=not private),
+    )

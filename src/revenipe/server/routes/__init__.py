@@ -20,6 +20,7 @@ Server API (`/v1/...`, secret key):
 - `customers`: customers, grants, customer tokens.
 - `usage`: track, check, reversals, usage history.
 - `ledger`: the ledger export.
+- `webhook_endpoints`: outbound webhook endpoints, deliveries, `GET /v1/events`.
 - `sandbox_clock`: a sandbox app's test clock.
 - `stripe`: the app's Stripe settings, Stripe's webhook and the checkout return page.
 - `revenuecat`: the app's RevenueCat settings and RevenueCat's webhook.

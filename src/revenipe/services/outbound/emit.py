@@ -1,0 +1,296 @@
+"""Events written in the transaction of the change that causes them (the outbox).
+
+An event is stored, with one delivery per enabled endpoint that wants its type, only if
+some endpoint of the app (enabled or not) is subscribed to the type: an app without
+endpoints pays nothing. Everything here runs on the caller's connection, inside its
+transaction (a track's savepoint): a change rolled back or refused takes its events
+with it, and a committed one has them stored before it is answered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Connection
+
+from revenipe.catalog import Catalog
+from revenipe.engine.alerts import Threshold, transitions
+from revenipe.engine.errors import RefusalCode
+from revenipe.engine.grants import settle
+from revenipe.services.context import new_id
+from revenipe.storage import customers as customer_store
+from revenipe.storage import grants as grant_store
+from revenipe.storage import outbound_events as outbox
+from revenipe.storage import webhook_endpoints as endpoint_store
+
+
+class TrackResult(Protocol):
+    """What `after_track` reads of a track's answer (`services.usage.track.TrackResult`)."""
+
+    @property
+    def success(self) -> bool: ...
+    @property
+    def requested(self) -> int: ...
+    @property
+    def consumed(self) -> int: ...
+    @property
+    def remaining(self) -> int: ...
+    @property
+    def entitlement_id(self) -> str: ...
+    @property
+    def access_source_id(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def usage_event_id(self) -> str | None: ...
+    @property
+    def customer_id(self) -> str | None: ...
+
+
+EVENT_TYPES = (
+    "usage.threshold_crossed",
+    "usage.threshold_recovered",
+    "usage.exhausted",
+    "usage.refused",
+    "ping",
+)
+"""The event types emitted today (docs/concepts/webhooks-out.md)."""
+
+REFUSED_EVERY = timedelta(minutes=1)
+"""At most one `usage.refused` per customer and id in this time."""
+_REFUSED_SIGNAL = "refused"
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def event_body(event_type: str, now: datetime, data: Mapping[str, Any]) -> str:
+    return json.dumps(
+        {"type": event_type, "timestamp": _timestamp(now), "data": data},
+        separators=(",", ":"),
+        sort_keys=False,
+    )
+
+
+def record_event(
+    conn: Connection,
+    app_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    now: datetime,
+    *,
+    customer_id: str | None = None,
+    endpoints: list[endpoint_store.WebhookEndpointRow] | None = None,
+) -> str | None:
+    """Store one event and its deliveries; its id, or None when no endpoint wants it.
+
+    `data` gets the customer's `sequence` number (the customer's lock must be held)."""
+    if endpoints is None:
+        endpoints = endpoint_store.list_endpoints(conn, app_id)
+    subscribed = [e for e in endpoints if e.wants(event_type)]
+    if not subscribed:
+        return None
+    customer_seq = None
+    if customer_id is not None:
+        customer_seq = outbox.next_customer_seq(conn, customer_id)
+        data = {**data, "sequence": customer_seq}
+    event_id = new_id("msg")
+    seq = outbox.insert_event(
+        conn,
+        event_id=event_id,
+        app_id=app_id,
+        customer_id=customer_id,
+        customer_seq=customer_seq,
+        event_type=event_type,
+        body=event_body(event_type, now, data),
+        now=now,
+    )
+    outbox.insert_deliveries(
+        conn,
+        [
+            outbox.DeliveryRow(
+                id=new_id("whd"),
+                app_id=app_id,
+                endpoint_id=e.id,
+                event_seq=seq,
+                status=outbox.PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                last_status_code=None,
+                last_error=None,
+                created_at=now,
+                delivered_at=None,
+            )
+            for e in subscribed
+            if e.enabled
+        ],
+    )
+    return event_id
+
+
+# -- after a track -------------------------------------------------------------------------
+
+
+def after_track(
+    conn: Connection, catalog: Catalog, app_id: str, result: TrackResult, now: datetime
+) -> None:
+    """The events a track causes: thresholds crossed or recovered on every alerted usage
+    key or entitlement it touched, `usage.exhausted`, `usage.refused`. Costs nothing
+    for a track that can cause none (no alerts declared, not refused, not emptied)."""
+    customer_id = result.customer_id
+    if customer_id is None:
+        return
+    targets = catalog_alert_targets(catalog, result.entitlement_id)
+    exhausted = result.success and result.consumed > 0 and result.remaining == 0
+    refused = result.error == RefusalCode.INSUFFICIENT_BALANCE.value
+    if not targets and not exhausted and not refused:
+        return
+    endpoints = endpoint_store.list_endpoints(conn, app_id)
+    if not endpoints:
+        return
+    emit = _Emitter(conn, app_id, customer_id, now, endpoints)
+    if targets:
+        _evaluate_alerts(emit, catalog, targets, result.usage_event_id)
+    if exhausted:
+        emit.event(
+            "usage.exhausted",
+            {"id": result.entitlement_id, "remaining": 0, "usage_event_id": result.usage_event_id},
+        )
+    if refused:
+        _refused(emit, result)
+
+
+class _Emitter:
+    def __init__(
+        self,
+        conn: Connection,
+        app_id: str,
+        customer_id: str,
+        now: datetime,
+        endpoints: list[endpoint_store.WebhookEndpointRow],
+    ) -> None:
+        self.conn = conn
+        self.app_id = app_id
+        self.customer_id = customer_id
+        self.now = now
+        self.endpoints = endpoints
+        self._external_id: str | None = None
+
+    def wants(self, event_type: str) -> bool:
+        return any(e.wants(event_type) for e in self.endpoints)
+
+    def event(self, event_type: str, data: dict[str, Any]) -> None:
+        if not self.wants(event_type):
+            return
+        if self._external_id is None:
+            row = customer_store.find_customer(self.conn, self.app_id, customer_id=self.customer_id)
+            self._external_id = row.external_id if row is not None else ""
+        full = {"client_id": self.customer_id, "customer_id": self._external_id, **data}
+        record_event(
+            self.conn,
+            self.app_id,
+            event_type,
+            full,
+            self.now,
+            customer_id=self.customer_id,
+            endpoints=self.endpoints,
+        )
+
+
+def catalog_alert_targets(catalog: Catalog, tracked_id: str) -> tuple[str, ...]:
+    """The alerted usage keys and entitlements whose balance a change to `tracked_id`
+    moves: itself, its entitlements (a usage key), and every usage key sharing one."""
+    alerts = catalog.alerts_by_target
+    if not alerts:
+        return ()
+    key = catalog.usage_keys_by_id.get(tracked_id)
+    entitlements = set(key.entitlement_ids) if key is not None else {tracked_id}
+    related = {tracked_id, *entitlements}
+    for other in catalog.usage_keys:
+        if entitlements.intersection(other.entitlement_ids):
+            related.add(other.id)
+    return tuple(sorted(t for t in related if t in alerts))
+
+
+def _entitlements_of(catalog: Catalog, target_id: str) -> tuple[str, ...]:
+    key = catalog.usage_keys_by_id.get(target_id)
+    return key.entitlement_ids if key is not None else (target_id,)
+
+
+def _evaluate_alerts(
+    emit: _Emitter, catalog: Catalog, targets: tuple[str, ...], usage_event_id: str | None
+) -> None:
+    """Compare each target's balance now with the thresholds remembered as crossed."""
+    if not emit.wants("usage.threshold_crossed") and not emit.wants("usage.threshold_recovered"):
+        return
+    wanted = sorted({e for t in targets for e in _entitlements_of(catalog, t)})
+    remaining: dict[str, int] = dict.fromkeys(wanted, 0)
+    granted: dict[str, int] = dict.fromkeys(wanted, 0)
+    for row in grant_store.list_active_grants(emit.conn, emit.customer_id, entitlement_ids=wanted):
+        # Grants the track did not settle may still owe a reset or an expiry: count them
+        # as they are now (nothing is written here).
+        grant, _ = settle(row.grant, emit.now)
+        if grant.expires_at is not None and grant.expires_at <= emit.now:
+            continue
+        remaining[grant.entitlement_id] += grant.balance
+        granted[grant.entitlement_id] += grant.amount
+    signals = outbox.map_signals(emit.conn, emit.customer_id, list(targets))
+    for target in targets:
+        entitlement_ids = _entitlements_of(catalog, target)
+        left = sum(remaining[e] for e in entitlement_ids)
+        total = sum(granted[e] for e in entitlement_ids)
+        changed = transitions(
+            catalog.alerts_by_target[target], signals.get(target, {}), left, total
+        )
+        kind = "usage_key" if target in catalog.usage_keys_by_id else "entitlement"
+        for threshold in changed.crossed:
+            outbox.save_signal(emit.conn, emit.customer_id, target, threshold.key, emit.now)
+            emit.event(
+                "usage.threshold_crossed",
+                _alert_data(target, kind, threshold, left, total, usage_event_id),
+            )
+        for threshold in changed.recovered:
+            outbox.delete_signal(emit.conn, emit.customer_id, target, threshold.key)
+            emit.event(
+                "usage.threshold_recovered",
+                _alert_data(target, kind, threshold, left, total, usage_event_id),
+            )
+
+
+def _alert_data(
+    target: str, kind: str, threshold: Threshold, left: int, total: int, usage_event_id: str | None
+) -> dict[str, Any]:
+    return {
+        "id": target,
+        "kind": kind,
+        "threshold": threshold.to_document(),
+        "remaining": left,
+        "granted": total,
+        "usage_event_id": usage_event_id,
+    }
+
+
+def _refused(emit: _Emitter, result: TrackResult) -> None:
+    if not emit.wants("usage.refused"):
+        return
+    last = outbox.get_signal(emit.conn, emit.customer_id, result.entitlement_id, _REFUSED_SIGNAL)
+    if last is not None and emit.now - last < REFUSED_EVERY:
+        return
+    outbox.save_signal(
+        emit.conn, emit.customer_id, result.entitlement_id, _REFUSED_SIGNAL, emit.now
+    )
+    emit.event(
+        "usage.refused",
+        {
+            "id": result.entitlement_id,
+            "requested": result.requested,
+            "remaining": result.remaining,
+            "error": result.error,
+            "access_source_id": result.access_source_id,
+            "usage_event_id": result.usage_event_id,
+        },
+    )
