@@ -74,19 +74,22 @@ class ServerSettings:
 
 
 def _delivery_from_env() -> DeliverySettings:
-    """`REVENIPE_WEBHOOK_RETRY_SCHEDULE` (seconds, comma-separated) and
-    `REVENIPE_WEBHOOK_POLL_SECONDS`: shorter in tests."""
+    """`REVENIPE_WEBHOOK_RETRY_SCHEDULE` (seconds, comma-separated),
+    `REVENIPE_WEBHOOK_POLL_SECONDS` and `REVENIPE_WEBHOOK_LEASE_SECONDS`: shorter in tests."""
     schedule = os.environ.get("REVENIPE_WEBHOOK_RETRY_SCHEDULE")
     poll = os.environ.get("REVENIPE_WEBHOOK_POLL_SECONDS")
+    lease = os.environ.get("REVENIPE_WEBHOOK_LEASE_SECONDS")
     try:
         retries = tuple(float(s) for s in schedule.split(",")) if schedule else None
         poll_seconds = float(poll) if poll else None
+        lease_seconds = float(lease) if lease else 60.0
     except ValueError:
         raise SystemExit("REVENIPE_WEBHOOK_* must be numbers (seconds)") from None
     private = os.environ.get("REVENIPE_ALLOW_PRIVATE_WEBHOOKS") == "1"
     return DeliverySettings(
         retry_schedule=retries or DEFAULT_RETRY_SCHEDULE,
         poll_seconds=poll_seconds or 0.25,
-        idle_poll_seconds=max(poll_seconds or 2.0, 0.05) if poll_seconds else 2.0,
+        idle_poll_seconds=poll_seconds or 2.0,
+        lease_seconds=lease_seconds,
         policy=TargetPolicy(allow_private=private, require_https=not private),
     )
