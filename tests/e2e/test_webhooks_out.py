@@ -23,6 +23,7 @@ from standardwebhooks import Webhook
 
 from e2e.harness import E2E_CATALOG, Server, Servers
 from reliability.faults import wait_for
+
 from webhook_receiver import Receiver
 
 # Every customer starts with 100 monthly credits (the free tier).

@@ -3,6 +3,8 @@ path the balance takes."""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -60,5 +62,5 @@ def test_crossings_and_recoveries_alternate_and_memory_matches_the_balance(
         assert transitions(declared, crossed, remaining, granted).crossed == ()
         assert transitions(declared, crossed, remaining, granted).recovered == ()
     for events in history.values():
-        assert all(a != b for a, b in zip(events, events[1:], strict=False))
+        assert all(a != b for a, b in itertools.pairwise(events))
         assert not events or events[0] == "crossed"
