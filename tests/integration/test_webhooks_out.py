@@ -23,6 +23,7 @@ from support import DEMO_CATALOG, Clock
 from webhook_receiver import Receiver
 
 LOCAL = TargetPolicy(allow_private=True, require_https=False)
+USAGE = ["usage.threshold_crossed", "usage.threshold_recovered", "usage.exhausted"]
 ALERTS_CATALOG = DEMO_CATALOG.replace(
     "    entitlements: [monthly_credits, bonus_credits, purchased_credits]\n",
     "    entitlements: [monthly_credits, bonus_credits, purchased_credits]\n"
@@ -71,7 +72,7 @@ def test_retries_until_received_each_signature_verified(
 ) -> None:
     receiver.failures = 2
     created = endpoint_service.create_endpoint(
-        alert_app.context, alert_app.app_id, LOCAL, receiver.url
+        alert_app.context, alert_app.app_id, LOCAL, receiver.url, USAGE
     )
     assert created.secret.startswith("whsec_")
     # 100 credits: 60 crosses 50%, then 25 more crosses 20%, then 15 empties it.
@@ -108,7 +109,7 @@ def test_thresholds_jump_reset_and_replay(
     alert_app: revenipe.App, receiver: Receiver, clock: Clock
 ) -> None:
     created = endpoint_service.create_endpoint(
-        alert_app.context, alert_app.app_id, LOCAL, receiver.url
+        alert_app.context, alert_app.app_id, LOCAL, receiver.url, USAGE
     )
     # One track from 100 to 10 crosses 50% and 20% at once: both fire.
     first = alert_app.track("u1", "credits", 90, idempotency_key="k1")
@@ -171,7 +172,9 @@ def test_no_endpoint_no_event_and_an_unsubscribed_type_is_not_stored(
 
 
 def test_events_pulled_in_order_after_a_cursor(alert_app: revenipe.App, receiver: Receiver) -> None:
-    endpoint_service.create_endpoint(alert_app.context, alert_app.app_id, LOCAL, receiver.url)
+    endpoint_service.create_endpoint(
+        alert_app.context, alert_app.app_id, LOCAL, receiver.url, USAGE
+    )
     alert_app.track("u1", "credits", 60)
     alert_app.track("u1", "credits", 40)
     events = endpoint_service.list_events(alert_app.context, alert_app.app_id, after=0, limit=100)
@@ -235,3 +238,55 @@ def test_unsafe_targets_are_refused(url: str) -> None:
 def test_private_targets_allowed_with_the_flag() -> None:
     assert resolve("http://127.0.0.1:9/x", LOCAL).address == "127.0.0.1"
     assert resolve("http://localhost:9/x", LOCAL).address in {"127.0.0.1", "::1"}
+
+
+def _bodies(app: revenipe.App) -> list[dict[str, Any]]:
+    events = endpoint_service.list_events(app.context, app.app_id, after=0, limit=1000)
+    return [json.loads(e.body) for e in events]
+
+
+def test_access_and_grant_events_with_a_sequence_per_customer(
+    alert_app: revenipe.App, receiver: Receiver, clock: Clock
+) -> None:
+    endpoint_service.create_endpoint(
+        alert_app.context,
+        alert_app.app_id,
+        LOCAL,
+        receiver.url,
+        ["access.granted", "grant.reset", "grant.expired"],
+    )
+    alert_app.login("u1")  # the free tier, a default product
+    pack = alert_app.grant_product("u1", "pack_50")
+    assert alert_app.track("u1", "monthly_credits", 30).success
+    # 32 days on: the month reset the free tier's grant, the 30-day pack expired; both
+    # are written (and reported) by the next change that settles them.
+    clock.advance(days=32)
+    assert alert_app.track("u1", "credits", 1).success
+    bodies = _bodies(alert_app)
+    kinds = [b["type"] for b in bodies]
+    assert kinds[:2] == ["access.granted", "access.granted"]
+    assert sorted(kinds[2:]) == ["grant.expired", "grant.reset"]
+    assert bodies[1]["data"]["access_source_id"] == pack.access_source_id
+    assert bodies[1]["data"]["product_id"] == "pack_50"
+    reset = next(b for b in bodies if b["type"] == "grant.reset")["data"]
+    assert reset["entitlement_id"] == "monthly_credits" and reset["balance_after"] == 100
+    expired = next(b for b in bodies if b["type"] == "grant.expired")["data"]
+    assert expired["entitlement_id"] == "purchased_credits" and expired["balance_after"] == 0
+    assert [b["data"]["sequence"] for b in bodies] == [1, 2, 3, 4]
+    assert all(b["data"]["customer_id"] == "u1" for b in bodies)
+
+
+def test_a_track_rolled_back_leaves_no_event(
+    alert_app: revenipe.App, receiver: Receiver, backend: revenipe.Backend
+) -> None:
+    """An event is written in the change's transaction: if that transaction rolls back
+    (here: the database refuses the usage event's write), the event goes with it."""
+    endpoint_service.create_endpoint(
+        alert_app.context, alert_app.app_id, LOCAL, receiver.url, USAGE
+    )
+    assert alert_app.track("u1", "credits", 60, idempotency_key="same").success
+    events_before = _bodies(alert_app)
+    assert len(events_before) == 1
+    with pytest.raises(RevenipeError):
+        alert_app.track("u1", "credits", 30, idempotency_key="same")  # key reused: refused
+    assert _bodies(alert_app) == events_before

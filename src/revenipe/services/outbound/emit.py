@@ -10,7 +10,7 @@ with it, and a committed one has them stored before it is answered.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -19,12 +19,13 @@ from sqlalchemy import Connection
 from revenipe.catalog import Catalog
 from revenipe.engine.alerts import Threshold, transitions
 from revenipe.engine.errors import RefusalCode
-from revenipe.engine.grants import settle
+from revenipe.engine.grants import EntryKind, Grant, PendingEntry, settle
 from revenipe.services.context import new_id
 from revenipe.storage import customers as customer_store
 from revenipe.storage import grants as grant_store
 from revenipe.storage import outbound_events as outbox
 from revenipe.storage import webhook_endpoints as endpoint_store
+from revenipe.storage.sources import SourceRow
 
 
 class TrackResult(Protocol):
@@ -55,6 +56,12 @@ EVENT_TYPES = (
     "usage.threshold_recovered",
     "usage.exhausted",
     "usage.refused",
+    "grant.reset",
+    "grant.expired",
+    "access.granted",
+    "access.renewed",
+    "access.canceled",
+    "access.ended",
     "ping",
 )
 """The event types emitted today (docs/concepts/webhooks-out.md)."""
@@ -136,23 +143,33 @@ def record_event(
 
 
 def after_track(
-    conn: Connection, catalog: Catalog, app_id: str, result: TrackResult, now: datetime
+    conn: Connection,
+    catalog: Catalog,
+    app_id: str,
+    result: TrackResult,
+    now: datetime,
+    settlement: Sequence[PendingEntry] = (),
+    settled: Sequence[Grant] = (),
 ) -> None:
-    """The events a track causes: thresholds crossed or recovered on every alerted usage
-    key or entitlement it touched, `usage.exhausted`, `usage.refused`. Costs nothing
-    for a track that can cause none (no alerts declared, not refused, not emptied)."""
+    """The events a track causes: resets and expiries it settled (`settlement`, the
+    entries that wrote them, of the `settled` grants), thresholds crossed or recovered
+    on every alerted usage key or entitlement it touched, `usage.exhausted`,
+    `usage.refused`. Costs nothing for a track that can cause none (no alerts declared,
+    nothing settled, not refused, not emptied)."""
     customer_id = result.customer_id
     if customer_id is None:
         return
     targets = catalog_alert_targets(catalog, result.entitlement_id)
     exhausted = result.success and result.consumed > 0 and result.remaining == 0
     refused = result.error == RefusalCode.INSUFFICIENT_BALANCE.value
-    if not targets and not exhausted and not refused:
+    if not targets and not exhausted and not refused and not settlement:
         return
     endpoints = endpoint_store.list_endpoints(conn, app_id)
     if not endpoints:
         return
     emit = _Emitter(conn, app_id, customer_id, now, endpoints)
+    if settlement:
+        _settled(emit, settlement, settled)
     if targets:
         _evaluate_alerts(emit, catalog, targets, result.usage_event_id)
     if exhausted:
@@ -274,6 +291,32 @@ def _alert_data(
     }
 
 
+_GRANT_EVENTS = {EntryKind.RESET: "grant.reset", EntryKind.EXPIRED: "grant.expired"}
+
+
+def _settled(emit: _Emitter, entries: Sequence[PendingEntry], grants: Sequence[Grant]) -> None:
+    """`grant.reset` and `grant.expired`, as the lazy timeline writes them (at the first
+    change after the boundary; `effective_at` says when it happened)."""
+    by_id = {g.id: g for g in grants}
+    for entry in entries:
+        event_type = _GRANT_EVENTS.get(entry.kind)
+        grant = by_id.get(entry.grant_id)
+        if event_type is None or grant is None:
+            continue
+        emit.event(
+            event_type,
+            {
+                "grant_id": grant.id,
+                "entitlement_id": grant.entitlement_id,
+                "access_source_id": grant.source_id,
+                "amount": grant.amount,
+                "change": entry.amount,
+                "balance_after": entry.balance_after,
+                "effective_at": _timestamp(entry.effective_at),
+            },
+        )
+
+
 def _refused(emit: _Emitter, result: TrackResult) -> None:
     if not emit.wants("usage.refused"):
         return
@@ -294,3 +337,59 @@ def _refused(emit: _Emitter, result: TrackResult) -> None:
             "usage_event_id": result.usage_event_id,
         },
     )
+
+
+# -- access sources --------------------------------------------------------------------
+
+_ENDED_STATUSES = frozenset({"canceled", "expired", "refunded", "disputed", "transferred"})
+
+
+def _source_event(before: SourceRow | None, after: SourceRow) -> str | None:
+    if before is None:
+        return "access.granted"
+    ended_now = after.status in _ENDED_STATUSES or after.ended_at is not None
+    ended_before = before.status in _ENDED_STATUSES or before.ended_at is not None
+    if ended_now and not ended_before:
+        return "access.ended"
+    if after.cancel_at_period_end and not before.cancel_at_period_end:
+        return "access.canceled"
+    if (
+        after.current_period_start is not None
+        and before.current_period_start is not None
+        and after.current_period_start > before.current_period_start
+    ):
+        return "access.renewed"
+    return None
+
+
+def source_changed(
+    conn: Connection, before: SourceRow | None, after: SourceRow, now: datetime
+) -> None:
+    """`access.granted` (a new source: purchase, subscription, default product, manual
+    grant), `access.renewed` (a new period), `access.canceled` (set to end at the period
+    end), `access.ended`; nothing for other changes. The caller holds the customer's lock."""
+    event_type = _source_event(before, after)
+    if event_type is None:
+        return
+    endpoints = endpoint_store.list_endpoints(conn, after.app_id)
+    if not any(e.wants(event_type) for e in endpoints):
+        return
+    _Emitter(conn, after.app_id, after.customer_id, now, endpoints).event(
+        event_type,
+        {
+            "access_source_id": after.id,
+            "product_id": after.product_id,
+            "kind": after.kind,
+            "provider": after.provider,
+            "status": after.status,
+            "current_period_start": _optional_time(after.current_period_start),
+            "current_period_end": _optional_time(after.current_period_end),
+            "expires_at": _optional_time(after.expires_at),
+            "cancel_at_period_end": after.cancel_at_period_end,
+            "ended_at": _optional_time(after.ended_at),
+        },
+    )
+
+
+def _optional_time(moment: datetime | None) -> str | None:
+    return _timestamp(moment) if moment is not None else None

@@ -247,7 +247,9 @@ def _track_in(
     evaluation = _evaluate(conn, catalog, lock.customer_id, request, now)
     result = _record(conn, app_id, lock.customer_id, request, evaluation, now)
     # Usage alerts and webhooks, in this transaction (docs/adr/0019).
-    outbound_emit.after_track(conn, catalog, app_id, result, now)
+    outbound_emit.after_track(
+        conn, catalog, app_id, result, now, evaluation.settlement_entries, evaluation.changed
+    )
     return result
 
 

@@ -51,9 +51,11 @@ def upgrade() -> None:
         sa.Column("type", sa.String(64), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.UniqueConstraint("customer_id", "customer_seq", name="uq_outbound_events_customer_seq"),
     )
     op.create_index("ix_outbound_events_app", "outbound_events", ["app_id", "seq"])
+    op.create_index(
+        "ix_outbound_events_customer_seq", "outbound_events", ["customer_id", "customer_seq"]
+    )
     op.create_table(
         "webhook_deliveries",
         sa.Column("id", sa.String(40), primary_key=True),
@@ -109,6 +111,7 @@ def downgrade() -> None:
     op.drop_index("ix_webhook_deliveries_due", table_name="webhook_deliveries")
     op.drop_index("ix_webhook_deliveries_endpoint", table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
+    op.drop_index("ix_outbound_events_customer_seq", table_name="outbound_events")
     op.drop_index("ix_outbound_events_app", table_name="outbound_events")
     op.drop_table("outbound_events")
     op.drop_index("ix_webhook_endpoints_app", table_name="webhook_endpoints")
