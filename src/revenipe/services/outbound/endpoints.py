@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,6 +48,9 @@ def _event_types(value: Any) -> str | None:
     return json.dumps(sorted(set(value)))
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _description(value: Any) -> str | None:
     if value is None:
         return None
@@ -54,6 +58,12 @@ def _description(value: Any) -> str | None:
         raise RevenipeError(
             ErrorCode.INVALID_ARGUMENT,
             f"description must be text of at most {MAX_DESCRIPTION_LENGTH} characters",
+            field="description",
+        )
+    if _CONTROL_CHARACTERS.search(value):
+        raise RevenipeError(
+            ErrorCode.INVALID_ARGUMENT,
+            "description must not contain control characters (newlines and tabs are fine)",
             field="description",
         )
     return value

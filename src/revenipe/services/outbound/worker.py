@@ -91,13 +91,23 @@ class DeliveryWorker:
         self.settings = settings
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._http = httpx.Client(
-            follow_redirects=False,
-            timeout=settings.timeout_seconds,
-            trust_env=False,
-            headers={"user-agent": "revenipe-webhooks/1"},
-        )
+        self._http_client: httpx.Client | None = None
+        self._http_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=settings.senders, thread_name_prefix="whsend")
+
+    @property
+    def _http(self) -> httpx.Client:
+        # Made on first send: its TLS context costs tens of milliseconds, which a server
+        # whose apps have no endpoint never needs to pay.
+        with self._http_lock:
+            if self._http_client is None:
+                self._http_client = httpx.Client(
+                    follow_redirects=False,
+                    timeout=self.settings.timeout_seconds,
+                    trust_env=False,
+                    headers={"user-agent": "revenipe-webhooks/1"},
+                )
+            return self._http_client
 
     # -- life --------------------------------------------------------------------------
 
@@ -110,7 +120,8 @@ class DeliveryWorker:
         if self._thread is not None:
             self._thread.join(timeout=self.settings.timeout_seconds + 5)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._http.close()
+        if self._http_client is not None:
+            self._http_client.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
