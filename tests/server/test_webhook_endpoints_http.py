@@ -11,8 +11,8 @@ import pytest
 import revenipe
 from revenipe.server.app import create_app
 from revenipe.server.settings import ServerSettings
-
 from server.conftest import TestClient, assert_error, ok
+
 from support import DEMO_CATALOG
 
 
