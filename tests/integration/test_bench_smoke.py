@@ -44,6 +44,8 @@ ISSUE_14_RATIOS = (
     "hot_vs_random",
     "http_p99_over_p50",
     "scale_1e6_vs_1e3",
+    # and issue 16's
+    "track_with_webhooks_vs_without",
 )
 
 
@@ -88,7 +90,15 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
         "track_statements",
         GROUPED_STATEMENTS,
     }
-    assert set(measured["inprocess"]) == {"single", "concurrent", "hot", GROUP, f"{GROUP}_hot"}
+    assert set(measured["inprocess"]) == {
+        "single",
+        "concurrent",
+        "hot",
+        GROUP,
+        f"{GROUP}_hot",
+        "single_without_webhooks",
+        "single_with_3_webhooks",
+    }
     for part in ("sql_limit", "inprocess"):
         for figures in measured[part].values():
             _assert_figures(figures)
