@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 from revenipe.storage.driver_sql import (
     Columns,
     Sql,
+    cached_sql,
     execute,
     execute_many,
     fetch_all,
@@ -35,6 +36,7 @@ from revenipe.storage.schema import (
     webhook_attempts,
     webhook_deliveries,
 )
+from revenipe.storage.webhook_endpoints import Subscription, subscription
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -319,7 +321,7 @@ def map_attempts(conn: Connection, delivery_ids: Sequence[str]) -> dict[str, lis
     found: dict[str, list[AttemptRow]] = {d: [] for d in delivery_ids}
     if not params:
         return found
-    sql = Sql(f"{_LIST_ATTEMPTS_PREFIX}({listed}) ORDER BY id")
+    sql = cached_sql(f"{_LIST_ATTEMPTS_PREFIX}({listed}) ORDER BY id")
     for r in fetch_all(conn, sql, params):
         row = AttemptRow(**_ATTEMPT.read(r))
         found[row.delivery_id].append(row)
@@ -335,6 +337,56 @@ def delete_deliveries_of_endpoint(conn: Connection, endpoint_id: str) -> None:
 # -- what alerts remember per customer ------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class AlertView:
+    """What evaluating a customer's usage alerts reads, in one round trip."""
+
+    subscriptions: list[Subscription]
+    balances: dict[str, tuple[int, int]]
+    """Entitlement id -> (remaining, granted) over the grants that pay now."""
+    crossed: dict[str, set[str]]
+    """Target id -> the signals remembered (thresholds crossed, `refused`)."""
+
+
+def read_alert_view(
+    conn: Connection,
+    app_id: str,
+    customer_id: str,
+    entitlement_ids: Sequence[str],
+    target_ids: Sequence[str],
+    now: datetime,
+) -> AlertView:
+    """The app's endpoints, the customer's balances of these entitlements (as stored: a
+    grant whose reset is due but not yet written counts as it was; the change that
+    writes the reset looks again) and the alerts' memory of these targets: three
+    SELECTs in one statement, so a track with alerts pays one round trip for them."""
+    entitlements, params = placeholders("e", entitlement_ids)
+    targets, more = placeholders("t", target_ids)
+    params.update(more, app_id=app_id, customer_id=customer_id, now=time_in(conn, now))
+    text = (
+        # Every column as text: PostgreSQL matches a UNION's column types.
+        "SELECT 'e', id, event_types, CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS TEXT) "
+        "FROM webhook_endpoints WHERE app_id = %(app_id)s "
+        "UNION ALL SELECT 'b', entitlement_id, CAST(SUM(balance) AS TEXT), "
+        "CAST(SUM(amount) AS TEXT) FROM grants WHERE customer_id = %(customer_id)s "
+        "AND status = 'active' AND (expires_at IS NULL OR expires_at > %(now)s) "
+        f"AND entitlement_id IN ({entitlements}) GROUP BY entitlement_id "
+        "UNION ALL SELECT 's', target_id, signal, NULL FROM customer_signals "
+        f"WHERE customer_id = %(customer_id)s AND target_id IN ({targets})"
+    )
+    subscriptions: list[Subscription] = []
+    balances: dict[str, tuple[int, int]] = {}
+    crossed: dict[str, set[str]] = {}
+    for kind, a, b, c in fetch_all(conn, cached_sql(text), params):
+        if kind == "e":
+            subscriptions.append(subscription((a, b, c == "1")))
+        elif kind == "b":
+            balances[a] = (int(b or 0), int(c or 0))
+        else:
+            crossed.setdefault(a, set()).add(b)
+    return AlertView(subscriptions, balances, crossed)
+
+
 def map_signals(
     conn: Connection, customer_id: str, target_ids: Sequence[str]
 ) -> dict[str, dict[str, datetime]]:
@@ -344,7 +396,7 @@ def map_signals(
     if not params:
         return found
     params["customer_id"] = customer_id
-    for r in fetch_all(conn, Sql(f"{_LIST_SIGNALS_PREFIX}({listed})"), params):
+    for r in fetch_all(conn, cached_sql(f"{_LIST_SIGNALS_PREFIX}({listed})"), params):
         row = _SIGNAL.read(r)
         found.setdefault(row["target_id"], {})[row["signal"]] = row["at"]
     return found

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from sqlalchemy import Connection
 
@@ -53,6 +54,33 @@ class WebhookEndpointRow:
         return (self.secret,)
 
 
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What deciding which endpoints get an event needs of one endpoint (a light row)."""
+
+    id: str
+    event_types: tuple[str, ...] | None
+    enabled: bool
+
+    def wants(self, event_type: str) -> bool:
+        return self.event_types is None or event_type in self.event_types
+
+
+@lru_cache(maxsize=1024)
+def parse_event_types(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(json.loads(text))
+
+
+SUBSCRIPTION_COLUMNS = "id, event_types, enabled"
+"""The columns `subscription` reads, in order (also in `outbound_events`' one query)."""
+
+
+def subscription(row: tuple[object, ...]) -> Subscription:
+    endpoint_id, event_types, enabled = row
+    types = parse_event_types(event_types if isinstance(event_types, str) else None)
+    return Subscription(str(endpoint_id), types, bool(enabled))
+
+
 _COLUMNS = Columns(
     webhook_endpoints,
     (
@@ -89,6 +117,9 @@ _UPDATE = Sql(
 )
 _DELETE = Sql("DELETE FROM webhook_endpoints WHERE id = %(id)s AND app_id = %(app_id)s")
 _ANY = Sql("SELECT id FROM webhook_endpoints LIMIT 1")
+_SUBSCRIPTIONS = Sql(
+    f"SELECT {SUBSCRIPTION_COLUMNS} FROM webhook_endpoints WHERE app_id = %(app_id)s ORDER BY id"
+)
 
 
 def insert_endpoint(conn: Connection, row: WebhookEndpointRow) -> None:
@@ -110,6 +141,11 @@ def list_endpoints(conn: Connection, app_id: str) -> list[WebhookEndpointRow]:
     return [
         WebhookEndpointRow(**_COLUMNS.read(r)) for r in fetch_all(conn, _LIST, {"app_id": app_id})
     ]
+
+
+def list_subscriptions(conn: Connection, app_id: str) -> list[Subscription]:
+    """The app's endpoints, only what deciding who gets an event needs."""
+    return [subscription(r) for r in fetch_all(conn, _SUBSCRIPTIONS, {"app_id": app_id})]
 
 
 def save_endpoint(conn: Connection, row: WebhookEndpointRow) -> None:

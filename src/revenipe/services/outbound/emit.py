@@ -19,10 +19,9 @@ from sqlalchemy import Connection
 from revenipe.catalog import Catalog
 from revenipe.engine.alerts import Threshold, transitions
 from revenipe.engine.errors import RefusalCode
-from revenipe.engine.grants import EntryKind, Grant, PendingEntry, settle
+from revenipe.engine.grants import EntryKind, Grant, PendingEntry
 from revenipe.services.context import new_id
 from revenipe.storage import customers as customer_store
-from revenipe.storage import grants as grant_store
 from revenipe.storage import outbound_events as outbox
 from revenipe.storage import webhook_endpoints as endpoint_store
 from revenipe.storage.sources import SourceRow
@@ -91,13 +90,13 @@ def record_event(
     now: datetime,
     *,
     customer_id: str | None = None,
-    endpoints: list[endpoint_store.WebhookEndpointRow] | None = None,
+    endpoints: Sequence[endpoint_store.Subscription] | None = None,
 ) -> str | None:
     """Store one event and its deliveries; its id, or None when no endpoint wants it.
 
     `data` gets the customer's `sequence` number (the customer's lock must be held)."""
     if endpoints is None:
-        endpoints = endpoint_store.list_endpoints(conn, app_id)
+        endpoints = endpoint_store.list_subscriptions(conn, app_id)
     subscribed = [e for e in endpoints if e.wants(event_type)]
     if not subscribed:
         return None
@@ -164,14 +163,20 @@ def after_track(
     refused = result.error == RefusalCode.INSUFFICIENT_BALANCE.value
     if not targets and not exhausted and not refused and not settlement:
         return
-    endpoints = endpoint_store.list_endpoints(conn, app_id)
+    view = None
+    if targets:
+        entitlements = sorted({e for t in targets for e in _entitlements_of(catalog, t)})
+        view = outbox.read_alert_view(conn, app_id, customer_id, entitlements, targets, now)
+        endpoints = view.subscriptions
+    else:
+        endpoints = endpoint_store.list_subscriptions(conn, app_id)
     if not endpoints:
         return
     emit = _Emitter(conn, app_id, customer_id, now, endpoints)
     if settlement:
         _settled(emit, settlement, settled)
-    if targets:
-        _evaluate_alerts(emit, catalog, targets, result.usage_event_id)
+    if view is not None:
+        _evaluate_alerts(emit, catalog, targets, view, result.usage_event_id)
     if exhausted:
         emit.event(
             "usage.exhausted",
@@ -188,7 +193,7 @@ class _Emitter:
         app_id: str,
         customer_id: str,
         now: datetime,
-        endpoints: list[endpoint_store.WebhookEndpointRow],
+        endpoints: Sequence[endpoint_store.Subscription],
     ) -> None:
         self.conn = conn
         self.app_id = app_id
@@ -239,29 +244,22 @@ def _entitlements_of(catalog: Catalog, target_id: str) -> tuple[str, ...]:
 
 
 def _evaluate_alerts(
-    emit: _Emitter, catalog: Catalog, targets: tuple[str, ...], usage_event_id: str | None
+    emit: _Emitter,
+    catalog: Catalog,
+    targets: tuple[str, ...],
+    view: outbox.AlertView,
+    usage_event_id: str | None,
 ) -> None:
     """Compare each target's balance now with the thresholds remembered as crossed."""
     if not emit.wants("usage.threshold_crossed") and not emit.wants("usage.threshold_recovered"):
         return
-    wanted = sorted({e for t in targets for e in _entitlements_of(catalog, t)})
-    remaining: dict[str, int] = dict.fromkeys(wanted, 0)
-    granted: dict[str, int] = dict.fromkeys(wanted, 0)
-    for row in grant_store.list_active_grants(emit.conn, emit.customer_id, entitlement_ids=wanted):
-        # Grants the track did not settle may still owe a reset or an expiry: count them
-        # as they are now (nothing is written here).
-        grant, _ = settle(row.grant, emit.now)
-        if grant.expires_at is not None and grant.expires_at <= emit.now:
-            continue
-        remaining[grant.entitlement_id] += grant.balance
-        granted[grant.entitlement_id] += grant.amount
-    signals = outbox.map_signals(emit.conn, emit.customer_id, list(targets))
+    balances, signals = view.balances, view.crossed
     for target in targets:
         entitlement_ids = _entitlements_of(catalog, target)
-        left = sum(remaining[e] for e in entitlement_ids)
-        total = sum(granted[e] for e in entitlement_ids)
+        left = sum(balances.get(e, (0, 0))[0] for e in entitlement_ids)
+        total = sum(balances.get(e, (0, 0))[1] for e in entitlement_ids)
         changed = transitions(
-            catalog.alerts_by_target[target], signals.get(target, {}), left, total
+            catalog.alerts_by_target[target], signals.get(target, set()), left, total
         )
         kind = "usage_key" if target in catalog.usage_keys_by_id else "entitlement"
         for threshold in changed.crossed:
@@ -371,7 +369,7 @@ def source_changed(
     event_type = _source_event(before, after)
     if event_type is None:
         return
-    endpoints = endpoint_store.list_endpoints(conn, after.app_id)
+    endpoints = endpoint_store.list_subscriptions(conn, after.app_id)
     if not any(e.wants(event_type) for e in endpoints):
         return
     _Emitter(conn, after.app_id, after.customer_id, now, endpoints).event(

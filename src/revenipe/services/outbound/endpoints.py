@@ -194,7 +194,7 @@ def send_ping(ctx: ServiceContext, app_id: str, endpoint_id: Any) -> str:
     with ctx.db.write() as conn:
         row = _require(conn, app_id, endpoint_id)
         now = ctx.now()
-        target = replace(row, event_types=None, enabled=True)
+        target = endpoint_store.Subscription(row.id, None, enabled=True)
         event_id = record_event(
             conn, app_id, "ping", {"endpoint_id": row.id}, now, endpoints=[target]
         )
