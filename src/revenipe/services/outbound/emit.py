@@ -223,14 +223,30 @@ class _Emitter:
         )
 
 
+_TARGETS_CACHE: dict[tuple[int, str], tuple[Catalog, tuple[str, ...]]] = {}
+
+
 def catalog_alert_targets(catalog: Catalog, tracked_id: str) -> tuple[str, ...]:
     """The alerted usage keys and entitlements whose balance a change to `tracked_id`
-    moves: itself, its entitlements (a usage key), and every usage key sharing one."""
-    alerts = catalog.alerts_by_target
-    if not alerts:
+    moves: itself, its entitlements (a usage key), and every usage key sharing one.
+    Remembered per catalog version (catalogs are immutable) and id."""
+    if not catalog.alerts_by_target:
         return ()
-    key = catalog.usage_keys_by_id.get(tracked_id)
-    entitlements = set(key.entitlement_ids) if key is not None else {tracked_id}
+    key = (id(catalog), tracked_id)
+    cached = _TARGETS_CACHE.get(key)
+    if cached is not None and cached[0] is catalog:
+        return cached[1]
+    targets = _alert_targets(catalog, tracked_id)
+    if len(_TARGETS_CACHE) > 10_000:
+        _TARGETS_CACHE.clear()
+    _TARGETS_CACHE[key] = (catalog, targets)
+    return targets
+
+
+def _alert_targets(catalog: Catalog, tracked_id: str) -> tuple[str, ...]:
+    alerts = catalog.alerts_by_target
+    usage_key = catalog.usage_keys_by_id.get(tracked_id)
+    entitlements = set(usage_key.entitlement_ids) if usage_key is not None else {tracked_id}
     related = {tracked_id, *entitlements}
     for other in catalog.usage_keys:
         if entitlements.intersection(other.entitlement_ids):
