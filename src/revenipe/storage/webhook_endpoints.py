@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from sqlalchemy import Connection
 
-from revenipe.storage.driver_sql import Columns, Sql, execute, fetch_all, fetch_one
+from revenipe.storage.driver_sql import Columns, Sql, execute, fetch_all, fetch_one, time_in
 from revenipe.storage.schema import webhook_endpoints
 
 
@@ -151,6 +151,51 @@ def list_subscriptions(conn: Connection, app_id: str) -> list[Subscription]:
 def save_endpoint(conn: Connection, row: WebhookEndpointRow) -> None:
     """Write an existing endpoint's changeable columns."""
     execute(conn, _UPDATE, _COLUMNS.params(conn, row))
+
+
+_FAILING = Sql(
+    "UPDATE webhook_endpoints SET failing_since = %(now)s "
+    "WHERE id = %(id)s AND failing_since IS NULL"
+)
+_HEALTHY = Sql(
+    "UPDATE webhook_endpoints SET failing_since = NULL "
+    "WHERE id = %(id)s AND failing_since IS NOT NULL"
+)
+_DISABLE_IF_FAILING = Sql(
+    "UPDATE webhook_endpoints SET enabled = %(false)s, disabled_reason = %(reason)s, "
+    "updated_at = %(now)s WHERE id = %(id)s AND enabled = %(true)s "
+    "AND failing_since IS NOT NULL AND failing_since <= %(cutoff)s"
+)
+
+
+def update_endpoint_health(
+    conn: Connection,
+    endpoint_id: str,
+    *,
+    delivered: bool,
+    now: datetime,
+    cutoff: datetime,
+    reason: str,
+) -> None:
+    """After an attempt: a success clears `failing_since`; a failure sets it if unset,
+    and disables the endpoint (with `reason`) if it has been failing since `cutoff` or
+    before. Only these columns: a rotation or an edit meanwhile is kept."""
+    if delivered:
+        execute(conn, _HEALTHY, {"id": endpoint_id})
+        return
+    execute(conn, _FAILING, {"id": endpoint_id, "now": time_in(conn, now)})
+    execute(
+        conn,
+        _DISABLE_IF_FAILING,
+        {
+            "id": endpoint_id,
+            "now": time_in(conn, now),
+            "cutoff": time_in(conn, cutoff),
+            "reason": reason,
+            "true": True,
+            "false": False,
+        },
+    )
 
 
 def delete_endpoint(conn: Connection, app_id: str, endpoint_id: str) -> bool:

@@ -20,7 +20,7 @@ from revenipe.catalog import Catalog
 from revenipe.engine.alerts import Threshold, transitions
 from revenipe.engine.errors import RefusalCode
 from revenipe.engine.grants import EntryKind, Grant, PendingEntry
-from revenipe.services.context import new_id
+from revenipe.services.context import new_id, utc_now
 from revenipe.storage import customers as customer_store
 from revenipe.storage import outbound_events as outbox
 from revenipe.storage import webhook_endpoints as endpoint_store
@@ -100,6 +100,9 @@ def record_event(
     subscribed = [e for e in endpoints if e.wants(event_type)]
     if not subscribed:
         return None
+    # The app's clock may run ahead (a sandbox test clock): deliveries are due by the
+    # server's clock, which the worker reads.
+    due = min(now, utc_now())
     customer_seq = None
     if customer_id is not None:
         customer_seq = outbox.next_customer_seq(conn, customer_id)
@@ -125,7 +128,7 @@ def record_event(
                 event_seq=seq,
                 status=outbox.PENDING,
                 attempts=0,
-                next_attempt_at=now,
+                next_attempt_at=due,
                 last_status_code=None,
                 last_error=None,
                 created_at=now,
@@ -180,7 +183,12 @@ def after_track(
     if exhausted:
         emit.event(
             "usage.exhausted",
-            {"id": result.entitlement_id, "remaining": 0, "usage_event_id": result.usage_event_id},
+            {
+                "id": result.entitlement_id,
+                "access_source_id": result.access_source_id,
+                "remaining": 0,
+                "usage_event_id": result.usage_event_id,
+            },
         )
     if refused:
         _refused(emit, result)

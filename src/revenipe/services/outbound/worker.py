@@ -15,10 +15,11 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
+from sqlalchemy import Connection
 
 from revenipe.engine.errors import RevenipeError
 from revenipe.engine.webhook_signing import signature_header
@@ -212,7 +213,6 @@ class DeliveryWorker:
 
     def _record(self, outcomes: list[_Outcome]) -> None:
         with self.ctx.db.write() as conn:
-            endpoints_seen: dict[str, endpoint_store.WebhookEndpointRow] = {}
             for o in outcomes:
                 d = o.job.delivery
                 outbox.insert_attempt(
@@ -246,33 +246,18 @@ class DeliveryWorker:
                     delivered_at=o.attempted_at if o.delivered else None,
                 )
                 if o.job.endpoint is not None and not gone and not disabled:
-                    self._track_health(conn, endpoints_seen, o)
+                    self._track_health(conn, o)
 
-    def _track_health(
-        self, conn: object, seen: dict[str, endpoint_store.WebhookEndpointRow], o: _Outcome
-    ) -> None:
+    def _track_health(self, conn: Connection, o: _Outcome) -> None:
         """An endpoint failing every attempt for `disable_after` is disabled, saying why."""
-        endpoint = o.job.endpoint
-        if endpoint is None:
+        if o.job.endpoint is None:
             return
-        current = seen.get(endpoint.id, endpoint)
-        now = o.attempted_at
-        if o.delivered:
-            updated = replace(current, failing_since=None)
-        elif current.failing_since is None:
-            updated = replace(current, failing_since=now)
-        elif now - current.failing_since >= self.settings.disable_after:
-            updated = replace(
-                current,
-                enabled=False,
-                disabled_reason=(
-                    f"every delivery failed since {current.failing_since.isoformat()} "
-                    f"(last: {o.status_code or o.error})"
-                )[:500],
-                updated_at=now,
-            )
-        else:
-            return
-        if updated != current:
-            seen[endpoint.id] = updated
-            endpoint_store.save_endpoint(conn, updated)  # type: ignore[arg-type]
+        last = o.status_code if o.status_code is not None else o.error
+        endpoint_store.update_endpoint_health(
+            conn,
+            o.job.endpoint.id,
+            delivered=o.delivered,
+            now=o.attempted_at,
+            cutoff=o.attempted_at - self.settings.disable_after,
+            reason=f"every delivery failed for {self.settings.disable_after} (last: {last})"[:500],
+        )
