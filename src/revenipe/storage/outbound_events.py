@@ -328,8 +328,23 @@ def map_attempts(conn: Connection, delivery_ids: Sequence[str]) -> dict[str, lis
     return found
 
 
+_LOCK_DELIVERY = Sql("SELECT id FROM webhook_deliveries WHERE id = %(id)s", row_lock="FOR UPDATE")
+_LOCK_DELIVERIES_OF_ENDPOINT = Sql(
+    "SELECT id FROM webhook_deliveries WHERE endpoint_id = %(endpoint_id)s ORDER BY id",
+    row_lock="FOR UPDATE",
+)
+
+
+def lock_delivery(conn: Connection, delivery_id: str) -> bool:
+    """Lock a delivery's row before recording an attempt; False if it was deleted."""
+    return fetch_one(conn, _LOCK_DELIVERY, {"id": delivery_id}) is not None
+
+
 def delete_deliveries_of_endpoint(conn: Connection, endpoint_id: str) -> None:
+    """Delete an endpoint's deliveries and attempts; their rows are locked first, so a
+    worker recording an attempt meanwhile either finishes first or finds them gone."""
     params = {"endpoint_id": endpoint_id}
+    fetch_all(conn, _LOCK_DELIVERIES_OF_ENDPOINT, params)
     execute(conn, _DELETE_ATTEMPTS_OF_ENDPOINT, params)
     execute(conn, _DELETE_DELIVERIES_OF_ENDPOINT, params)
 

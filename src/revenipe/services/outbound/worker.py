@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 
 import httpx
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from revenipe.engine.errors import RevenipeError
 from revenipe.engine.webhook_signing import signature_header
@@ -86,6 +88,13 @@ class _Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+def _database_error(exc: BaseException) -> bool:
+    # psycopg's classes by module name: a SQLite process never imports psycopg.
+    return isinstance(exc, RevenipeError | DBAPIError | sqlite3.Error) or type(
+        exc
+    ).__module__.startswith("psycopg")
+
+
 class DeliveryWorker:
     def __init__(self, ctx: ServiceContext, settings: DeliverySettings) -> None:
         self.ctx = ctx
@@ -128,9 +137,17 @@ class DeliveryWorker:
         while not self._stop.is_set():
             try:
                 wait = self.run_once()
-            except Exception:
-                log.exception("webhook delivery round failed; trying again")
-                wait = 1.0
+            except Exception as exc:
+                if not _database_error(exc):
+                    log.exception("webhook delivery round failed; trying again")
+                else:
+                    # The database is down, restarting or busy: expected, said in one
+                    # line (requests meanwhile answer 503); the next round tries again.
+                    log.warning(
+                        "webhook delivery paused: the database is unavailable (%s); retrying",
+                        type(exc).__name__,
+                    )
+                wait = 2.0
             self._stop.wait(wait)
 
     # -- one round -----------------------------------------------------------------------
@@ -215,6 +232,8 @@ class DeliveryWorker:
         with self.ctx.db.write() as conn:
             for o in outcomes:
                 d = o.job.delivery
+                if not outbox.lock_delivery(conn, d.id):
+                    continue  # its endpoint was deleted meanwhile
                 outbox.insert_attempt(
                     conn,
                     d.id,
