@@ -50,6 +50,8 @@ ISSUE_14_RATIOS = (
     "hot_vs_random",
     "http_p99_over_p50",
     "scale_1e6_vs_1e3",
+    # and issue 16's
+    "track_with_webhooks_vs_without",
 )
 
 
@@ -101,6 +103,8 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
         GROUP,
         f"{GROUP}_hot",
         f"batch_{BATCH_ITEMS}",
+        "single_without_webhooks",
+        "single_with_3_webhooks",
     }
     for part in ("sql_limit", "inprocess"):
         for figures in measured[part].values():

@@ -533,7 +533,7 @@ def test_unknown_rollover_field() -> None:
 
 def test_unknown_field_without_a_close_match_lists_the_fields() -> None:
     problem = only_problem(changed((("entitlements", 0, "zzz"), 1)))
-    assert problem.message == "unknown field; expected one of id, name, description, type"
+    assert problem.message == "unknown field; expected one of id, name, description, type, alerts"
 
 
 def test_field_names_must_be_strings() -> None:

@@ -9,7 +9,9 @@ Parts (each per database, SQLite and PostgreSQL, side by side in one run):
   caller processes and from 16 threads of one process sharing one `Backend`;
 - `http` (`http.py`): `revenipe serve` under `wrk`, tracks against `GET /v1/health`,
   1 worker against 2, and the tail at 64 connections;
-- `scale` (`scale.py`): track latency at 10^3 and 10^6 customers and ledger entries.
+- `scale` (`scale.py`): track latency at 10^3 and 10^6 customers and ledger entries;
+- `webhooks` (`webhooks.py`, in the `inprocess` part): a track with usage alerts and 3
+  outbound webhook endpoints against the plain app, one caller each.
 
 Callers run in worker processes (`pool.py`, `callers.py`), or as a group of threads in
 one of them; `scenarios` runs N callers

@@ -80,6 +80,11 @@ TARGETS: dict[str, Target] = {
         "<=",
         {"sqlite": 1.25, "postgresql": 1.25},
     ),
+    "track_with_webhooks_vs_without": Target(
+        "in-process track, 1 caller: alerts and 3 webhook endpoints / none (issue 16)",
+        ">=",
+        {"sqlite": 0.9, "postgresql": 0.9},
+    ),
 }
 
 
@@ -106,6 +111,10 @@ def _ratios(db: dict[str, Any]) -> dict[str, float | None]:
         return _get(db, *path, "throughput_per_s")
 
     return {
+        "track_with_webhooks_vs_without": _ratio(
+            tput("inprocess", "single_with_3_webhooks"),
+            tput("inprocess", "single_without_webhooks"),
+        ),
         "inprocess_vs_sql": _ratio(
             tput("inprocess", "concurrent"), tput("sql_limit", "concurrent")
         ),

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import revenipe
-from revenipe.bench import http, scale, sql_limit, workload
+from revenipe.bench import http, scale, sql_limit, webhooks, workload
 from revenipe.bench.callers import CallerSpec
 from revenipe.bench.databases import BenchDatabases
 from revenipe.bench.plan import (
@@ -114,7 +114,7 @@ def _bench_database(context: _Context, kind: str, dbs: BenchDatabases) -> dict[s
         created = backend.create_app("bench", workload.catalog())
         app = backend.app(created.app.id)
         if {"sql_limit", "inprocess"} & set(parts):
-            out.update(_limit_and_inprocess(context, kind, url, app))
+            out.update(_limit_and_inprocess(context, kind, url, app, backend))
         if "http" in parts:
             if context.http_setup is None:
                 raise InvariantViolation("the http part runs after its setup")
@@ -132,7 +132,7 @@ def _bench_database(context: _Context, kind: str, dbs: BenchDatabases) -> dict[s
 
 
 def _limit_and_inprocess(
-    context: _Context, kind: str, url: str, app: revenipe.App
+    context: _Context, kind: str, url: str, app: revenipe.App, backend: revenipe.Backend
 ) -> dict[str, dict[str, Any]]:
     """The raw-SQL limit and the in-process track: scenarios compared with each other
     are measured in rounds alternating between them (one set per comparison)."""
@@ -151,7 +151,12 @@ def _limit_and_inprocess(
     # set -> [(part, scenario name, scenario)]; the 1-caller set also holds the thread
     # groups, whose ratios are taken against the raw-SQL limit with 1 caller and against
     # each other (one hot customer / many customers).
-    sets: dict[str, list[tuple[str, str, Scenario]]] = {"single": [], "concurrent": [], "hot": []}
+    sets: dict[str, list[tuple[str, str, Scenario]]] = {
+        "single": [],
+        "concurrent": [],
+        "hot": [],
+        "webhooks": [],
+    }
     if "sql_limit" in parts:
         ids = sql_limit.prepare(url, plan.customers)
         sets["single"].append(
@@ -259,6 +264,8 @@ def _limit_and_inprocess(
         sets["hot"].append(
             ("inprocess", "hot", Scenario(f"{n} callers, one hot customer", track, [hot] * n, warm))
         )
+        say(f"{kind}: inprocess: setting up the webhooks comparison")
+        sets["webhooks"] = webhooks.scenarios(backend, url, app, plan.customers)
     results: dict[str, dict[str, Any]] = {
         part: {} for part in ("sql_limit", "inprocess") if part in parts
     }

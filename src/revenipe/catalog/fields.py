@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum, auto
 from typing import Any, TypeVar
 
+from revenipe.engine.alerts import Threshold, ThresholdKind
 from revenipe.engine.amounts import ID_PATTERN, MAX_AMOUNT
 from revenipe.engine.periods import Duration, parse_duration
 
@@ -25,6 +26,10 @@ _CURRENCY = re.compile(r"[a-z]{3}")
 # Newlines and tabs are fine in a description (YAML block scalars), not in a name.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 _DESCRIPTION_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+_ALERT_FIELDS = ("remaining", "remaining_percent")
+MAX_ALERTS = 20
+"""Thresholds per usage key or entitlement."""
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -293,6 +298,49 @@ class FieldChecker:
                 continue
             costs.append((action, price))
         return tuple(costs) if valid else None
+
+    def alerts(self, fields: Mapping[Any, Any], path: str) -> tuple[Threshold, ...] | None:
+        """`alerts: [{remaining_percent: 20}, {remaining: 0}]`: each item names one kind."""
+        where = f"{path}.alerts"
+        value = fields.get("alerts", MISSING)
+        if value is MISSING or value is None:
+            return ()
+        if not isinstance(value, list | tuple):
+            self.report(where, f"must be a list of thresholds, got {describe(value)}")
+            return None
+        if len(value) > MAX_ALERTS:
+            self.report(where, f"at most {MAX_ALERTS} thresholds, got {len(value)}")
+            return None
+        thresholds: list[Threshold] = []
+        for index, item in enumerate(value):
+            threshold = self.alert(item, f"{where}[{index}]")
+            if threshold is None:
+                continue
+            if threshold in thresholds:
+                self.report(f"{where}[{index}]", f"{threshold.to_document()} is listed twice")
+                continue
+            thresholds.append(threshold)
+        if len(thresholds) != len(value):
+            return None
+        return tuple(thresholds)
+
+    def alert(self, value: object, path: str) -> Threshold | None:
+        item = self.mapping(value, path, "a threshold ({remaining: N} or {remaining_percent: P})")
+        if item is None:
+            return None
+        self.check_fields(item, path, _ALERT_FIELDS)
+        kinds = [k for k in _ALERT_FIELDS if k in item]
+        if len(kinds) != 1:
+            self.report(path, "must name exactly one of remaining or remaining_percent")
+            return None
+        kind = ThresholdKind(kinds[0])
+        high = 100 if kind is ThresholdKind.REMAINING_PERCENT else MAX_AMOUNT
+        amount = self.integer(item, kind.value, path, 0, high, default=None)
+        if amount is None:
+            if item.get(kind.value) is None:
+                self.report(join_path(path, kind.value), "must be a whole number")
+            return None
+        return Threshold(kind, amount)
 
 
 def describe(value: object) -> str:

@@ -56,8 +56,8 @@ FILE_PATH = "<file>"
 """The path of problems reading a catalog file."""
 
 _TOP_LEVEL_FIELDS = ("entitlements", "usage_keys", "products")
-_ENTITLEMENT_FIELDS = ("id", "name", "description", "type")
-_USAGE_KEY_FIELDS = ("id", "name", "entitlements", "costs")
+_ENTITLEMENT_FIELDS = ("id", "name", "description", "type", "alerts")
+_USAGE_KEY_FIELDS = ("id", "name", "entitlements", "costs", "alerts")
 _PRODUCT_FIELDS = (
     "id",
     "name",
@@ -204,9 +204,13 @@ class _Checker(FieldChecker):
         entitlement_type = self.choice(fields, "type", path, EntitlementType)
         if entitlement_id is not None and self.claim_id(entitlement_id, f"{path}.id"):
             self.entitlement_types[entitlement_id] = entitlement_type
-        if entitlement_id is None or name is None or entitlement_type is None:
+        alerts = self.alerts(fields, path)
+        if alerts and entitlement_type is EntitlementType.BOOLEAN:
+            self.report(f"{path}.alerts", "alerts are for metered entitlements only")
             return None
-        return Entitlement(entitlement_id, name, entitlement_type, description)
+        if entitlement_id is None or name is None or entitlement_type is None or alerts is None:
+            return None
+        return Entitlement(entitlement_id, name, entitlement_type, description, alerts)
 
     def usage_key(self, value: object, path: str) -> UsageKey | None:
         fields = self.mapping(value, path, "a usage key")
@@ -219,9 +223,16 @@ class _Checker(FieldChecker):
             self.usage_key_ids.add(key_id)
         entitlement_ids = self.usage_key_entitlements(fields, f"{path}.entitlements")
         costs = self.costs(fields, f"{path}.costs", claim=self.claim_id)
-        if key_id is None or name is None or entitlement_ids is None or costs is None:
+        alerts = self.alerts(fields, path)
+        if (
+            key_id is None
+            or name is None
+            or entitlement_ids is None
+            or costs is None
+            or alerts is None
+        ):
             return None
-        return UsageKey(key_id, name, entitlement_ids, costs)
+        return UsageKey(key_id, name, entitlement_ids, costs, alerts)
 
     def usage_key_entitlements(
         self, fields: Mapping[Any, Any], path: str

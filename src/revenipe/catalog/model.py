@@ -7,6 +7,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
+from revenipe.engine.alerts import Threshold
 from revenipe.engine.amounts import MAX_AMOUNT
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.engine.grants import Rollover
@@ -40,6 +41,8 @@ class Entitlement:
     name: str
     type: EntitlementType
     description: str | None = None
+    alerts: tuple[Threshold, ...] = ()
+    """Usage alerts (metered only; docs/concepts/webhooks-out.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,8 @@ class UsageKey:
     """Drawn in this order."""
     costs: tuple[tuple[str, int], ...] = ()
     """Priced actions, as written: (action id, units of this key per action)."""
+    alerts: tuple[Threshold, ...] = ()
+    """Usage alerts (docs/concepts/webhooks-out.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +159,13 @@ class Catalog:
     def products_by_id(self) -> dict[str, Product]:
         return {p.id: p for p in self.products}
 
+    @cached_property
+    def alerts_by_target(self) -> dict[str, tuple[Threshold, ...]]:
+        """The usage keys and entitlements that declare usage alerts, and their thresholds."""
+        found = {e.id: e.alerts for e in self.entitlements if e.alerts}
+        found.update({k.id: k.alerts for k in self.usage_keys if k.alerts})
+        return found
+
     @property
     def default_products(self) -> tuple[Product, ...]:
         return tuple(p for p in self.products if p.default)
@@ -168,6 +180,7 @@ class Catalog:
                         "name": e.name,
                         "type": e.type.value,
                         "description": e.description,
+                        "alerts": _alerts_document(e.alerts),
                     }
                 )
                 for e in self.entitlements
@@ -175,6 +188,11 @@ class Catalog:
             "usage_keys": [_usage_key_document(k) for k in self.usage_keys],
             "products": [_product_document(p) for p in self.products],
         }
+
+
+def _alerts_document(alerts: tuple[Threshold, ...]) -> list[dict[str, int]] | None:
+    # Absent when empty: catalogs written before alerts keep their canonical form.
+    return [a.to_document() for a in alerts] or None
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +207,8 @@ def _usage_key_document(key: UsageKey) -> dict[str, Any]:
     }
     if key.costs:
         document["costs"] = dict(key.costs)
+    if key.alerts:
+        document["alerts"] = _alerts_document(key.alerts)
     return document
 
 

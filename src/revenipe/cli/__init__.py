@@ -15,4 +15,6 @@ runs (tests/unit/test_cli_startup.py holds this; `scripts/cli-startup` measures 
 - `sandbox`: `sandbox advance|clock`, a sandbox app's test clock.
 - `serve`: `serve`: first-start setup, then uvicorn.
 - `stripe`, `revenuecat`: an app's payment provider settings.
+- `webhooks`: `webhooks create|list|update|delete|test|rotate-secret|deliveries|
+  redeliver`, an app's outbound webhook endpoints.
 """

@@ -32,6 +32,7 @@ from revenipe.cli.sandbox import add_sandbox
 from revenipe.cli.serve import add_serve
 from revenipe.cli.stripe import add_parser as add_stripe
 from revenipe.cli.usage import add_usage, add_verify
+from revenipe.cli.webhooks import add_parser as add_webhooks
 from revenipe.engine.errors import RevenipeError
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench(commands)
     add_stripe(commands, common)
     add_revenuecat(commands, common)
+    add_webhooks(commands, common)
     return parser
 
 

@@ -33,6 +33,12 @@ def add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
         help="this server's address as browsers reach it (sandbox checkout pages); "
         "default: the address of each request",
     )
+    serve.add_argument(
+        "--allow-private-webhooks",
+        action="store_true",
+        help="outbound webhooks may target loopback and private addresses over plain http "
+        "(tests and local development only)",
+    )
     serve.set_defaults(handler=_serve)
 
 
@@ -92,6 +98,8 @@ def prepare_and_serve(backend: Backend, args: argparse.Namespace) -> None:
     os.environ["REVENIPE_DATABASE_URL"] = args.database_url
     if args.public_url:
         os.environ["REVENIPE_PUBLIC_URL"] = args.public_url
+    if args.allow_private_webhooks:
+        os.environ["REVENIPE_ALLOW_PRIVATE_WEBHOOKS"] = "1"
     uvicorn.run(
         "revenipe.server.app:create_app_from_env",
         factory=True,

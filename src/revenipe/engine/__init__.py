@@ -17,5 +17,7 @@ docs/concepts/; this is where each one is decided:
 - `sources`: who provides an access source (the `Provider` names).
 - `tokens`: customer tokens, signed and verified.
 - `return_urls`: which purchase return URLs an app may list, and a purchase may use.
+- `alerts`: usage alert thresholds: which are crossed, what a change crossed or recovered.
+- `webhook_signing`: Standard Webhooks signatures of outbound webhooks.
 - `errors`: the stable codes of refusals and input errors, and `InvariantViolation`.
 """

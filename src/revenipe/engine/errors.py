@@ -73,6 +73,10 @@ class ErrorCode(StrEnum):
     RETURN_URL_NOT_ALLOWED = "return_url_not_allowed"
     """A purchase return URL that is not on the app's list (or, with no list, not
     http(s)); or a URL that may never be listed (`javascript:`, `data:`, ...)."""
+    WEBHOOK_ENDPOINT_NOT_FOUND = "webhook_endpoint_not_found"
+    WEBHOOK_DELIVERY_NOT_FOUND = "webhook_delivery_not_found"
+    UNSAFE_WEBHOOK_URL = "unsafe_webhook_url"
+    """An outbound webhook URL that is not https, or resolves to a private address."""
     DATABASE_UNAVAILABLE = "database_unavailable"
     """The database could not be reached or dropped the connection; the operation was
     rolled back or its outcome is unknown: retry (with the same idempotency key)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -27,11 +28,13 @@ from revenipe.server.routes import (
     sandbox_pages,
     stripe,
     usage,
+    webhook_endpoints,
 )
 from revenipe.server.routes.usage import TRACK_BATCH_PATH
 from revenipe.server.runtime import Runtime
 from revenipe.server.settings import ServerSettings
 from revenipe.services.context import ServiceContext, utc_now
+from revenipe.services.outbound.worker import DeliveryWorker
 from revenipe.storage.database import open_database
 
 DESCRIPTION = """\
@@ -66,7 +69,19 @@ def create_app(
     settings = settings or ServerSettings.from_env()
     ctx = context or ServiceContext(db=open_database(settings.database_url), clock=clock)
     runtime = Runtime(ctx=ctx, settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Outbound webhooks: every server process delivers (docs/adr/0019).
+        worker = DeliveryWorker(ctx, settings.webhook_delivery)
+        worker.start()
+        try:
+            yield
+        finally:
+            worker.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Revenipe",
         version=__version__,
         description=DESCRIPTION,
@@ -89,6 +104,7 @@ def create_app(
         sandbox_pages,
         stripe,
         revenuecat,
+        webhook_endpoints,
     ):
         app.include_router(routes.build_router(runtime))
 

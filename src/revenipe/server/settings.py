@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from revenipe.services.outbound.targets import TargetPolicy
+from revenipe.services.outbound.worker import DEFAULT_RETRY_SCHEDULE, DeliverySettings
 from revenipe.storage.database import DEFAULT_DATABASE_URL
 
 
@@ -49,6 +51,15 @@ class ServerSettings:
     """FastAPI's native OpenTelemetry (traces, metrics, logs of every request, to the
     providers the process configured). Off unless asked for: on, it looks the global
     providers up on every request, some 8% of a track request's CPU."""
+    allow_private_webhooks: bool = False
+    """Outbound webhooks may target loopback and private addresses, over plain http
+    (tests, local development: `--allow-private-webhooks`)."""
+    webhook_delivery: DeliverySettings = field(default_factory=DeliverySettings)
+
+    @property
+    def webhook_policy(self) -> TargetPolicy:
+        private = self.allow_private_webhooks
+        return TargetPolicy(allow_private=private, require_https=not private)
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -74,4 +85,28 @@ class ServerSettings:
                 "REVENIPE_CLIENT_REQUESTS_PER_MINUTE_PER_CUSTOMER", 1200
             ),
             opentelemetry=_bool_env("REVENIPE_OPENTELEMETRY"),
+            allow_private_webhooks=os.environ.get("REVENIPE_ALLOW_PRIVATE_WEBHOOKS") == "1",
+            webhook_delivery=_delivery_from_env(),
         )
+
+
+def _delivery_from_env() -> DeliverySettings:
+    """`REVENIPE_WEBHOOK_RETRY_SCHEDULE` (seconds, comma-separated),
+    `REVENIPE_WEBHOOK_POLL_SECONDS` and `REVENIPE_WEBHOOK_LEASE_SECONDS`: shorter in tests."""
+    schedule = os.environ.get("REVENIPE_WEBHOOK_RETRY_SCHEDULE")
+    poll = os.environ.get("REVENIPE_WEBHOOK_POLL_SECONDS")
+    lease = os.environ.get("REVENIPE_WEBHOOK_LEASE_SECONDS")
+    try:
+        retries = tuple(float(s) for s in schedule.split(",")) if schedule else None
+        poll_seconds = float(poll) if poll else None
+        lease_seconds = float(lease) if lease else 60.0
+    except ValueError:
+        raise SystemExit("REVENIPE_WEBHOOK_* must be numbers (seconds)") from None
+    private = os.environ.get("REVENIPE_ALLOW_PRIVATE_WEBHOOKS") == "1"
+    return DeliverySettings(
+        retry_schedule=retries or DEFAULT_RETRY_SCHEDULE,
+        poll_seconds=poll_seconds or 0.25,
+        idle_poll_seconds=poll_seconds or 2.0,
+        lease_seconds=lease_seconds,
+        policy=TargetPolicy(allow_private=private, require_https=not private),
+    )

@@ -17,6 +17,7 @@ from revenipe.engine.sources import MANAGED_PROVIDERS, Provider
 from revenipe.engine.subscriptions import PendingChange
 from revenipe.services import access
 from revenipe.services.context import ServiceContext, new_id
+from revenipe.services.outbound import emit as outbound_emit
 from revenipe.storage import apps as app_store
 from revenipe.storage import customers as customer_store
 from revenipe.storage import grants as grant_store
@@ -191,6 +192,7 @@ def grant_product_in(
         created_at=now,
     )
     source_store.insert_source(conn, source)
+    outbound_emit.source_changed(conn, None, source, now)
     grant_ids = access.grant_product(
         conn,
         app_id,
@@ -315,6 +317,7 @@ def grant_entitlement(
             created_at=now,
         )
         source_store.insert_source(conn, source)
+        outbound_emit.source_changed(conn, None, source, now)
         grant_id = access.insert_grant(
             conn,
             app.id,

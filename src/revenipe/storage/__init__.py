@@ -21,6 +21,9 @@
     ledger).
   - `purchases`: purchase attempts (checkouts, payment and setup intents).
   - `webhooks`: provider events received.
+  - `webhook_endpoints`: outbound webhook endpoints (where an app's events go).
+  - `outbound_events`: the outbox of outbound events, their deliveries and attempts,
+    and what usage alerts remember per customer.
 - `migrations/`: Alembic environment and versions.
 
 Each module has one row type per table it returns rows of (`AppRow`, `GrantRow`, ...:

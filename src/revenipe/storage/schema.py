@@ -337,3 +337,96 @@ webhook_events = Table(
     Column("occurred_at", Time),
     Index("ix_webhook_events_subject", "app_id", "provider", "subject"),
 )
+
+# -- outbound webhooks (docs/adr/0019): endpoints, the event outbox, deliveries --------
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("description", String(500)),
+    # A JSON list of event types; NULL: every type.
+    Column("event_types", Text),
+    Column("secret", String(128), nullable=False),
+    # The secret before the last rotation, still signing until it expires.
+    Column("previous_secret", String(128)),
+    Column("previous_secret_expires_at", Time),
+    Column("enabled", Boolean, nullable=False),
+    Column("disabled_reason", Text),
+    Column("failing_since", Time),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    Index("ix_webhook_endpoints_app", "app_id", "id"),
+)
+
+outbound_events = Table(
+    "outbound_events",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("id", Id, nullable=False, unique=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
+    Column("customer_id", Id, ForeignKey("customers.id")),
+    Column("customer_seq", BigInteger),
+    Column("type", String(64), nullable=False),
+    # The body exactly as delivered (and signed): `{"type", "timestamp", "data"}`.
+    Column("body", Text, nullable=False),
+    Column("created_at", Time, nullable=False),
+    Index("ix_outbound_events_app", "app_id", "seq"),
+    # Not unique on purpose: numbering runs under the customer's lock, and an event must
+    # never fail the change it reports.
+    Index("ix_outbound_events_customer_seq", "customer_id", "customer_seq"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
+    Column("endpoint_id", Id, ForeignKey("webhook_endpoints.id"), nullable=False),
+    Column("event_seq", BigInteger, ForeignKey("outbound_events.seq"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    # Pending: when the next attempt is due (or when a claimed attempt's lease ends).
+    Column("next_attempt_at", Time),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("created_at", Time, nullable=False),
+    Column("delivered_at", Time),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+    Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("delivery_id", Id, ForeignKey("webhook_deliveries.id"), nullable=False),
+    Column("attempted_at", Time, nullable=False),
+    Column("status_code", Integer),
+    Column("latency_ms", Integer, nullable=False),
+    Column("response_excerpt", Text),
+    Column("error", Text),
+    Index("ix_webhook_attempts_delivery", "delivery_id", "id"),
+)
+
+customer_signals = Table(
+    "customer_signals",
+    metadata,
+    # What an alert remembers per customer: a threshold crossed and not yet recovered
+    # (signal "remaining:20", "remaining_percent:10"), the last `usage.refused` sent.
+    Column("customer_id", Id, ForeignKey("customers.id"), primary_key=True),
+    Column("target_id", String(64), primary_key=True),
+    Column("signal", String(64), primary_key=True),
+    Column("at", Time, nullable=False),
+)

@@ -15,6 +15,7 @@ null. Nothing here imports pydantic or FastAPI (the CLI imports these modules ch
   history.
 - `reservations`: a hold, a settle or release, a reservation's state.
 - `ledger`: the ledger export, and `revenipe verify`'s report.
+- `webhooks_out`: outbound webhook endpoints, deliveries, events read back.
 - `apps`: app settings, secret keys, a sandbox app's clock, the CLI's app listings.
 - `catalog`: products, the catalog document, applied and validated catalogs (server API
   and CLI).

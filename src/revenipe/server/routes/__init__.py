@@ -22,6 +22,7 @@ Server API (`/v1/...`, secret key):
 - `reservations`: hold, settle, release, read a reservation; and the same under customer
   tokens as client-protocol extensions (`/v1/customer/reservations...`).
 - `ledger`: the ledger export.
+- `webhook_endpoints`: outbound webhook endpoints, deliveries, `GET /v1/events`.
 - `sandbox_clock`: a sandbox app's test clock.
 - `stripe`: the app's Stripe settings, Stripe's webhook and the checkout return page.
 - `revenuecat`: the app's RevenueCat settings and RevenueCat's webhook.

@@ -29,6 +29,7 @@ from revenipe.engine.subscriptions import (
 from revenipe.services.access.grants import earliest, grant_product
 from revenipe.services.access.subscriptions import open_subscription, update_subscription
 from revenipe.services.context import new_id
+from revenipe.services.outbound import emit as outbound_emit
 from revenipe.storage import customers as customer_store
 from revenipe.storage import grants as grant_store
 from revenipe.storage import ledger as ledger_store
@@ -72,6 +73,7 @@ def open_purchase(
         updated_at=now,
     )
     source_store.insert_source(conn, source)
+    outbound_emit.source_changed(conn, None, source, now)
     grant_product(
         conn,
         customer.app_id,
@@ -122,6 +124,7 @@ def revoke_source(
         updated_at=now,
     )
     source_store.update_source(conn, ended)
+    outbound_emit.source_changed(conn, source, ended, now)
     customer_store.update_customer_due(conn, source.customer_id)
     return ended
 
@@ -295,6 +298,7 @@ def move_source(
     renamed = replace(source, provider_ref=f"{source.provider_ref}>{moved.id}"[:255])
     revoke_source(conn, renamed, now, status="transferred", at=at)
     source_store.insert_source(conn, moved)
+    outbound_emit.source_changed(conn, None, moved, now)
     for row in carried:
         grant = replace(row.grant, id=new_id("grt"), source_id=moved.id, created_at=at)
         grant_store.insert_grant(conn, customer.app_id, customer.id, replace(row, grant=grant))

@@ -32,6 +32,7 @@ from revenipe.engine.subscriptions import (
 from revenipe.services.access import holds
 from revenipe.services.access.grants import end_grants, grant_product, move_access_end
 from revenipe.services.context import new_id
+from revenipe.services.outbound import emit as outbound_emit
 from revenipe.storage import customers as customer_store
 from revenipe.storage import grants as grant_store
 from revenipe.storage import sources as source_store
@@ -157,6 +158,7 @@ def open_subscription(
     )
     source = _with_subscription(blank, sub, now)
     source_store.insert_source(conn, source)
+    outbound_emit.source_changed(conn, None, source, now)
     grant_product(
         conn,
         customer.app_id,
@@ -221,6 +223,7 @@ def update_subscription(
     if provider_state_at is not None:
         updated = replace(updated, provider_state_at=provider_state_at)
     source_store.update_source(conn, updated)
+    outbound_emit.source_changed(conn, source, updated, now)
     move_access_end(conn, updated, sub.access_ends_at, now)
     customer_store.update_customer_due(conn, source.customer_id)
     return updated

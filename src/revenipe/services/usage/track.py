@@ -30,6 +30,7 @@ from revenipe.engine.usage import TrackDecision, decide_track, refuse_track
 from revenipe.services import access, customers
 from revenipe.services.context import ServiceContext, app_time, new_id
 from revenipe.services.customers import CustomerRef, locked_customer
+from revenipe.services.outbound import emit as outbound_emit
 from revenipe.storage import customers as customer_store
 from revenipe.storage import grants as grant_store
 from revenipe.storage import sources as source_store
@@ -287,7 +288,12 @@ def _track_in(
     if lock.due_at is not None and lock.due_at <= now:
         access.catch_up(conn, catalog, lock.customer_id, now)
     evaluation = _evaluate(conn, catalog, lock.customer_id, request, now)
-    return _record(conn, app_id, lock.customer_id, request, evaluation, now)
+    result = _record(conn, app_id, lock.customer_id, request, evaluation, now)
+    # Usage alerts and webhooks, in this transaction (docs/adr/0019).
+    outbound_emit.after_track(
+        conn, catalog, app_id, result, now, evaluation.settlement_entries, evaluation.changed
+    )
+    return result
 
 
 def _asked(event: usage_store.UsageEventRow) -> tuple[str, int]:
