@@ -65,3 +65,17 @@ def require_text(value: Any, *, field: str, max_length: int) -> str:
             ErrorCode.INVALID_ID, f"{field} must not contain control characters", field=field
         )
     return value
+
+
+def require_source_and_key(
+    access_source_id: Any, idempotency_key: Any
+) -> tuple[str | None, str | None]:
+    """The optional access source id and idempotency key of a track or a hold, checked
+    alike (None stays None)."""
+    if access_source_id is not None:
+        access_source_id = require_text(access_source_id, field="access_source_id", max_length=64)
+    if idempotency_key is not None:
+        idempotency_key = require_text(
+            idempotency_key, field="idempotency_key", max_length=MAX_IDEMPOTENCY_KEY_LENGTH
+        )
+    return access_source_id, idempotency_key

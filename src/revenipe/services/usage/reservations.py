@@ -27,9 +27,9 @@ from typing import Any
 from sqlalchemy import Connection
 
 from revenipe.engine.amounts import (
-    MAX_IDEMPOTENCY_KEY_LENGTH,
     require_amount,
     require_catalog_id,
+    require_source_and_key,
     require_text,
 )
 from revenipe.engine.errors import ErrorCode, InvariantViolation, RefusalCode, RevenipeError
@@ -110,12 +110,7 @@ def hold(
     `ttl_seconds` (default 600, 1 to 86,400) pass. All or nothing, in the burn order of
     a track. Bad input raises `RevenipeError`; a hold the grants cannot pay is an
     answer with `success=False` and the refusal code of a track."""
-    if access_source_id is not None:
-        access_source_id = require_text(access_source_id, field="access_source_id", max_length=64)
-    if idempotency_key is not None:
-        idempotency_key = require_text(
-            idempotency_key, field="idempotency_key", max_length=MAX_IDEMPOTENCY_KEY_LENGTH
-        )
+    access_source_id, idempotency_key = require_source_and_key(access_source_id, idempotency_key)
     request = _HoldRequest(
         tracked_id=require_catalog_id(tracked_id, field="id"),
         value=require_amount(value, field="value"),

@@ -19,10 +19,9 @@ from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog, EntitlementType, PricedTrack
 from revenipe.engine.amounts import (
-    MAX_IDEMPOTENCY_KEY_LENGTH,
     require_amount,
     require_catalog_id,
-    require_text,
+    require_source_and_key,
 )
 from revenipe.engine.errors import ErrorCode, InvariantViolation, RefusalCode, RevenipeError
 from revenipe.engine.grants import Grant, PendingEntry, settle
@@ -90,12 +89,7 @@ class _Request:
 
 
 def _validate(tracked_id: Any, value: Any, access_source_id: Any, idempotency_key: Any) -> _Request:
-    if access_source_id is not None:
-        access_source_id = require_text(access_source_id, field="access_source_id", max_length=64)
-    if idempotency_key is not None:
-        idempotency_key = require_text(
-            idempotency_key, field="idempotency_key", max_length=MAX_IDEMPOTENCY_KEY_LENGTH
-        )
+    access_source_id, idempotency_key = require_source_and_key(access_source_id, idempotency_key)
     return _Request(
         tracked_id=require_catalog_id(tracked_id, field="entitlement_id"),
         value=require_amount(value, field="value"),
