@@ -41,7 +41,7 @@ _GRANT_COLUMNS = (
 )
 _U_EVENT_COLUMNS = ", ".join(f"u.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
 _LOCK = (
-    "SELECT c.id, a.catalog_version, a.clock_offset_seconds, c.due_at, u.id, "
+    "SELECT c.id, a.catalog_version, a.clock_offset_seconds, c.due_at, c.alerts_version, u.id, "
     f"{_U_EVENT_COLUMNS} FROM customers c JOIN apps a ON a.id = c.app_id "
     "LEFT JOIN usage_events u ON u.customer_id = c.id AND u.idempotency_key = {key} "
     "WHERE c.app_id = {app_id} AND c.external_id = {customer}"

@@ -105,9 +105,15 @@ def record_track(
         execute(conn, _INSERT_EVENT, _EVENT.params(conn, event))
         save_grant_states(conn, states)
         save_balances(conn, balances)
-        insert_entries(conn, event.app_id, event.customer_id, settlement, now)
+        insert_entries(conn, event.app_id, event.customer_id, settlement, now, by_track=True)
         insert_entries(
-            conn, event.app_id, event.customer_id, consumption, now, usage_event_id=event.id
+            conn,
+            event.app_id,
+            event.customer_id,
+            consumption,
+            now,
+            usage_event_id=event.id,
+            by_track=True,
         )
 
 
@@ -121,6 +127,8 @@ class TrackLock:
     previous: UsageEventRow | None
     clock_offset_seconds: int = 0
     due_at: datetime | None = None
+    alerts_version: int | None = None
+    """The catalog version the customer's usage-alert memory is current with."""
 
 
 _LOCK_HEAD = (
@@ -128,11 +136,12 @@ _LOCK_HEAD = (
     "catalog_version",
     "clock_offset_seconds",
     "customer_due_at",
+    "customer_alerts_version",
     "previous_id",
 )
 """The first columns of `_LOCK_FOR_TRACK`, by name; the usage event's (`_EVENT`) follow."""
 _LOCK_FOR_TRACK = f"""
-    SELECT c.id, a.catalog_version, a.clock_offset_seconds, c.due_at, u.id,
+    SELECT c.id, a.catalog_version, a.clock_offset_seconds, c.due_at, c.alerts_version, u.id,
            {_EVENT.select_as("u")}
     FROM customers c JOIN apps a ON a.id = c.app_id
     LEFT JOIN usage_events u ON u.customer_id = c.id AND u.idempotency_key = %(key)s
@@ -170,6 +179,7 @@ def lock_for_track(
         previous=previous,
         clock_offset_seconds=head["clock_offset_seconds"],
         due_at=time_out(head["customer_due_at"]),
+        alerts_version=head["customer_alerts_version"],
     )
 
 

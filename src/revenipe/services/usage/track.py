@@ -11,7 +11,7 @@ the same way and writes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -108,6 +108,11 @@ class _Evaluation:
     changed: list[Grant]
     priced: PricedTrack | None = None
     """Set when the id named a priced action: the decision is then the usage key's."""
+    candidates: list[Grant] = field(default_factory=list)
+    """Every grant that could pay, settled to the track's instant."""
+    read_all: tuple[str, ...] | None = None
+    """The entitlements all of whose active grants are in `candidates` (None when the
+    track was restricted to one access source)."""
 
 
 def _evaluate(
@@ -176,7 +181,13 @@ def _evaluate_units(
         access_source_id=request.access_source_id,
         held_before=held_before,
     )
-    return _Evaluation(decision, entries, changed)
+    return _Evaluation(
+        decision,
+        entries,
+        changed,
+        candidates=settled,
+        read_all=entitlement_ids if request.access_source_id is None else None,
+    )
 
 
 def track(
@@ -284,8 +295,23 @@ def _track_in(
     evaluation = _evaluate(conn, catalog, lock.customer_id, request, now)
     result = _record(conn, app_id, lock.customer_id, request, evaluation, now)
     # Usage alerts and webhooks, in this transaction (docs/adr/0019).
+    balances = outbound_emit.TrackBalances(
+        tracked_id=evaluation.decision.tracked_id,
+        entitlement_ids=evaluation.read_all,
+        settled=evaluation.candidates,
+        debited=evaluation.decision.grants,
+        catalog_version=lock.catalog_version,
+        alerts_version=lock.alerts_version,
+    )
     outbound_emit.after_track(
-        conn, catalog, app_id, result, now, evaluation.settlement_entries, evaluation.changed
+        conn,
+        catalog,
+        app_id,
+        result,
+        now,
+        balances,
+        evaluation.settlement_entries,
+        evaluation.changed,
     )
     return result
 
