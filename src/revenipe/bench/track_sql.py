@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
 from revenipe.bench.databases import libpq_url, sqlite_path
+from revenipe.services.context import new_id
 from revenipe.storage.database import SQLITE_BUSY_TIMEOUT_MS
 
 ENTITLEMENTS = ("monthly_credits", "bonus_credits", "purchased_credits")
@@ -137,7 +137,10 @@ class _TrackStatements:
             "amount": -value,
             "success": True,
             "now": self.now(),
-            "id": f"use_{uuid.uuid4().hex[:26]}",
+            # Made as a real track makes it: ids that sort by time append to the end of
+            # the primary key's index; random ones (uuid4) would touch a page anywhere,
+            # and on PostgreSQL log a full image of each such page after a checkpoint.
+            "id": new_id("use"),
         }
         if self.pending == 0:
             self.begin()
