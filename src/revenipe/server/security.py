@@ -11,8 +11,10 @@ needs only the app id). Refusals say why without revealing anything about other 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from fastapi import Request
 
@@ -26,10 +28,56 @@ from revenipe.services.tokens import check_customer_token
 from revenipe.storage import apps as app_store
 
 CUSTOMER_TOKEN_HEADER = "X-Revenipe-Customer-Token"
+V = TypeVar("V")
 
 
 class NotCached(Exception):
     """Authenticating needs a database read that the caller asked not to make."""
+
+
+class _Recent(Generic[V]):
+    """Values read from the database, trusted for `ttl` seconds.
+
+    Past that the value is read again, by one caller only: while that read is under way,
+    callers that must not read (`cached_only`: they are on the event loop) get the value
+    it replaces, for at most one more `ttl`, instead of all reading at once (a burst of
+    thread-pool hops and identical reads every `ttl` seconds under load)."""
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self.ttl = ttl_seconds
+        self._entries: dict[str, tuple[float, V]] = {}
+        self._reading: set[str] = set()
+
+    def get(
+        self, key: str, load: Callable[[], V], *, cached_only: bool, keep: Callable[[V], bool]
+    ) -> V:
+        """The value of `key`; `load` reads it (its result stored if `keep` says so);
+        `cached_only`: raise `NotCached` rather than read, and let the caller read it
+        again without `cached_only` (off the event loop)."""
+        now = time.monotonic()
+        cached = self._entries.get(key)
+        if cached is not None:
+            age = now - cached[0]
+            if age < self.ttl or (cached_only and key in self._reading and age < 2 * self.ttl):
+                return cached[1]
+        if cached_only:
+            self._reading.add(key)  # this caller reads it next; the others wait on the old
+            raise NotCached
+        try:
+            value = load()
+        finally:
+            self._reading.discard(key)
+        if keep(value):
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[key] = (now, value)
+        return value
+
+    def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def forget_all(self) -> None:
+        self._entries.clear()
 
 
 class AppCache:
@@ -38,32 +86,27 @@ class AppCache:
     def __init__(self, ctx: ServiceContext, ttl_seconds: float) -> None:
         self.ctx = ctx
         self.ttl = ttl_seconds
-        self._entries: dict[str, tuple[float, app_store.AppRow | None]] = {}
+        self._recent: _Recent[app_store.AppRow | None] = _Recent(ttl_seconds)
 
     def get(self, app_id: str, *, cached_only: bool = False) -> app_store.AppRow | None:
         """The app (None: no such app); `cached_only`: raise `NotCached` rather than read
         the database (a caller on the event loop must not block it)."""
-        now = time.monotonic()
-        cached = self._entries.get(app_id)
-        if cached is not None and now - cached[0] < self.ttl:
-            return cached[1]
-        if cached_only:
-            raise NotCached
+        return self._recent.get(
+            app_id, lambda: self._read(app_id), cached_only=cached_only, keep=lambda _: True
+        )
+
+    def _read(self, app_id: str) -> app_store.AppRow | None:
         try:
-            app: app_store.AppRow | None = app_service.get_app(self.ctx, app_id)
+            return app_service.get_app(self.ctx, app_id)
         except RevenipeError as exc:
             # Only "no such app" is an answer; a database fault must not turn into
             # "invalid app id" (cached, too): it propagates as the 503 it is.
             if exc.code is not ErrorCode.APP_NOT_FOUND:
                 raise
-            app = None
-        if len(self._entries) > 10_000:
-            self._entries.clear()
-        self._entries[app_id] = (now, app)
-        return app
+            return None
 
     def forget(self, app_id: str) -> None:
-        self._entries.pop(app_id, None)
+        self._recent.forget(app_id)
 
 
 @dataclass(frozen=True)
@@ -119,31 +162,26 @@ def client_access(
 class SecretKeyCache:
     """Valid secret keys (by hash) for a few seconds, so that an API call does not pay a
     database read to authenticate. A key revoked through this process is forgotten at
-    once; other processes stop accepting it within `ttl_seconds`."""
+    once; other processes stop accepting it within `ttl_seconds`, plus the one read
+    that refreshes it (at most twice `ttl_seconds`, `_Recent`)."""
 
     def __init__(self, ctx: ServiceContext, ttl_seconds: float) -> None:
         self.ctx = ctx
         self.ttl = ttl_seconds
-        self._entries: dict[str, tuple[float, str]] = {}
+        self._recent: _Recent[str | None] = _Recent(ttl_seconds)
 
     def app_id(self, secret_key: str, *, cached_only: bool = False) -> str | None:
         """The key's app id (None: unknown or revoked); `cached_only` as in
         `AppCache.get`. Unknown keys are not cached: a cached-only miss reads them."""
-        now = time.monotonic()
-        cached = self._entries.get(secret_key)
-        if cached is not None and now - cached[0] < self.ttl:
-            return cached[1]
-        if cached_only:
-            raise NotCached
-        app_id = app_service.app_for_secret_key(self.ctx, secret_key)
-        if app_id is not None:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[secret_key] = (now, app_id)
-        return app_id
+        return self._recent.get(
+            secret_key,
+            lambda: app_service.app_for_secret_key(self.ctx, secret_key),
+            cached_only=cached_only,
+            keep=lambda app_id: app_id is not None,
+        )
 
     def forget_all(self) -> None:
-        self._entries.clear()
+        self._recent.forget_all()
 
 
 def server_app_id(request: Request, keys: SecretKeyCache, *, cached_only: bool = False) -> str:
