@@ -1,0 +1,113 @@
+"""Customers in a real browser: find one, read the same balances as the API, grant 50
+credits and watch the balance and the burn-down chart move; hostile ids render as text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from browser.harness import Live
+
+HOSTILE_ID = "<img src=x onerror=alert(1)>"
+
+
+def _track(live: Live, external_id: str, id: str, value: int) -> dict[str, Any]:
+    with live.api() as api:
+        response = api.post(
+            f"/v1/customers/{quote(external_id, safe='')}/track", json={"id": id, "value": value}
+        )
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    assert answer["success"] is True, answer
+    return answer
+
+
+def _api_customer(live: Live, external_id: str) -> dict[str, Any]:
+    with live.api() as api:
+        response = api.get(f"/v1/customers/{quote(external_id, safe='')}")
+    assert response.status_code == 200, response.text
+    state: dict[str, Any] = response.json()
+    return state
+
+
+def _shown_remaining(page: Any, balance_id: str) -> int:
+    text = page.locator(f'tr.balance-row[data-balance="{balance_id}"] td.remaining').inner_text()
+    return int(text.replace(",", ""))
+
+
+def _assert_page_matches_api(page: Any, state: dict[str, Any]) -> None:
+    for key in state["usage_keys"]:
+        assert _shown_remaining(page, key["key_id"]) == key["remaining"], key
+    metered: dict[str, int] = {}
+    for entitlement in state["entitlements"]:
+        if entitlement["type"] == "metered":
+            eid = entitlement["entitlement_id"]
+            metered[eid] = metered.get(eid, 0) + entitlement["remaining"]
+    assert metered, state
+    for entitlement_id, remaining in metered.items():
+        assert _shown_remaining(page, entitlement_id) == remaining, entitlement_id
+
+
+def test_find_a_customer_and_grant_50_credits(
+    live: Live,
+    operator_page: Callable[[], Any],
+    screenshot: Callable[[Any, str], Path],
+) -> None:
+    external_id = f"alice-{live.database}"
+    _track(live, external_id, "credits", 7)
+    _track(live, external_id, "monthly_credits", 3)
+    page = operator_page()
+    page.goto(live.app_page("customers"))
+    screenshot(page, "customers")
+    page.get_by_label("External id, or internal id").fill("alice")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("link", name=external_id).click()
+    page.get_by_role("heading", name=external_id).wait_for()
+
+    before = _api_customer(live, external_id)
+    _assert_page_matches_api(page, before)
+    credits_before = _shown_remaining(page, "credits")
+    assert credits_before == 90
+    chart = page.locator('.burn-down[data-balance="credits"] path.line')
+    drawn_before = chart.get_attribute("d")
+    assert drawn_before
+
+    page.locator("#grant-credits summary").click()
+    form = page.locator("#grant-credits")
+    form.get_by_label("Entitlement").select_option("bonus_credits")
+    form.get_by_label("Amount").fill("50")
+    form.get_by_role("button", name="Grant").click()
+    page.get_by_role("status").filter(has_text="Granted 50 bonus_credits.").wait_for()
+
+    after = _api_customer(live, external_id)
+    assert next(k for k in after["usage_keys"] if k["key_id"] == "credits")["remaining"] == 140
+    _assert_page_matches_api(page, after)
+    assert _shown_remaining(page, "credits") == credits_before + 50
+    drawn_after = chart.get_attribute("d")
+    assert drawn_after and drawn_after != drawn_before
+    description = page.locator('.burn-down[data-balance="credits"] desc').text_content()
+    assert description is not None and description.endswith("to 140 now.")
+    assert page.locator("#ledger-entries").get_by_text("+50").count() >= 1
+    screenshot(page, "customer")
+
+
+def test_a_hostile_external_id_renders_as_text(
+    live: Live, operator_page: Callable[[], Any], screenshot: Callable[[Any, str], Path]
+) -> None:
+    _track(live, HOSTILE_ID, "credits", 1)
+    page = operator_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(live.app_page("customers") + "?q=" + quote("<img"))
+    link = page.get_by_role("link", name=HOSTILE_ID)
+    assert link.is_visible()
+    assert page.locator("main img").count() == 0
+    link.click()
+    page.get_by_role("heading", name=HOSTILE_ID).wait_for()
+    assert page.get_by_text(HOSTILE_ID, exact=True).first.is_visible()
+    assert page.locator("main img").count() == 0
+    page.wait_for_timeout(300)  # an onerror handler would have fired by now
+    assert dialogs == []
+    screenshot(page, "customer-hostile-id")
