@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+
+import revenipe
 from browser.harness import Live
+from revenipe.services import apps as app_service
+from revenipe.services import customers as customer_service
 
 HOSTILE_ID = "<img src=x onerror=alert(1)>"
 
@@ -111,3 +116,61 @@ def test_a_hostile_external_id_renders_as_text(
     page.wait_for_timeout(300)  # an onerror handler would have fired by now
     assert dialogs == []
     screenshot(page, "customer-hostile-id")
+
+
+HOSTILE_CATALOG = """
+entitlements:
+  - id: credits_x
+    name: "</script><script>alert(1)</script>"
+    type: metered
+products:
+  - id: free_x
+    name: "<img src=x onerror=alert(2)>"
+    type: subscription
+    recurring_interval: month
+    price: 0
+    default: true
+    grants:
+      - entitlement: credits_x
+        amount: 10
+        reset: period
+"""
+
+
+def test_hostile_catalog_names_render_as_text(live: Live, operator_page: Callable[[], Any]) -> None:
+    context = live.backend.context
+    app = app_service.create_app(
+        context, f"</script>{live.database}", revenipe.load_catalog(HOSTILE_CATALOG)
+    ).app
+    customer = customer_service.ensure_customer(context, app.id, "someone")
+    page = operator_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(live.dashboard(f"apps/{app.id}/customers/{customer.id}"))
+    page.get_by_role("heading", name="someone").wait_for()
+    assert page.get_by_text("</script><script>alert(1)</script>").first.is_visible()
+    assert page.get_by_text("<img src=x onerror=alert(2)>").first.is_visible()
+    assert page.locator("main img, main script").count() == 0
+    page.wait_for_timeout(300)
+    assert dialogs == []
+
+
+def test_the_apps_and_settings_pages(
+    live: Live, operator_page: Callable[[], Any], screenshot: Callable[[Any, str], Path]
+) -> None:
+    page = operator_page()
+    page.get_by_role("heading", name="Apps").wait_for()
+    screenshot(page, "apps")
+    page.get_by_role("link", name="Default app").click()
+    page.get_by_role("link", name="Settings").click()
+    page.get_by_role("heading", name="Settings").wait_for()
+    page.get_by_role("button", name="Create a secret key").click()
+    shown = page.locator("#new-secret-key code").inner_text()
+    assert shown.startswith("sk_")
+    with httpx.Client(base_url=live.base_url) as http:
+        listed = http.get("/v1/customers", headers={"Authorization": f"Bearer {shown}"})
+    assert listed.status_code == 200
+    screenshot(page, "settings")
+    page.goto(live.app_page("settings"))  # shown once: not on the page any more
+    assert page.locator("#secret-keys").get_by_text("active").count() >= 2
+    assert page.locator("#new-secret-key").count() == 0

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import markupsafe
 import pytest
 
+from revenipe import load_catalog
 from revenipe.services import apps as app_service
 from revenipe.services import customers as customer_service
 from revenipe.services import tokens as token_service
@@ -261,3 +262,42 @@ def test_an_unknown_customer_or_app_is_a_404_page(dash: Dash) -> None:
     assert "text/html" in missing.headers["content-type"]
     other = dash.http.get("/dashboard/apps/app_nothing/customers")
     assert other.status_code == 404
+
+
+HOSTILE_CATALOG = """
+entitlements:
+  - id: credits_x
+    name: "</script><script>alert(1)</script>"
+    type: metered
+usage_keys:
+  - id: key_x
+    name: "<img src=x onerror=alert(2)>"
+    entitlements: [credits_x]
+products:
+  - id: free_x
+    name: "</title><svg onload=alert(3)>"
+    type: subscription
+    recurring_interval: month
+    price: 0
+    default: true
+    grants:
+      - entitlement: credits_x
+        amount: 10
+        reset: period
+"""
+
+
+def test_hostile_catalog_names_render_as_text(dash: Dash) -> None:
+    dash.signed_in()
+    context = dash.backend.context
+    app = app_service.create_app(context, "Hostile catalog", load_catalog(HOSTILE_CATALOG)).app
+    customer = customer_service.ensure_customer(context, app.id, "someone")
+    page = dash.http.get(f"/dashboard/apps/{app.id}/customers/{customer.id}").text
+    for name in (
+        "</script><script>alert(1)</script>",
+        "<img src=x onerror=alert(2)>",
+        "</title><svg onload=alert(3)>",
+    ):
+        assert name not in page
+        assert str(markupsafe.escape(name)) in page
+    assert "<script>alert" not in page and "<svg onload" not in page
