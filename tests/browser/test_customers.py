@@ -12,8 +12,12 @@ import httpx
 
 import revenipe
 from browser.harness import Live
+from e2e.harness import E2E_CATALOG
 from revenipe.services import apps as app_service
 from revenipe.services import customers as customer_service
+from revenipe.services.customers import CustomerRef
+from revenipe.services.purchases.sandbox import clock as clock_service
+from revenipe.services.usage import track as usage_service
 
 HOSTILE_ID = "<img src=x onerror=alert(1)>"
 
@@ -58,7 +62,7 @@ def _assert_page_matches_api(page: Any, state: dict[str, Any]) -> None:
 def test_find_a_customer_and_grant_50_credits(
     live: Live,
     operator_page: Callable[[], Any],
-    screenshot: Callable[[Any, str], Path],
+    screenshot: Callable[..., Path],
 ) -> None:
     external_id = f"alice-{live.database}"
     _track(live, external_id, "credits", 7)
@@ -96,10 +100,12 @@ def test_find_a_customer_and_grant_50_credits(
     assert description is not None and description.endswith("to 140 now.")
     assert page.locator("#ledger-entries").get_by_text("+50").count() >= 1
     screenshot(page, "customer")
+    # What the README shows (docs/images/dashboard-customer.png is a copy of it).
+    screenshot(page, "customer-window", full_page=False)
 
 
 def test_a_hostile_external_id_renders_as_text(
-    live: Live, operator_page: Callable[[], Any], screenshot: Callable[[Any, str], Path]
+    live: Live, operator_page: Callable[[], Any], screenshot: Callable[..., Path]
 ) -> None:
     _track(live, HOSTILE_ID, "credits", 1)
     page = operator_page()
@@ -156,7 +162,7 @@ def test_hostile_catalog_names_render_as_text(live: Live, operator_page: Callabl
 
 
 def test_the_apps_and_settings_pages(
-    live: Live, operator_page: Callable[[], Any], screenshot: Callable[[Any, str], Path]
+    live: Live, operator_page: Callable[[], Any], screenshot: Callable[..., Path]
 ) -> None:
     page = operator_page()
     page.get_by_role("heading", name="Apps").wait_for()
@@ -174,3 +180,36 @@ def test_the_apps_and_settings_pages(
     page.goto(live.app_page("settings"))  # shown once: not on the page any more
     assert page.locator("#secret-keys").get_by_text("active").count() >= 2
     assert page.locator("#new-secret-key").count() == 0
+
+
+USES_PER_DAY = [3, 6, 2, 9, 4, 0, 1, 7, 5, 3, 8, 2, 6, 4, 0, 5, 9, 3]
+
+
+def test_a_month_of_use_for_the_readme(
+    live: Live, operator_page: Callable[[], Any], screenshot: Callable[..., Path]
+) -> None:
+    """A sandbox app's customer over 18 days of its test clock: the burn-down has a
+    story to tell. Its window is docs/images/dashboard-customer.png."""
+    context = live.backend.context
+    app = app_service.create_app(
+        context, "Acme Studio", revenipe.load_catalog(E2E_CATALOG), sandbox=True
+    ).app
+    customer = customer_service.ensure_customer(context, app.id, "maria@acme.test")
+    who = CustomerRef.internal(customer.id)
+    for day, uses in enumerate(USES_PER_DAY):
+        clock_service.advance_clock(context, app.id, 86_400 - 3_600 * (day % 3))
+        if day == 9:
+            customer_service.grant_product(context, app.id, who, "pack_50")
+        if uses:
+            tracked = usage_service.track(context, app.id, who, "credits", uses)
+            assert tracked.success, tracked
+    page = operator_page()
+    page.set_viewport_size({"width": 1280, "height": 1180})
+    page.goto(live.dashboard(f"apps/{app.id}/customers/{customer.id}"))
+    page.get_by_role("heading", name="maria@acme.test").wait_for()
+    remaining = 100 + 50 - sum(USES_PER_DAY)
+    assert _shown_remaining(page, "credits") == remaining
+    steps = page.locator('.burn-down[data-balance="credits"] path.line').get_attribute("d")
+    assert steps is not None and steps.count(" V") >= len([u for u in USES_PER_DAY if u]) + 1
+    page.locator("#balances-heading").scroll_into_view_if_needed()
+    screenshot(page, "customer-month", full_page=False)

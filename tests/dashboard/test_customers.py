@@ -78,7 +78,7 @@ def test_the_customer_page_shows_the_apis_numbers(dash: Dash) -> None:
     assert totals == {"monthly_credits": 88, "purchased_credits": 45}
     for entitlement_id, remaining in totals.items():
         assert _remaining(page, entitlement_id) == remaining
-    assert "Burn-down this period" in page
+    assert "Burn-down" in page and "Credits: remaining, this period" in page
     assert 'role="img"' in page and "<title id=" in page
 
 

@@ -279,7 +279,8 @@ def burn_down_chart(
         total -= entry.amount
     points.append((start, max(total, 0)))
     points.reverse()
-    title = f"{balance.name}: remaining this period"
+    span = "this period" if resetting else "the last 30 days"
+    title = f"{balance.name}: remaining, {span}"
     description = (
         f"{balance.name} from {fmt.number(points[0][1])} at {fmt.time(start)} "
         f"to {fmt.number(balance.remaining)} now."
