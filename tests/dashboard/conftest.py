@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 
 import revenipe
 from revenipe.server.app import create_app
@@ -81,6 +82,15 @@ class Dash:
         assert response.status_code == 200, response.text
         state: dict[str, Any] = response.json()
         return state
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id with small costs: these tests verify hundreds of passwords. The
+    browser tests' servers keep the real costs."""
+    monkeypatch.setattr(
+        operator_service, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    )
 
 
 @pytest.fixture

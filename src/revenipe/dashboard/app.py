@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -87,9 +87,11 @@ def _static_file(name: str) -> bytes:
     return resources.files("revenipe.dashboard").joinpath("static", name).read_bytes()
 
 
-def create_dashboard(ctx: ServiceContext) -> FastAPI:
-    """The dashboard's pages over `ctx`, to be mounted at `PREFIX`."""
+def create_dashboard(ctx: ServiceContext, *, public_url: str | None = None) -> FastAPI:
+    """The dashboard's pages over `ctx`, to be mounted at `PREFIX`; `public_url` is the
+    server's address as browsers reach it (its host is ours when checking `Origin`)."""
     dashboard = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    dashboard.state.own_hosts = frozenset({urlsplit(public_url).netloc} if public_url else ())
     _install_error_pages(dashboard)
     dashboard.add_middleware(SecurityHeaders)
 

@@ -81,11 +81,17 @@ def require_csrf(ctx: ServiceContext, request: Request, submitted: str) -> Signe
 
 
 def _check_origin(request: Request) -> None:
+    """Refuse a form posted from another site's page. Our own site is the Host the
+    request came to, or (behind a proxy that rewrites Host) the host the proxy says it
+    forwarded, or the server's public URL (`--public-url`)."""
     origin = request.headers.get("origin")
     if origin is None:  # older browsers, and same-origin GETs: the token decides
         return
-    host = request.headers.get("host", "")
-    if urlsplit(origin).netloc != host:
+    ours = {request.headers.get("host", ""), *request.app.state.own_hosts}
+    forwarded = request.headers.get("x-forwarded-host")
+    if forwarded:
+        ours.add(forwarded.split(",")[0].strip())
+    if urlsplit(origin).netloc not in ours:
         raise CsrfRefused
 
 

@@ -111,7 +111,7 @@ def create_app(
         app.include_router(routes.build_router(runtime))
 
     # The operator dashboard: server-rendered pages of its own (docs/adr/0020).
-    app.mount(DASHBOARD_PREFIX, create_dashboard(ctx))
+    app.mount(DASHBOARD_PREFIX, create_dashboard(ctx, public_url=settings.public_url))
 
     @app.get("/v1/health", tags=["operations"], summary="Liveness (touches nothing)")
     def health() -> JSONResponse:
