@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from revenipe.engine.errors import RevenipeError
 from revenipe.services import operators as operator_service
-from revenipe.storage.schema import operator_sessions, operators
+from revenipe.storage.schema import operator_sessions, operators, sign_in_failures
 
 from .conftest import PASSWORD, Dash, csrf_of
 
@@ -263,3 +263,15 @@ def test_pages_carry_security_headers(dash: Dash) -> None:
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["referrer-policy"] == "same-origin"
     assert not re.search(r"<script(?![^>]*\bsrc=)", response.text)  # no inline script
+
+
+def test_failures_are_kept_for_one_window_only(dash: Dash) -> None:
+    for _ in range(3):
+        dash.sign_in(password="wrong password!")
+    dash.clock.advance(minutes=15, seconds=1)
+    dash.sign_in(email=f"other-{dash.email}", password="wrong password!")
+    with dash.backend.database.read() as conn:
+        subjects = list(conn.execute(select(sign_in_failures.c.subject)).scalars())
+    # The failures of the window before are gone, whatever their subject.
+    assert f"email:{dash.email}" not in subjects
+    assert f"email:other-{dash.email}" in subjects

@@ -97,6 +97,7 @@ class BalanceView:
 class CustomerView:
     state: CustomerState
     """As the API computes it."""
+    catalog: Catalog
     now: datetime
     balances: list[BalanceView]
     sources: list[SourceRow]
@@ -141,6 +142,7 @@ def load_customer(ctx: ServiceContext, app_id: str, customer_id: str) -> Custome
     balances = _balances(state, catalog, settled, sources, timeline)
     return CustomerView(
         state=state,
+        catalog=catalog,
         now=now,
         balances=balances,
         sources=sorted(sources, key=lambda s: (s.created_at, s.id), reverse=True),

@@ -298,8 +298,8 @@ def sign_in_with_password(
         raise SignInRefused("too many failed sign-ins; try again later", wait)
     if not _password_matches(operator, password):
         with ctx.db.write() as conn:
+            failure_store.forget_failures(conn, now - FAILURE_WINDOW)
             for subject, _ in subjects:
-                failure_store.forget_failures(conn, subject, now - FAILURE_WINDOW)
                 failure_store.insert_failure(conn, subject, now)
         raise SignInRefused("wrong email or password")
     if operator is None:  # for mypy: a match needs an operator

@@ -478,4 +478,6 @@ sign_in_failures = Table(
     Column("subject", String(400), nullable=False),
     Column("at", Time, nullable=False),
     Index("ix_sign_in_failures_subject", "subject", "at"),
+    # Failures older than the window are deleted at each new one, whatever their subject.
+    Index("ix_sign_in_failures_at", "at"),
 )

@@ -15,9 +15,7 @@ _SINCE = Sql(
     "SELECT at FROM sign_in_failures WHERE subject = %(subject)s AND at > %(since)s "
     "ORDER BY at LIMIT %(limit)s"
 )
-_FORGET_BEFORE = Sql(
-    "DELETE FROM sign_in_failures WHERE subject = %(subject)s AND at <= %(before)s"
-)
+_FORGET_BEFORE = Sql("DELETE FROM sign_in_failures WHERE at <= %(before)s")
 
 
 def insert_failure(conn: Connection, subject: str, at: datetime) -> None:
@@ -32,6 +30,7 @@ def failures_since(conn: Connection, subject: str, since: datetime, limit: int) 
     return [moment for (value,) in rows if (moment := time_out(value)) is not None]
 
 
-def forget_failures(conn: Connection, subject: str, before: datetime) -> None:
-    """Drop the subject's failures at or before `before` (outside every window now)."""
-    execute(conn, _FORGET_BEFORE, {"subject": subject, "before": time_in(conn, before)})
+def forget_failures(conn: Connection, before: datetime) -> None:
+    """Drop every failure at or before `before` (outside every window now): the table
+    holds at most one window of failures, however many addresses and emails guess."""
+    execute(conn, _FORGET_BEFORE, {"before": time_in(conn, before)})

@@ -15,7 +15,7 @@ from revenipe.dashboard.csv_export import csv_rows
 from revenipe.dashboard.customer_view import load_customer
 from revenipe.dashboard.format import Formatter
 from revenipe.dashboard.page import Page, app_page, show
-from revenipe.dashboard.paging import PAGE_SIZE, page_links, split_page
+from revenipe.dashboard.paging import PAGE_SIZE, link, page_links, split_page
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.services import customers as customer_service
 from revenipe.services import tokens as token_service
@@ -138,15 +138,13 @@ def _customer_routes(router: APIRouter, ctx: ServiceContext) -> None:
             for balance in view.balances
             if balance.kind != "boolean"
         ]
-        with ctx.db.read() as conn:
-            catalog = ctx.catalog(conn, ctx.require_app(conn, app_id))
         return show(
             "customer.html",
             page,
             view=view,
             customer=view.state.customer,
             charts=charts,
-            catalog=catalog,
+            catalog=view.catalog,
             filters=filters,
             events=events,
             entries=entries,
@@ -167,15 +165,8 @@ def _customer_routes(router: APIRouter, ctx: ServiceContext) -> None:
                 more=more_entries,
                 cursor="entries_before",
             ),
-            export_query=_query(filters.params),
+            export_query=link("", filters.params),
         )
-
-
-def _query(params: dict[str, str | int | None]) -> str:
-    from urllib.parse import urlencode
-
-    kept = {k: str(v) for k, v in params.items() if v not in (None, "")}
-    return f"?{urlencode(kept)}" if kept else ""
 
 
 def _int_or_none(text: str) -> int | None:

@@ -54,9 +54,11 @@ def upgrade() -> None:
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_sign_in_failures_subject", "sign_in_failures", ["subject", "at"])
+    op.create_index("ix_sign_in_failures_at", "sign_in_failures", ["at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_sign_in_failures_at", table_name="sign_in_failures")
     op.drop_index("ix_sign_in_failures_subject", table_name="sign_in_failures")
     op.drop_table("sign_in_failures")
     op.drop_table("sign_in_links")
