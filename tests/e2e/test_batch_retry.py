@@ -30,7 +30,7 @@ def test_a_batch_retried_after_client_time_outs_is_charged_once(servers: Servers
     impatient = RevenipeServerClient(
         server.base_url,
         server.secret_key,
-        timeout=httpx.Timeout(5.0, read=0.05),
+        timeout=httpx.Timeout(5.0, read=0.005),
         max_retries=2,
         retry_backoff=0,
     )

@@ -21,6 +21,7 @@ from revenipe.bench.plan import (
     GROUP_THREADS,
     GROUPED_STATEMENTS,
     HTTP_TAIL_CONNECTIONS,
+    PARALLEL_STATEMENTS,
     QUICK,
 )
 from revenipe.bench.pool import WorkerPool
@@ -95,7 +96,7 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
         "hot",
         "track_statements",
         GROUPED_STATEMENTS,
-    }
+    } | ({PARALLEL_STATEMENTS} if kind == "postgresql" else set())
     assert set(measured["inprocess"]) == {
         "single",
         "concurrent",
@@ -120,6 +121,8 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
         assert ratios[floor] > 0
     for floor in ("track_sql_grouped_vs_sql_single", "group_vs_track_sql_grouped"):
         assert ratios[floor] > 0
+    parallel = ratios["track_sql_parallel_vs_sql_single"]
+    assert parallel > 0 if kind == "postgresql" else parallel is None
     assert ratios["batch_vs_single"] > 0  # items/s in batches of 100 over single tracks/s
     assert ratios["http_vs_noop"] is None  # not run
     assert report["p99_ms"][kind] == measured["inprocess"]["concurrent"]["p99_ms"] > 0

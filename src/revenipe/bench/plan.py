@@ -15,6 +15,10 @@ BATCH_ITEMS = 100
 GROUPED_STATEMENTS = f"track_statements_{GROUP_THREADS}_a_commit"
 """A track's own statements, as many tracks a transaction as the thread group has
 threads (`sql_limit.track_statements_16_a_commit`): the database's part of group commit."""
+PARALLEL_STATEMENTS = f"track_statements_{GROUP_THREADS}_a_commit_in_parallel"
+"""The same from several callers at once, as many as the bench's concurrency and at
+most group commit's write lanes (`sql_limit.track_statements_16_a_commit_in_parallel`;
+PostgreSQL only, SQLite has one writer): the database's ceiling for group commit."""
 HTTP_TAIL_CONNECTIONS = 64
 """Connections of the HTTP run that measures the tail (`http.workers_1.track_64`)."""
 

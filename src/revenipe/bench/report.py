@@ -11,6 +11,7 @@ from revenipe.bench.plan import (
     GROUP_THREADS,
     GROUPED_STATEMENTS,
     HTTP_TAIL_CONNECTIONS,
+    PARALLEL_STATEMENTS,
     Plan,
 )
 
@@ -127,6 +128,9 @@ def _ratios(db: dict[str, Any]) -> dict[str, float | None]:
         ),
         "track_sql_grouped_vs_sql_single": _ratio(
             tput("sql_limit", GROUPED_STATEMENTS), tput("sql_limit", "single")
+        ),
+        "track_sql_parallel_vs_sql_single": _ratio(
+            tput("sql_limit", PARALLEL_STATEMENTS), tput("sql_limit", "single")
         ),
         "group_vs_track_sql_grouped": _ratio(
             tput("inprocess", GROUP), tput("sql_limit", GROUPED_STATEMENTS)
@@ -251,6 +255,7 @@ _ROWS = (
     ("sql_limit", "hot", "raw-SQL limit"),
     ("sql_limit", "track_statements", "a track's statements"),
     ("sql_limit", GROUPED_STATEMENTS, "a track's statements"),
+    ("sql_limit", PARALLEL_STATEMENTS, "a track's statements"),
     ("inprocess", "single", "in-process track"),
     ("inprocess", f"batch_{BATCH_ITEMS}", "in-process batch track"),
     ("inprocess", "concurrent", "in-process track"),

@@ -23,6 +23,7 @@ from revenipe.bench.plan import (
     DEFAULT_POSTGRES_ADMIN_URL,
     GROUP_THREADS,
     GROUPED_STATEMENTS,
+    PARALLEL_STATEMENTS,
     PARTS,
     Plan,
 )
@@ -30,6 +31,7 @@ from revenipe.bench.pool import WorkerPool, close_worker_state
 from revenipe.bench.report import build_report
 from revenipe.bench.scenarios import Scenario, measure_interleaved, split
 from revenipe.engine.errors import InvariantViolation
+from revenipe.storage.database import POSTGRES_WRITE_LANES
 
 Progress = Callable[[str], None]
 CALLER_MODULES = ("revenipe.bench.callers", "revenipe.embedded", "psycopg")
@@ -192,6 +194,21 @@ def _limit_and_inprocess(
                 Scenario(f"1 caller, {GROUP_THREADS} tracks a commit", grouped, [floor]),
             ),
         ]
+        if kind == "postgresql":
+            # As many callers as the bench has processes (its concurrency: the cores),
+            # at most as many as group commit has write lanes.
+            lanes = min(n, POSTGRES_WRITE_LANES)
+            sets["single"].append(
+                (
+                    "sql_limit",
+                    PARALLEL_STATEMENTS,
+                    Scenario(
+                        f"{lanes} callers, {GROUP_THREADS} tracks a commit each",
+                        grouped,
+                        split(floor, lanes),
+                    ),
+                )
+            )
     if "inprocess" in parts:
         threads = GROUP_THREADS
         # Two or more customers a thread, each thread its own.

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
 from revenipe.bench.databases import libpq_url, sqlite_path
+from revenipe.services.context import new_id
 from revenipe.storage.database import SQLITE_BUSY_TIMEOUT_MS
 
 ENTITLEMENTS = ("monthly_credits", "bonus_credits", "purchased_credits")
@@ -41,13 +41,18 @@ _GRANT_COLUMNS = (
 )
 _U_EVENT_COLUMNS = ", ".join(f"u.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
 _LOCK = (
-    "SELECT c.id, a.catalog_version, a.clock_offset_seconds, c.due_at, u.id, "
+    "SELECT c.id, a.catalog_version, a.clock_offset_seconds, c.due_at, c.alerts_version, u.id, "
     f"{_U_EVENT_COLUMNS} FROM customers c JOIN apps a ON a.id = c.app_id "
     "LEFT JOIN usage_events u ON u.customer_id = c.id AND u.idempotency_key = {key} "
     "WHERE c.app_id = {app_id} AND c.external_id = {customer}"
 )
 _GRANTS = (
     f"SELECT {_GRANT_COLUMNS} FROM grants WHERE customer_id = {{customer_id}} "
+    "AND status = 'active' AND entitlement_id IN ({e0}, {e1}, {e2})"
+)
+_GRANTS_AHEAD = (
+    f"SELECT {_GRANT_COLUMNS} FROM grants WHERE customer_id = (SELECT id FROM customers "
+    "WHERE app_id = {app_id} AND external_id = {customer}) "
     "AND status = 'active' AND entitlement_id IN ({e0}, {e1}, {e2})"
 )
 _INSERT_EVENT = (
@@ -137,18 +142,19 @@ class _TrackStatements:
             "amount": -value,
             "success": True,
             "now": self.now(),
-            "id": f"use_{uuid.uuid4().hex[:26]}",
+            # Made as a real track makes it: ids that sort by time append to the end of
+            # the primary key's index; random ones (uuid4) would touch a page anywhere,
+            # and on PostgreSQL log a full image of each such page after a checkpoint.
+            "id": new_id("use"),
         }
         if self.pending == 0:
             self.begin()
         try:
-            cursor.execute(self.lock, params)
-            locked = cursor.fetchone()
+            locked, grant_rows = self.lock_and_read(params)
             if locked is None:
                 raise LookupError(f"no customer {customer!r} in the bench app")
             params["customer_id"] = locked[0]
-            cursor.execute(self.grants, params)
-            payer = next((row for row in cursor.fetchall() if row[4] >= value), None)
+            payer = next((row for row in grant_rows if row[4] >= value), None)
             if payer is None:
                 self._end_call(ok=False)
                 return False
@@ -164,6 +170,16 @@ class _TrackStatements:
             raise
         self._end_call(ok=True)
         return True
+
+    def lock_and_read(self, params: dict[str, Any]) -> tuple[Any, list[Any]]:
+        """Lock the customer, then read its candidate grants: two round trips."""
+        self.cursor.execute(self.lock, params)
+        locked = self.cursor.fetchone()
+        if locked is None:
+            return None, []
+        params["customer_id"] = locked[0]
+        self.cursor.execute(self.grants, params)
+        return locked, list(self.cursor.fetchall())
 
     def _end_call(self, *, ok: bool) -> None:
         """Commit (or roll back) the call alone, or every `batch` calls in one commit,
@@ -228,6 +244,7 @@ class PostgresTrackStatements(_TrackStatements):
         for name, template in _TEMPLATES.items():
             setattr(self, name, _styled(template, "%%(%s)s"))
         self.lock += " FOR UPDATE OF c"
+        self.grants_ahead = _styled(_GRANTS_AHEAD, "%%(%s)s")
 
     def begin(self) -> None:
         """psycopg begins the transaction with the first statement."""
@@ -243,6 +260,18 @@ class PostgresTrackStatements(_TrackStatements):
 
     def writes(self) -> contextlib.AbstractContextManager[Any]:
         return self.conn.pipeline()
+
+    def lock_and_read(self, params: dict[str, Any]) -> tuple[Any, list[Any]]:
+        """Both in one round trip, as a track does once its process knows the catalog:
+        the grants named by the customer's external id, read after the lock."""
+        grants = self.conn.cursor()
+        with self.conn.pipeline():
+            self.cursor.execute(self.lock, params)
+            grants.execute(self.grants_ahead, params)
+        locked = self.cursor.fetchone()
+        rows = list(grants.fetchall())
+        grants.close()
+        return locked, rows
 
     def close(self) -> None:
         self.conn.close()

@@ -75,3 +75,10 @@ def transitions(
         elif was_crossed and not now_crossed:
             recovered.append(threshold)
     return Transitions(tuple(crossed), tuple(recovered))
+
+
+def moves_any(thresholds: Sequence[Threshold], before: int, after: int, granted: int) -> bool:
+    """Whether a balance going from `before` to `after` (out of the same `granted`)
+    puts any threshold on the other side: if not, and the memory was right before, it
+    is right after, and the change reports nothing."""
+    return any(t.is_crossed(before, granted) != t.is_crossed(after, granted) for t in thresholds)

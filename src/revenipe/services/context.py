@@ -41,6 +41,14 @@ class CatalogCache:
 
     _entries: dict[tuple[str, int], Catalog] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _newest: dict[str, Catalog] = field(default_factory=dict)
+    _newest_version: dict[str, int] = field(default_factory=dict)
+
+    def newest(self, app_id: str) -> Catalog | None:
+        """The catalog of the app's highest version read so far, if any: a guess at the
+        current one (a track reads ahead with it, and checks it against the version its
+        lock reads)."""
+        return self._newest.get(app_id)
 
     def get(self, conn: Connection, app_id: str, version: int) -> Catalog:
         key = (app_id, version)
@@ -57,7 +65,12 @@ class CatalogCache:
         with self._lock:
             if len(self._entries) > 10_000:
                 self._entries.clear()
+                self._newest.clear()
+                self._newest_version.clear()
             self._entries[key] = catalog
+            if version >= self._newest_version.get(app_id, -1):
+                self._newest_version[app_id] = version
+                self._newest[app_id] = catalog
         return catalog
 
 

@@ -205,6 +205,7 @@ def grant_product_in(
         access_ends_at=expires_at,
         priority=priority,
     )
+    outbound_emit.balances_changed(conn, catalog, app_id, customer_id, now)
     return GrantedSource(customer_id, source.id, grant_ids)
 
 
@@ -331,6 +332,7 @@ def grant_entitlement(
             now,
             access_ends_at=expires_at,
         )
+        outbound_emit.balances_changed(conn, catalog, app.id, customer.id, now)
         return GrantedSource(customer.id, source.id, (grant_id,))
 
 

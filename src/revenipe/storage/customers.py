@@ -52,6 +52,15 @@ _UPDATE_DUE = Sql(
 )
 
 
+_SET_ALERTS_VERSION = Sql("UPDATE customers SET alerts_version = %(version)s WHERE id = %(id)s")
+
+
+def update_customer_alerts_version(conn: Connection, customer_id: str, version: int) -> None:
+    """Record that the customer's usage-alert memory is current with this catalog version
+    for every alerted target (docs/adr/0019)."""
+    execute(conn, _SET_ALERTS_VERSION, {"id": customer_id, "version": version})
+
+
 def insert_customer_if_new(conn: Connection, customer: CustomerRow) -> bool:
     """Insert unless (app, external id) exists; True when this call created it."""
     return fetch_one(conn, _INSERT_IF_NEW, _COLUMNS.params(conn, customer)) is not None

@@ -56,6 +56,26 @@ def fetch_all(conn: Connection, sql: Sql, params: Mapping[str, Any]) -> list[tup
         cursor.close()
 
 
+def fetch_all_together(
+    conn: Connection, statements: Sequence[tuple[Sql, Mapping[str, Any]]]
+) -> list[list[tuple[Any, ...]]]:
+    """The rows of each query, in order. On PostgreSQL they are sent together (pipeline
+    mode) and run one after another on the server: one round trip for all. A query
+    sees what the ones before it did (a lock taken, under READ COMMITTED a snapshot
+    taken after it)."""
+    if conn.dialect.name == "sqlite":
+        return [fetch_all(conn, sql, params) for sql, params in statements]
+    cursors = [_cursor(conn) for _ in statements]
+    try:
+        with conn.connection.dbapi_connection.pipeline():  # type: ignore[union-attr]
+            for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                cursor.execute(sql.text(conn), params)
+        return [list(cursor.fetchall()) for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
 def fetch_each(
     conn: Connection, sql: Sql, params: Mapping[str, Any], *, batch: int = 1000
 ) -> Iterator[tuple[Any, ...]]:

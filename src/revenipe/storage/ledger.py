@@ -19,6 +19,7 @@ from revenipe.storage.driver_sql import (
     Columns,
     Sql,
     cached_sql,
+    execute,
     execute_many,
     fetch_all,
     fetch_each,
@@ -90,6 +91,11 @@ def iter_entries(conn: Connection, app_id: str | None) -> Iterator[LedgerEntryRo
         yield LedgerEntryRow(**_COLUMNS.read(row))
 
 
+_ALERT_MEMORY_STALE = Sql(
+    "UPDATE customers SET alerts_version = NULL WHERE id = %(id)s AND alerts_version IS NOT NULL"
+)
+
+
 def insert_entries(
     conn: Connection,
     app_id: str,
@@ -100,10 +106,17 @@ def insert_entries(
     usage_event_id: str | None = None,
     reversal_id: str | None = None,
     reservation_id: str | None = None,
+    by_track: bool = False,
 ) -> None:
     """Append `entries` in order. Each entry names what it belongs to by its kind:
     `consumed` the usage event, `reversed` the reversal, `held` and `released` the
-    reservation."""
+    reservation.
+
+    A change other than a track's (`by_track`, which looks at the alerts itself) marks
+    the customer's usage-alert memory as not known to be current (docs/adr/0019): the
+    next track reads the alerts again instead of deciding from its own balances."""
+    if entries and not by_track:
+        execute(conn, _ALERT_MEMORY_STALE, {"id": customer_id})
     recorded_at = time_in(conn, now)
     execute_many(
         conn,

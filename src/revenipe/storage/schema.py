@@ -113,6 +113,9 @@ customers = Table(
     Column("anonymous", Boolean, nullable=False),
     Column("created_at", Time, nullable=False),
     Column("due_at", Time),
+    # The catalog version with which the usage-alert memory (`customer_signals`) was
+    # last brought up to date for every alerted target (docs/adr/0019); NULL: never.
+    Column("alerts_version", Integer),
     UniqueConstraint("app_id", "external_id"),
     # Pages of an app's customers, in id order, read as far as the page goes.
     Index("ix_customers_app", "app_id", "id"),

@@ -26,13 +26,14 @@ from revenipe.storage.driver_sql import (
     cached_sql,
     execute,
     fetch_all,
+    fetch_all_together,
     fetch_each,
     fetch_one,
     pipelined,
     time_in,
     time_out,
 )
-from revenipe.storage.grants import save_balances, save_grant_states
+from revenipe.storage.grants import CandidateQuery, GrantRow, save_balances, save_grant_states
 from revenipe.storage.ledger import insert_entries
 from revenipe.storage.schema import usage_events
 
@@ -105,9 +106,15 @@ def record_track(
         execute(conn, _INSERT_EVENT, _EVENT.params(conn, event))
         save_grant_states(conn, states)
         save_balances(conn, balances)
-        insert_entries(conn, event.app_id, event.customer_id, settlement, now)
+        insert_entries(conn, event.app_id, event.customer_id, settlement, now, by_track=True)
         insert_entries(
-            conn, event.app_id, event.customer_id, consumption, now, usage_event_id=event.id
+            conn,
+            event.app_id,
+            event.customer_id,
+            consumption,
+            now,
+            usage_event_id=event.id,
+            by_track=True,
         )
 
 
@@ -121,6 +128,11 @@ class TrackLock:
     previous: UsageEventRow | None
     clock_offset_seconds: int = 0
     due_at: datetime | None = None
+    alerts_version: int | None = None
+    """The catalog version the customer's usage-alert memory is current with."""
+    candidates: list[GrantRow] | None = None
+    """The rows of the `CandidateQuery` sent with the lock, when one was (read after the
+    lock was taken)."""
 
 
 _LOCK_HEAD = (
@@ -128,11 +140,12 @@ _LOCK_HEAD = (
     "catalog_version",
     "clock_offset_seconds",
     "customer_due_at",
+    "customer_alerts_version",
     "previous_id",
 )
 """The first columns of `_LOCK_FOR_TRACK`, by name; the usage event's (`_EVENT`) follow."""
 _LOCK_FOR_TRACK = f"""
-    SELECT c.id, a.catalog_version, a.clock_offset_seconds, c.due_at, u.id,
+    SELECT c.id, a.catalog_version, a.clock_offset_seconds, c.due_at, c.alerts_version, u.id,
            {_EVENT.select_as("u")}
     FROM customers c JOIN apps a ON a.id = c.app_id
     LEFT JOIN usage_events u ON u.customer_id = c.id AND u.idempotency_key = %(key)s
@@ -149,15 +162,25 @@ def lock_for_track(
     customer_id: str | None,
     external_id: str | None,
     idempotency_key: str | None,
+    candidates: CandidateQuery | None = None,
 ) -> TrackLock | None:
-    """Lock an existing customer and read what a track needs, in one round trip."""
+    """Lock an existing customer and read what a track needs, in one round trip; with
+    `candidates`, the customer's candidate grants too, in the same round trip, read
+    once the lock is held (the caller checks they are the ones it needs)."""
     statement = _LOCK_BY_ID if customer_id is not None else _LOCK_BY_EXTERNAL_ID
     params = {
         "app_id": app_id,
         "customer": customer_id if customer_id is not None else external_id,
         "key": idempotency_key,
     }
-    row = fetch_one(conn, statement, params)
+    grant_rows = None
+    if candidates is None:
+        row = fetch_one(conn, statement, params)
+    else:
+        locked, grant_rows = fetch_all_together(
+            conn, [(statement, params), (candidates.sql, candidates.params)]
+        )
+        row = locked[0] if locked else None
     if row is None:
         return None
     head = dict(zip(_LOCK_HEAD, row[: len(_LOCK_HEAD)], strict=True))
@@ -170,6 +193,10 @@ def lock_for_track(
         previous=previous,
         clock_offset_seconds=head["clock_offset_seconds"],
         due_at=time_out(head["customer_due_at"]),
+        alerts_version=head["customer_alerts_version"],
+        candidates=None
+        if candidates is None or grant_rows is None
+        else candidates.read(grant_rows),
     )
 
 

@@ -22,6 +22,7 @@ from revenipe.engine.errors import InvariantViolation
 from revenipe.engine.grants import Grant, settle
 from revenipe.engine.reservations import CloseDecision, HeldPart, ReservationState, decide_close
 from revenipe.services.context import new_id
+from revenipe.services.outbound import emit as outbound_emit
 from revenipe.storage import customers as customer_store
 from revenipe.storage import grants as grant_store
 from revenipe.storage import ledger as ledger_store
@@ -174,6 +175,17 @@ def close_reservation(
     )
     if not reservation_store.update_reservation_closed(conn, closed):
         raise InvariantViolation(f"reservation {reservation.id} closed twice under one lock")
+    if state == ReservationState.EXPIRED:
+        outbound_emit.reservation_expired(conn, closed, now)
+    outbound_emit.balances_changed(
+        conn,
+        catalog,
+        reservation.app_id,
+        reservation.customer_id,
+        now,
+        decision.entries,
+        decision.grants,
+    )
     return Closed(closed, decision)
 
 

@@ -85,6 +85,7 @@ def open_purchase(
         now,
         as_of=as_of,
     )
+    outbound_emit.balances_changed(conn, catalog, customer.app_id, customer.id, now)
     return source
 
 

@@ -172,6 +172,7 @@ def open_subscription(
         period_anchor=sub.anchor,
     )
     customer_store.update_customer_due(conn, customer.id)
+    outbound_emit.balances_changed(conn, catalog, customer.app_id, customer.id, now)
     return source
 
 
@@ -226,6 +227,7 @@ def update_subscription(
     outbound_emit.source_changed(conn, source, updated, now)
     move_access_end(conn, updated, sub.access_ends_at, now)
     customer_store.update_customer_due(conn, source.customer_id)
+    outbound_emit.balances_changed(conn, catalog, source.app_id, source.customer_id, now)
     return updated
 
 

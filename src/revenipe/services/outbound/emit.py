@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
 from revenipe.catalog import Catalog
-from revenipe.engine.alerts import Threshold, transitions
+from revenipe.engine.alerts import Threshold, moves_any, transitions
 from revenipe.engine.errors import RefusalCode
 from revenipe.engine.grants import EntryKind, Grant, PendingEntry
 from revenipe.services.context import new_id, utc_now
 from revenipe.storage import customers as customer_store
+from revenipe.storage import grants as grant_store
 from revenipe.storage import outbound_events as outbox
 from revenipe.storage import webhook_endpoints as endpoint_store
+from revenipe.storage.reservations import ReservationRow
 from revenipe.storage.sources import SourceRow
 
 
@@ -61,6 +64,7 @@ EVENT_TYPES = (
     "access.renewed",
     "access.canceled",
     "access.ended",
+    "reservation.expired",
     "ping",
 )
 """The event types emitted today (docs/concepts/webhooks-out.md)."""
@@ -144,28 +148,61 @@ def record_event(
 # -- after a track -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class TrackBalances:
+    """What a track knew of the customer's balances, so that it can tell, without a
+    read, that it crossed no threshold."""
+
+    tracked_id: str
+    """The usage key or entitlement the units were drawn from (a priced action's key)."""
+    entitlement_ids: tuple[str, ...] | None
+    """The entitlements whose active grants are all in `settled`; None when the track
+    read only some (it was restricted to one access source)."""
+    settled: Sequence[Grant]
+    """Those grants, settled to the track's instant."""
+    debited: Sequence[Grant]
+    """The states the track gave the grants it drew from."""
+    catalog_version: int
+    alerts_version: int | None
+    """The catalog version the customer's alert memory is current with (None: not
+    known to be current)."""
+
+
 def after_track(
     conn: Connection,
     catalog: Catalog,
     app_id: str,
     result: TrackResult,
     now: datetime,
+    balances: TrackBalances,
     settlement: Sequence[PendingEntry] = (),
     settled: Sequence[Grant] = (),
 ) -> None:
     """The events a track causes: resets and expiries it settled (`settlement`, the
     entries that wrote them, of the `settled` grants), thresholds crossed or recovered
     on every alerted usage key or entitlement it touched, `usage.exhausted`,
-    `usage.refused`. Costs nothing for a track that can cause none (no alerts declared,
-    nothing settled, not refused, not emptied)."""
+    `usage.refused`.
+
+    Costs nothing for a track that can cause none: no alert declared on what it moved,
+    or none that its own balances show it moved past while the customer's alert memory
+    is current (`moves_any`); nothing settled, not refused, not emptied. The memory is
+    kept whether or not any endpoint listens, so that it is always right to skip."""
     customer_id = result.customer_id
     if customer_id is None:
         return
-    targets = catalog_alert_targets(catalog, result.entitlement_id)
+    targets = catalog_alert_targets(catalog, balances.tracked_id)
     exhausted = result.success and result.consumed > 0 and result.remaining == 0
     refused = result.error == RefusalCode.INSUFFICIENT_BALANCE.value
+    current = balances.alerts_version == balances.catalog_version
+    quiet = not settlement and not settled  # settling to now moved nothing either
+    if targets and current and quiet and _crosses_nothing(catalog, targets, balances, now):
+        targets = ()
     if not targets and not exhausted and not refused and not settlement:
         return
+    if targets and not current:
+        # First look under this catalog version: every alerted target, once, so the
+        # memory is current for all of them.
+        targets = tuple(sorted(catalog.alerts_by_target))
     view = None
     if targets:
         entitlements = sorted({e for t in targets for e in _entitlements_of(catalog, t)})
@@ -173,13 +210,15 @@ def after_track(
         endpoints = view.subscriptions
     else:
         endpoints = endpoint_store.list_subscriptions(conn, app_id)
-    if not endpoints:
-        return
     emit = _Emitter(conn, app_id, customer_id, now, endpoints)
     if settlement:
         _settled(emit, settlement, settled)
     if view is not None:
         _evaluate_alerts(emit, catalog, targets, view, result.usage_event_id)
+        if not current:
+            customer_store.update_customer_alerts_version(
+                conn, customer_id, balances.catalog_version
+            )
     if exhausted:
         emit.event(
             "usage.exhausted",
@@ -192,6 +231,64 @@ def after_track(
         )
     if refused:
         _refused(emit, result)
+
+
+def _crosses_nothing(
+    catalog: Catalog, targets: tuple[str, ...], balances: TrackBalances, now: datetime
+) -> bool:
+    """Whether the track's own balances show every target's thresholds on the same side
+    before and after it (the balances counted as `read_alert_view` counts them)."""
+    if balances.entitlement_ids is None:
+        return False
+    loaded = set(balances.entitlement_ids)
+    debited = {g.id: g for g in balances.debited}
+    for target in targets:
+        entitlement_ids = _entitlements_of(catalog, target)
+        if not loaded.issuperset(entitlement_ids):
+            return False
+        before = after = granted = 0
+        for grant in balances.settled:
+            if grant.entitlement_id in entitlement_ids and grant.is_usable(now):
+                before += grant.balance
+                after += debited.get(grant.id, grant).balance
+                granted += grant.amount
+        if moves_any(catalog.alerts_by_target[target], before, after, granted):
+            return False
+    return True
+
+
+def balances_changed(
+    conn: Connection,
+    catalog: Catalog,
+    app_id: str,
+    customer_id: str,
+    now: datetime,
+    settlement: Sequence[PendingEntry] = (),
+    grants: Sequence[Grant] = (),
+) -> None:
+    """The events of a change other than a track (a hold, its settlement, release or
+    expiry, a reversal, a grant, a source's change): resets and expiries among the
+    `settlement` entries (of `grants`), and every alerted target's thresholds crossed
+    or recovered. The caller holds the customer's lock; its ledger entries already
+    marked the alert memory as not known to be current, so the next track looks too."""
+    targets = tuple(sorted(catalog.alerts_by_target))
+    settlement = [e for e in settlement if e.kind in _GRANT_EVENTS]
+    if not targets and not settlement:
+        return
+    view = None
+    if targets:
+        entitlements = sorted({e for t in targets for e in _entitlements_of(catalog, t)})
+        view = outbox.read_alert_view(conn, app_id, customer_id, entitlements, targets, now)
+        endpoints = view.subscriptions
+    else:
+        endpoints = endpoint_store.list_subscriptions(conn, app_id)
+    emit = _Emitter(conn, app_id, customer_id, now, endpoints)
+    if settlement:
+        missing = sorted({e.grant_id for e in settlement} - {g.id for g in grants})
+        found = grant_store.map_grants_by_id(conn, missing) if missing else {}
+        _settled(emit, settlement, [*grants, *(row.grant for row in found.values())])
+    if view is not None:
+        _evaluate_alerts(emit, catalog, targets, view, None)
 
 
 class _Emitter:
@@ -275,8 +372,8 @@ def _evaluate_alerts(
     usage_event_id: str | None,
 ) -> None:
     """Compare each target's balance now with the thresholds remembered as crossed."""
-    if not emit.wants("usage.threshold_crossed") and not emit.wants("usage.threshold_recovered"):
-        return
+    # The memory is kept even when no endpoint listens: a track skips this look only
+    # while it is right (`after_track`).
     balances, signals = view.balances, view.crossed
     for target in targets:
         entitlement_ids = _entitlements_of(catalog, target)
@@ -357,6 +454,32 @@ def _refused(emit: _Emitter, result: TrackResult) -> None:
             "error": result.error,
             "access_source_id": result.access_source_id,
             "usage_event_id": result.usage_event_id,
+        },
+    )
+
+
+# -- reservations ----------------------------------------------------------------------
+
+
+def reservation_expired(conn: Connection, reservation: ReservationRow, now: datetime) -> None:
+    """`reservation.expired`: a hold's TTL ran out before it was settled or released, and
+    what it held went back (`released`). Written when the expiry is applied (at the
+    first operation on the customer after it, docs/concepts/reservations.md);
+    `expired_at` says when it happened. The caller holds the customer's lock."""
+    endpoints = endpoint_store.list_subscriptions(conn, reservation.app_id)
+    if not any(e.wants("reservation.expired") for e in endpoints):
+        return
+    _Emitter(conn, reservation.app_id, reservation.customer_id, now, endpoints).event(
+        "reservation.expired",
+        {
+            "reservation_id": reservation.id,
+            "id": reservation.tracked_id,
+            "access_source_id": reservation.access_source_id,
+            "held": reservation.held,
+            "released": reservation.released,
+            "remaining": reservation.close_remaining,
+            "created_at": _timestamp(reservation.created_at),
+            "expired_at": _timestamp(reservation.expires_at),
         },
     )
 

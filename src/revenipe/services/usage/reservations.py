@@ -44,6 +44,7 @@ from revenipe.engine.reservations import (
 from revenipe.services.access import holds
 from revenipe.services.context import ServiceContext, new_id
 from revenipe.services.customers import CustomerRef, locked_customer
+from revenipe.services.outbound import emit as outbound_emit
 from revenipe.storage import customers as customer_store
 from revenipe.storage import grants as grant_store
 from revenipe.storage import ledger as ledger_store
@@ -190,8 +191,11 @@ def _hold_in(
     grant_store.save_grant_states(conn, list(changed.values()))
     ledger_store.insert_entries(conn, app.id, customer.id, settlement, now)
     if not decision.success:
+        outbound_emit.balances_changed(conn, catalog, app.id, customer.id, now, settlement, settled)
         return _refused(customer.id, decision.refusal, decision.remaining)
-    return _record_hold(conn, app.id, customer.id, request, decision, now)
+    answer = _record_hold(conn, app.id, customer.id, request, decision, now)
+    outbound_emit.balances_changed(conn, catalog, app.id, customer.id, now, settlement, settled)
+    return answer
 
 
 def _record_hold(

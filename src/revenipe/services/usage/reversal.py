@@ -16,6 +16,7 @@ from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.engine.usage import amount_to_reverse, decide_reversal
 from revenipe.services.context import ServiceContext, new_id
 from revenipe.services.customers import CustomerRef, locked_customer
+from revenipe.services.outbound import emit as outbound_emit
 from revenipe.storage import grants as grant_store
 from revenipe.storage import ledger as ledger_store
 from revenipe.storage import reversals as reversal_store
@@ -119,6 +120,15 @@ def reverse(
         )
         ledger_store.insert_entries(conn, app.id, event.customer_id, decision.write_offs, now)
         usage_store.update_usage_event_reversed(conn, event.id, decision.amount)
+        outbound_emit.balances_changed(
+            conn,
+            ctx.catalog(conn, app),
+            app.id,
+            event.customer_id,
+            now,
+            decision.settlement,
+            decision.grants,
+        )
         return ReversalResult(
             reversal_id,
             event.id,

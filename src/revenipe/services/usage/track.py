@@ -11,7 +11,7 @@ the same way and writes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from revenipe.engine.errors import ErrorCode, InvariantViolation, RefusalCode, R
 from revenipe.engine.grants import Grant, PendingEntry, settle
 from revenipe.engine.usage import TrackDecision, decide_track, refuse_track
 from revenipe.services import access, customers
+from revenipe.services.access import holds
 from revenipe.services.context import ServiceContext, app_time, new_id
 from revenipe.services.customers import CustomerRef, locked_customer
 from revenipe.services.outbound import emit as outbound_emit
@@ -108,22 +109,71 @@ class _Evaluation:
     changed: list[Grant]
     priced: PricedTrack | None = None
     """Set when the id named a priced action: the decision is then the usage key's."""
+    candidates: list[Grant] = field(default_factory=list)
+    """Every grant that could pay, settled to the track's instant."""
+    read_all: tuple[str, ...] | None = None
+    """The entitlements all of whose active grants are in `candidates` (None when the
+    track was restricted to one access source)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadAhead:
+    """Candidate grants read with the lock: the active grants of `entitlement_ids` (of
+    `source_id`, if not None)."""
+
+    entitlement_ids: tuple[str, ...]
+    source_id: str | None
+    rows: list[grant_store.GrantRow]
+
+
+def _candidates_ahead(
+    catalog: Catalog, app_id: Any, ref: CustomerRef, request: _Request
+) -> grant_store.CandidateQuery | None:
+    """The candidate grants' query of this track as `catalog` would decide it, or None
+    when it names nothing that draws on grants there."""
+    if not isinstance(app_id, str):
+        return None
+    tracked_id = request.tracked_id
+    priced = catalog.price(tracked_id, request.value)
+    if priced is not None:
+        tracked_id = priced.usage_key_id
+    entitlement_ids = holds.entitlements_of(catalog, tracked_id)
+    if entitlement_ids is None:
+        return None
+    return grant_store.candidate_query(
+        app_id,
+        customer_id=ref.customer_id,
+        external_id=None if ref.customer_id is not None else ref.external_id,
+        entitlement_ids=entitlement_ids,
+        source_id=request.access_source_id,
+    )
 
 
 def _evaluate(
-    conn: Connection, catalog: Catalog, customer_id: str, request: _Request, now: datetime
+    conn: Connection,
+    catalog: Catalog,
+    customer_id: str,
+    request: _Request,
+    now: datetime,
+    read_ahead: _ReadAhead | None = None,
 ) -> _Evaluation:
     # A priced action (catalog `costs`) is decided as a track of its usage key for
     # value x price; the only place an action id is turned into units.
     priced = catalog.price(request.tracked_id, request.value)
     if priced is None:
-        return _evaluate_units(conn, catalog, customer_id, request, now)
+        return _evaluate_units(conn, catalog, customer_id, request, now, read_ahead)
     units = replace(request, tracked_id=priced.usage_key_id, value=priced.units)
-    return replace(_evaluate_units(conn, catalog, customer_id, units, now), priced=priced)
+    evaluation = _evaluate_units(conn, catalog, customer_id, units, now, read_ahead)
+    return replace(evaluation, priced=priced)
 
 
 def _evaluate_units(
-    conn: Connection, catalog: Catalog, customer_id: str, request: _Request, now: datetime
+    conn: Connection,
+    catalog: Catalog,
+    customer_id: str,
+    request: _Request,
+    now: datetime,
+    read_ahead: _ReadAhead | None = None,
 ) -> _Evaluation:
     def refused(refusal: RefusalCode) -> _Evaluation:
         decision = refuse_track(
@@ -150,9 +200,16 @@ def _evaluate_units(
         and source_store.get_source(conn, customer_id, request.access_source_id) is None
     ):
         return refused(RefusalCode.UNKNOWN_ACCESS_SOURCE)
-    rows = grant_store.list_active_grants(
-        conn, customer_id, entitlement_ids=entitlement_ids, source_id=request.access_source_id
-    )
+    if (
+        read_ahead is not None
+        and read_ahead.entitlement_ids == entitlement_ids
+        and read_ahead.source_id == request.access_source_id
+    ):
+        rows = read_ahead.rows
+    else:
+        rows = grant_store.list_active_grants(
+            conn, customer_id, entitlement_ids=entitlement_ids, source_id=request.access_source_id
+        )
     settled: list[Grant] = []
     entries: list[PendingEntry] = []
     changed: list[Grant] = []
@@ -176,7 +233,13 @@ def _evaluate_units(
         access_source_id=request.access_source_id,
         held_before=held_before,
     )
-    return _Evaluation(decision, entries, changed)
+    return _Evaluation(
+        decision,
+        entries,
+        changed,
+        candidates=settled,
+        read_all=entitlement_ids if request.access_source_id is None else None,
+    )
 
 
 def track(
@@ -252,12 +315,18 @@ def _track_in(
     """The track itself, inside the write transaction it shares with its batch."""
     # The common case, one round trip: the customer exists; lock it, read the app's
     # catalog version and clock, and any usage event already under this key.
+    # On PostgreSQL the customer's candidate grants travel with the lock (one round
+    # trip less), chosen by the newest catalog this process has seen; used only if the
+    # lock finds that catalog current and nothing fell due.
+    guess = None if ctx.db.is_sqlite else ctx.catalogs.newest(app_id)
+    ahead = _candidates_ahead(guess, app_id, ref, request) if guess is not None else None
     lock = usage_store.lock_for_track(
         conn,
         app_id if isinstance(app_id, str) else "",
         customer_id=ref.customer_id,
         external_id=ref.external_id,
         idempotency_key=request.idempotency_key,
+        candidates=ahead,
     )
     if lock is None:
         app = ctx.require_app(conn, app_id)
@@ -279,13 +348,32 @@ def _track_in(
         return _replay(lock.previous, request)
     now = app_time(ctx.now(), lock.clock_offset_seconds)
     catalog = ctx.catalogs.get(conn, app_id, lock.catalog_version)
+    read_ahead = None
+    if ahead is not None and lock.candidates is not None and catalog is guess:
+        read_ahead = _ReadAhead(ahead.entitlement_ids, ahead.source_id, lock.candidates)
     if lock.due_at is not None and lock.due_at <= now:
         access.catch_up(conn, catalog, lock.customer_id, now)
-    evaluation = _evaluate(conn, catalog, lock.customer_id, request, now)
+        read_ahead = None  # catching up may have changed them
+    evaluation = _evaluate(conn, catalog, lock.customer_id, request, now, read_ahead)
     result = _record(conn, app_id, lock.customer_id, request, evaluation, now)
     # Usage alerts and webhooks, in this transaction (docs/adr/0019).
+    balances = outbound_emit.TrackBalances(
+        tracked_id=evaluation.decision.tracked_id,
+        entitlement_ids=evaluation.read_all,
+        settled=evaluation.candidates,
+        debited=evaluation.decision.grants,
+        catalog_version=lock.catalog_version,
+        alerts_version=lock.alerts_version,
+    )
     outbound_emit.after_track(
-        conn, catalog, app_id, result, now, evaluation.settlement_entries, evaluation.changed
+        conn,
+        catalog,
+        app_id,
+        result,
+        now,
+        balances,
+        evaluation.settlement_entries,
+        evaluation.changed,
     )
     return result
 
