@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import revenipe
+from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.storage import grants as grant_store
 
 from support import DEMO_CATALOG, Clock
@@ -94,3 +95,22 @@ def test_a_track_of_one_source_reads_that_source(
     result = app.track("u1", "credits", 5, access_source_id=pack.access_source_id)
     assert result.success and result.remaining == 45
     assert app.track("u1", "credits", 1, access_source_id=pack.access_source_id).remaining == 44
+
+
+def test_a_reused_key_is_answered_before_an_overflowing_price(backend: revenipe.Backend) -> None:
+    """Reading ahead prices the action before the lock; an amount it cannot price must
+    still get the answer the key deserves first (found by the stateful model)."""
+    text = DEMO_CATALOG.replace(
+        "    entitlements: [monthly_credits, bonus_credits, purchased_credits]\n",
+        "    entitlements: [monthly_credits, bonus_credits, purchased_credits]\n"
+        "    costs: {huge_job: 1125899906842624}\n",
+    )
+    app = backend.app(backend.create_app("priced", revenipe.load_catalog(text)).app.id)
+    assert app.track("u1", "credits", 1, idempotency_key="k1").success
+    assert app.track("u1", "credits", 1, idempotency_key="k2").success  # the catalog is known
+    with pytest.raises(RevenipeError) as refused:
+        app.track("u1", "huge_job", 8, idempotency_key="k1")
+    assert refused.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
+    with pytest.raises(RevenipeError) as overflow:
+        app.track("u1", "huge_job", 8, idempotency_key="k3")
+    assert overflow.value.code is ErrorCode.INVALID_VALUE

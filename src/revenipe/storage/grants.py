@@ -167,55 +167,42 @@ def list_active_grants(
 @dataclass(frozen=True, slots=True)
 class CandidateQuery:
     """`list_active_grants` of one customer, named by its app and external id or by its
-    id, as a statement that can travel with another (`usage_events.lock_for_track`)."""
+    id, as a statement that travels with the track's lock (`usage_events.lock_for_track`)."""
 
     sql: Sql
     params: dict[str, Any]
     entitlement_ids: tuple[str, ...]
     source_id: str | None
 
+    @classmethod
+    def of(
+        cls,
+        app_id: str,
+        *,
+        customer_id: str | None,
+        external_id: str | None,
+        entitlement_ids: tuple[str, ...],
+        source_id: str | None,
+    ) -> CandidateQuery:
+        """The customer's grants not yet known to be expired among `entitlement_ids`
+        (and of `source_id` if given), as `list_active_grants` reads them."""
+        if customer_id is not None:
+            owner = "customer_id = %(customer_id)s"
+        else:
+            owner = (
+                "customer_id = (SELECT id FROM customers WHERE app_id = %(app_id)s "
+                "AND external_id = %(external_id)s)"
+            )
+        listed, params = placeholders("e", entitlement_ids)
+        params.update(app_id=app_id, customer_id=customer_id, external_id=external_id)
+        text = f"{_SELECT} WHERE {owner} AND status = 'active' AND entitlement_id IN ({listed})"
+        if source_id is not None:
+            text += " AND source_id = %(source_id)s"
+            params["source_id"] = source_id
+        return cls(cached_sql(text), params, entitlement_ids, source_id)
+
     def read(self, rows: Sequence[Sequence[Any]]) -> list[GrantRow]:
         return [_grant(r) for r in rows]
-
-
-def candidate_query(
-    app_id: str,
-    *,
-    customer_id: str | None,
-    external_id: str | None,
-    entitlement_ids: tuple[str, ...],
-    source_id: str | None,
-) -> CandidateQuery:
-    """The customer's grants not yet known to be expired among `entitlement_ids` (and of
-    `source_id` if given), as `list_active_grants` reads them."""
-    if customer_id is not None:
-        owner = "customer_id = %(customer_id)s"
-    else:
-        owner = (
-            "customer_id = (SELECT id FROM customers WHERE app_id = %(app_id)s "
-            "AND external_id = %(external_id)s)"
-        )
-    listed, params = placeholders("e", entitlement_ids)
-    params.update(app_id=app_id, customer_id=customer_id, external_id=external_id)
-    text = f"{_SELECT} WHERE {owner} AND status = 'active' AND entitlement_id IN ({listed})"
-    if source_id is not None:
-        text += " AND source_id = %(source_id)s"
-        params["source_id"] = source_id
-    return CandidateQuery(cached_sql(text), params, entitlement_ids, source_id)
-
-
-def list_grant_ids(conn: Connection, customer_id: str, entitlement_ids: Sequence[str]) -> list[str]:
-    """The ids of every grant, whatever its status, the customer holds or held of these
-    entitlements (on the customer/entitlement index)."""
-    listed, params = placeholders("e", entitlement_ids)
-    if not params:
-        return []
-    params["customer_id"] = customer_id
-    text = (
-        "SELECT id FROM grants WHERE customer_id = %(customer_id)s "
-        f"AND entitlement_id IN ({listed})"
-    )
-    return [str(grant_id) for (grant_id,) in fetch_all(conn, cached_sql(text), params)]
 
 
 def map_grants_by_id(conn: Connection, grant_ids: Iterable[str]) -> dict[str, GrantRow]:

@@ -161,26 +161,29 @@ def list_customer_entries(
     conn: Connection,
     customer_id: str,
     *,
-    grant_ids: Sequence[str] | None = None,
+    entitlement_ids: Sequence[str] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     before_id: int | None = None,
     limit: int = 100,
 ) -> list[LedgerEntryRow]:
-    """One customer's entries, newest first, before `before_id` (a page), of `grant_ids`
-    only when given, effective in [since, until) when given: read backwards along the
-    customer's (customer_id, id) index, so a page costs its own rows plus those the
-    filters skip, never the app's ledger."""
+    """One customer's entries, newest first, before `before_id` (a page), of the grants
+    of `entitlement_ids` (ended ones too) only when given, effective in [since, until)
+    when given: read backwards along the customer's (customer_id, id) index, so a page
+    costs its own rows plus those the filters skip, never the app's ledger."""
     text = f"{_SELECT} WHERE customer_id = %(customer_id)s"
     params: dict[str, Any] = {"customer_id": customer_id, "limit": limit}
     if before_id is not None:
         text += " AND id < %(before_id)s"
         params["before_id"] = before_id
-    if grant_ids is not None:
-        if not grant_ids:
+    if entitlement_ids is not None:
+        if not entitlement_ids:
             return []
-        listed, grant_params = placeholders("g", grant_ids)
-        text += f" AND grant_id IN ({listed})"
+        listed, grant_params = placeholders("e", entitlement_ids)
+        text += (
+            " AND grant_id IN (SELECT id FROM grants WHERE customer_id = %(customer_id)s "
+            f"AND entitlement_id IN ({listed}))"
+        )
         params.update(grant_params)
     if since is not None:
         text += " AND effective_at >= %(since)s"

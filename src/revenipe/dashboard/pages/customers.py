@@ -208,16 +208,14 @@ def _entries(
         customer = customer_store.find_customer(conn, app.id, customer_id=customer_id)
         if customer is None:
             raise RevenipeError(ErrorCode.CUSTOMER_NOT_FOUND, "no such customer in this app")
-        grant_ids = None
+        entitlement_ids = None
         if filters.key:
-            catalog = ctx.catalog(conn, app)
-            usage_key = catalog.usage_keys_by_id.get(filters.key)
+            usage_key = ctx.catalog(conn, app).usage_keys_by_id.get(filters.key)
             entitlement_ids = usage_key.entitlement_ids if usage_key else (filters.key,)
-            grant_ids = grant_store.list_grant_ids(conn, customer.id, entitlement_ids)
         rows = ledger_store.list_customer_entries(
             conn,
             customer.id,
-            grant_ids=grant_ids,
+            entitlement_ids=entitlement_ids,
             since=filters.since,
             until=filters.until,
             before_id=before,

@@ -134,13 +134,16 @@ def _candidates_ahead(
     if not isinstance(app_id, str):
         return None
     tracked_id = request.tracked_id
-    priced = catalog.price(tracked_id, request.value)
+    try:
+        priced = catalog.price(tracked_id, request.value)
+    except RevenipeError:
+        return None  # the track decides (after its idempotency check) what to answer
     if priced is not None:
         tracked_id = priced.usage_key_id
     entitlement_ids = holds.entitlements_of(catalog, tracked_id)
     if entitlement_ids is None:
         return None
-    return grant_store.candidate_query(
+    return grant_store.CandidateQuery.of(
         app_id,
         customer_id=ref.customer_id,
         external_id=None if ref.customer_id is not None else ref.external_id,
