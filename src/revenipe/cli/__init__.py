@@ -17,4 +17,6 @@ runs (tests/unit/test_cli_startup.py holds this; `scripts/cli-startup` measures 
 - `stripe`, `revenuecat`: an app's payment provider settings.
 - `webhooks`: `webhooks create|list|update|delete|test|rotate-secret|deliveries|
   redeliver`, an app's outbound webhook endpoints.
+- `operators`: `operators create|list` (dashboard accounts) and `dashboard link` (a
+  one-time sign-in URL).
 """

@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
 
 from revenipe import __version__
+from revenipe.dashboard import PREFIX as DASHBOARD_PREFIX
+from revenipe.dashboard import create_dashboard
 from revenipe.server.errors import install_error_handlers
 from revenipe.server.lean_track import LeanTrack
 from revenipe.server.limits import BodySizeLimit, ClientFloodLimit
@@ -107,6 +109,9 @@ def create_app(
         webhook_endpoints,
     ):
         app.include_router(routes.build_router(runtime))
+
+    # The operator dashboard: server-rendered pages of its own (docs/adr/0020).
+    app.mount(DASHBOARD_PREFIX, create_dashboard(ctx, public_url=settings.public_url))
 
     @app.get("/v1/health", tags=["operations"], summary="Liveness (touches nothing)")
     def health() -> JSONResponse:

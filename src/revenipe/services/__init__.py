@@ -8,6 +8,8 @@ decide, persists what was decided and answers. Modules and packages, by domain:
 - `catalogs`: validating and applying an app's catalog.
 - `customers`: customers, their state (balances, grants, sources), manual grants.
 - `tokens`: customer tokens minted and checked.
+- `operators`: the dashboard's operators: accounts, password and one-time-link
+  sign-in, sessions, the limit on failed sign-ins.
 - `outbound/`: outbound webhooks: endpoints, events written with each change (usage
   alerts), the delivery worker, the SSRF guard.
 - `access`: access sources and their grants, kept in step with what a customer holds.

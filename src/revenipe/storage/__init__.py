@@ -24,6 +24,9 @@
   - `webhook_endpoints`: outbound webhook endpoints (where an app's events go).
   - `outbound_events`: the outbox of outbound events, their deliveries and attempts,
     and what usage alerts remember per customer.
+  - `operators`, `operator_sessions`, `sign_in_links`, `sign_in_failures`: the
+    dashboard's operators, their sessions (token hashes), one-time sign-in links and
+    recent failed sign-ins.
 - `migrations/`: Alembic environment and versions.
 
 Each module has one row type per table it returns rows of (`AppRow`, `GrantRow`, ...:
