@@ -5,7 +5,7 @@
 - `fields`: the typed field checks the loader builds on (each problem by path and why).
 """
 
-from revenipe.catalog.loader import CatalogError, load_catalog, parse_catalog
+from revenipe.catalog.loader import CatalogError, catalog_to_yaml, load_catalog, parse_catalog
 from revenipe.catalog.model import (
     Catalog,
     Cost,
@@ -31,6 +31,7 @@ __all__ = [
     "ProductType",
     "ResetKind",
     "UsageKey",
+    "catalog_to_yaml",
     "load_catalog",
     "parse_catalog",
 ]
