@@ -318,8 +318,10 @@ def insert_active_customers(
 
 # -- access sources by status ------------------------------------------------------------
 
+_LIST_APP_IDS = Sql("SELECT id FROM apps ORDER BY id")
 _COUNT_SOURCES = Sql(
-    "SELECT app_id, kind, status, COUNT(*) FROM access_sources GROUP BY app_id, kind, status"
+    "SELECT kind, status, COUNT(*) FROM access_sources WHERE app_id = %(app_id)s "
+    "GROUP BY kind, status"
 )
 _DELETE_SOURCE_COUNTS = Sql("DELETE FROM source_status_counts")
 _INSERT_SOURCE_COUNT = Sql(
@@ -333,8 +335,13 @@ _LIST_SOURCE_COUNTS = Sql(
 
 
 def list_counted_sources(conn: Connection) -> list[tuple[str, str, str, int]]:
-    """(app id, kind, status, sources) over the whole table: the worker's, never a page's."""
-    return [(a, k, s, int(n)) for a, k, s, n in fetch_all(conn, _COUNT_SOURCES, {})]
+    """(app id, kind, status, sources) of every app, each app's counted from the index
+    `(app_id, kind, status)`: the worker's, never a page's (it reads every entry)."""
+    counts = []
+    for (app_id,) in fetch_all(conn, _LIST_APP_IDS, {}):
+        rows = fetch_all(conn, _COUNT_SOURCES, {"app_id": app_id})
+        counts.extend((app_id, k, s, int(n)) for k, s, n in rows)
+    return counts
 
 
 def save_source_counts(

@@ -503,3 +503,12 @@ source_status_counts = Table(
     Column("sources", BigInteger, nullable=False),
     Column("counted_at", Time, nullable=False),
 )
+
+# The rollup worker counts an app's access sources by kind and status from this index
+# alone (added with the rollups, migration 0009).
+Index(
+    "ix_access_sources_app_kind_status",
+    access_sources.c.app_id,
+    access_sources.c.kind,
+    access_sources.c.status,
+)

@@ -76,9 +76,13 @@ def upgrade() -> None:
         sa.Column("sources", sa.BigInteger(), nullable=False),
         sa.Column("counted_at", _time(), nullable=False),
     )
+    op.create_index(
+        "ix_access_sources_app_kind_status", "access_sources", ["app_id", "kind", "status"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_access_sources_app_kind_status", table_name="access_sources")
     for table in (
         "source_status_counts",
         "rollup_watermarks",
