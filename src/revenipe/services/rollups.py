@@ -24,13 +24,14 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from sqlalchemy import Connection
 
 from revenipe.engine.errors import RefusalCode
 from revenipe.services.context import ServiceContext
+from revenipe.storage import customers as customer_store
 from revenipe.storage import rollups as store
 from revenipe.storage.database import Database
 
@@ -296,6 +297,19 @@ class Overview:
     sources_counted_at: datetime | None
 
 
+def _every_day(
+    counts: Sequence[tuple[datetime, int]], first: datetime, last: datetime
+) -> list[tuple[date, int]]:
+    """Every UTC day from `first` to `last`, 0 where nothing was counted."""
+    known = {d: n for d, n in counts}
+    days = []
+    day = first
+    while day <= last:
+        days.append((day.date(), known.get(day, 0)))
+        day += timedelta(days=1)
+    return days
+
+
 def _local_midnight(day: date, zone: tzinfo) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
 
@@ -331,7 +345,7 @@ def overview(
     )[:top]
     return Overview(
         days=[DayFigures(d, s, r) for d, (s, r) in sorted(per_day.items())],
-        active_customers=[(d.date(), n) for d, n in active],
+        active_customers=_every_day(active, _day(since), _day(ctx.now())),
         top_keys=top_keys,
         sources=sources,
         folded_to=mark.folded_to if mark is not None else None,
@@ -355,6 +369,7 @@ class TopCustomer:
     consumed: int
     tracks: int
     refused: int
+    external_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +418,7 @@ def usage_analytics(
         )
         days = [first_day + timedelta(days=i) for i in range((end_day - first_day).days)]
         ranked, exact = _top_customers(conn, app_id, tracked_id, days, top)
+        ranked = [_with_external_id(conn, app_id, t) for t in ranked]
         mark = store.get_watermark(conn, store.USAGE_EVENTS_STREAM)
     buckets = _buckets(hours, granularity, since, until, zone)
     return Analytics(
@@ -416,6 +432,18 @@ def usage_analytics(
         tracked_ids=tracked_ids,
         folded_to=mark.folded_to if mark is not None else None,
     )
+
+
+def list_tracked_ids(ctx: ServiceContext, app_id: str, since: datetime, until: datetime) -> list[str]:
+    """The ids an app tracked in [since, until), from the hourly rollups."""
+    with ctx.db.read() as conn:
+        ctx.require_app(conn, app_id)
+        return store.list_tracked_ids(conn, app_id, since, until)
+
+
+def _with_external_id(conn: Connection, app_id: str, top: TopCustomer) -> TopCustomer:
+    customer = customer_store.find_customer(conn, app_id, customer_id=top.customer_id)
+    return replace(top, external_id=customer.external_id if customer is not None else None)
 
 
 def _buckets(
