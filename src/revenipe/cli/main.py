@@ -26,6 +26,7 @@ from revenipe.cli.common import (
     Handler,
     common_options,
 )
+from revenipe.cli.operators import add_dashboard, add_operators
 from revenipe.cli.reservations import add_reservations
 from revenipe.cli.revenuecat import add_parser as add_revenuecat
 from revenipe.cli.sandbox import add_sandbox
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_stripe(commands, common)
     add_revenuecat(commands, common)
     add_webhooks(commands, common)
+    add_operators(commands, common)
+    add_dashboard(commands, common)
     return parser
 
 

@@ -87,6 +87,7 @@ def prepare_and_serve(backend: Backend, args: argparse.Namespace) -> None:
                 f"  WARNING: app {app.id} runs the open token policy: anyone who knows its "
                 "app id can read and spend any customer's balance"
             )
+    _say_dashboard(backend, args)
     backend.close()
     _say(
         f"Serving on http://{args.host}:{args.port} with {args.workers} worker(s); "
@@ -113,6 +114,26 @@ def prepare_and_serve(backend: Backend, args: argparse.Namespace) -> None:
         # httptools with a bound on the request head (uvicorn sets none).
         http="revenipe.server.http_limits:BoundedHttpToolsProtocol",
     )
+
+
+FIRST_LINK_TTL_SECONDS = 24 * 3600
+
+
+def _say_dashboard(backend: Backend, args: argparse.Namespace) -> None:
+    """The dashboard's address; while no operator exists, a one-time link that creates
+    the first one (a new one at each start until then)."""
+    from revenipe.cli.operators import link_url
+    from revenipe.services import operators as operator_service
+
+    base = args.public_url or f"http://{args.host}:{args.port}"
+    if operator_service.has_operators(backend.context):
+        _say(f"Dashboard: {base.rstrip('/')}/dashboard/")
+        return
+    issued = operator_service.create_sign_in_link(
+        backend.context, ttl_seconds=FIRST_LINK_TTL_SECONDS
+    )
+    _say(f"Dashboard set-up link (one use, 24 hours): {link_url(base, issued)}")
+    _say("  it creates the first operator; later: `revenipe dashboard link`")
 
 
 def _say(text: str) -> None:

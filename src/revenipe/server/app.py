@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
 
 from revenipe import __version__
+from revenipe.dashboard import PREFIX as DASHBOARD_PREFIX
+from revenipe.dashboard import create_dashboard
 from revenipe.server.errors import install_error_handlers
 from revenipe.server.lean_track import LeanTrack
 from revenipe.server.limits import BodySizeLimit, ClientFloodLimit
@@ -35,6 +37,7 @@ from revenipe.server.runtime import Runtime
 from revenipe.server.settings import ServerSettings
 from revenipe.services.context import ServiceContext, utc_now
 from revenipe.services.outbound.worker import DeliveryWorker
+from revenipe.services.rollups import RollupWorker
 from revenipe.storage.database import open_database
 
 DESCRIPTION = """\
@@ -75,9 +78,13 @@ def create_app(
         # Outbound webhooks: every server process delivers (docs/adr/0019).
         worker = DeliveryWorker(ctx, settings.webhook_delivery)
         worker.start()
+        # The dashboard's usage rollups: every server process folds (docs/adr/0021).
+        rollup_worker = RollupWorker(ctx)
+        rollup_worker.start()
         try:
             yield
         finally:
+            rollup_worker.stop()
             worker.stop()
 
     app = FastAPI(
@@ -107,6 +114,9 @@ def create_app(
         webhook_endpoints,
     ):
         app.include_router(routes.build_router(runtime))
+
+    # The operator dashboard: server-rendered pages of its own (docs/adr/0020).
+    app.mount(DASHBOARD_PREFIX, create_dashboard(ctx))
 
     @app.get("/v1/health", tags=["operations"], summary="Liveness (touches nothing)")
     def health() -> JSONResponse:

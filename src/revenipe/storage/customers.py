@@ -85,6 +85,30 @@ def list_customers(
     return [CustomerRow(**_COLUMNS.read(r)) for r in fetch_all(conn, cached_sql(text), params)]
 
 
+_BY_EXTERNAL_PREFIX = (
+    f"SELECT {_COLUMNS.select} FROM customers WHERE app_id = %(app_id)s "
+    "AND external_id {low} AND external_id < %(high)s ORDER BY external_id LIMIT %(limit)s"
+)
+_EXTERNAL_PREFIX = {
+    after: Sql(_BY_EXTERNAL_PREFIX.replace("{low}", "> %(low)s" if after else ">= %(low)s"))
+    for after in (False, True)
+}
+
+
+def list_customers_by_external_prefix(
+    conn: Connection, app_id: str, prefix: str, *, after: str | None, limit: int
+) -> list[CustomerRow]:
+    """Customers whose external id starts with `prefix`, in external id order, after
+    `after`: a range on the (app, external id) unique index, never a scan. The range
+    is read in the column's collation; rows that collate inside it without starting
+    with the prefix are dropped here (the page may then hold fewer than `limit`)."""
+    low = after if after is not None and after > prefix else prefix
+    params = {"app_id": app_id, "low": low, "high": prefix + "\U0010ffff", "limit": limit}
+    statement = _EXTERNAL_PREFIX[after is not None and after > prefix]
+    rows = [CustomerRow(**_COLUMNS.read(r)) for r in fetch_all(conn, statement, params)]
+    return [row for row in rows if row.external_id.startswith(prefix)]
+
+
 def update_customer_due(conn: Connection, customer_id: str) -> None:
     """Set the customer's `due_at` to the soonest `due_at` of its access sources and
     expiry of its open reservations."""

@@ -164,6 +164,20 @@ def list_active_grants(
     return [_grant(r) for r in fetch_all(conn, cached_sql(text), params)]
 
 
+def list_grant_ids(conn: Connection, customer_id: str, entitlement_ids: Sequence[str]) -> list[str]:
+    """The ids of every grant, whatever its status, the customer holds or held of these
+    entitlements (on the customer/entitlement index)."""
+    listed, params = placeholders("e", entitlement_ids)
+    if not params:
+        return []
+    params["customer_id"] = customer_id
+    text = (
+        "SELECT id FROM grants WHERE customer_id = %(customer_id)s "
+        f"AND entitlement_id IN ({listed})"
+    )
+    return [str(grant_id) for (grant_id,) in fetch_all(conn, cached_sql(text), params)]
+
+
 def map_grants_by_id(conn: Connection, grant_ids: Iterable[str]) -> dict[str, GrantRow]:
     """The grants with these ids, keyed by id (absent ids are left out)."""
     listed, params = placeholders("g", grant_ids)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -140,6 +141,41 @@ def list_ledger_entries(
         text += " AND customer_id = %(customer_id)s"
     params = {"app_id": app_id, "after_id": after_id, "customer_id": customer_id, "limit": limit}
     rows = fetch_all(conn, cached_sql(f"{text} ORDER BY id LIMIT %(limit)s"), params)
+    return [LedgerEntryRow(**_COLUMNS.read(r)) for r in rows]
+
+
+def list_customer_entries(
+    conn: Connection,
+    customer_id: str,
+    *,
+    grant_ids: Sequence[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[LedgerEntryRow]:
+    """One customer's entries, newest first, before `before_id` (a page), of `grant_ids`
+    only when given, effective in [since, until) when given: read backwards along the
+    customer's (customer_id, id) index, so a page costs its own rows plus those the
+    filters skip, never the app's ledger."""
+    text = f"{_SELECT} WHERE customer_id = %(customer_id)s"
+    params: dict[str, Any] = {"customer_id": customer_id, "limit": limit}
+    if before_id is not None:
+        text += " AND id < %(before_id)s"
+        params["before_id"] = before_id
+    if grant_ids is not None:
+        if not grant_ids:
+            return []
+        listed, grant_params = placeholders("g", grant_ids)
+        text += f" AND grant_id IN ({listed})"
+        params.update(grant_params)
+    if since is not None:
+        text += " AND effective_at >= %(since)s"
+        params["since"] = time_in(conn, since)
+    if until is not None:
+        text += " AND effective_at < %(until)s"
+        params["until"] = time_in(conn, until)
+    rows = fetch_all(conn, cached_sql(f"{text} ORDER BY id DESC LIMIT %(limit)s"), params)
     return [LedgerEntryRow(**_COLUMNS.read(r)) for r in rows]
 
 

@@ -431,6 +431,55 @@ customer_signals = Table(
     Column("at", Time, nullable=False),
 )
 
+# -- operators of the dashboard (docs/adr/0020) ----------------------------------------
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", Id, primary_key=True),
+    # Stored lower-cased: one account per address, however it is typed.
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    # An IANA name: the dashboard shows times in it.
+    Column("time_zone", String(64), nullable=False),
+    Column("created_at", Time, nullable=False),
+)
+
+operator_sessions = Table(
+    "operator_sessions",
+    metadata,
+    # SHA-256 of the cookie's random token: a copy of the table signs nobody in.
+    Column("token_hash", String(64), primary_key=True),
+    Column("operator_id", Id, ForeignKey("operators.id"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False),
+    Index("ix_operator_sessions_operator", "operator_id"),
+)
+
+sign_in_links = Table(
+    "sign_in_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    # NULL: a set-up link, which creates the first operator when used.
+    Column("operator_id", Id, ForeignKey("operators.id")),
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False),
+    Column("used_at", Time),
+)
+
+sign_in_failures = Table(
+    "sign_in_failures",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    # "email:<address>" or "address:<client address>"
+    Column("subject", String(400), nullable=False),
+    Column("at", Time, nullable=False),
+    Index("ix_sign_in_failures_subject", "subject", "at"),
+)
+
 # -- dashboard aggregates (docs/adr/0021): usage rolled up by a worker, never on a track --
 
 usage_rollup_hours = Table(

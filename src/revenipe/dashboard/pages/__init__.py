@@ -1,0 +1,1 @@
+"""One module per page of the dashboard, each with `build_router(ctx)`."""
