@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import revenipe
+from browser.harness import Live
 from revenipe.catalog import catalog_to_yaml
 from revenipe.services import catalogs as catalog_service
 from revenipe.services import rollups
-
-from browser.harness import Live
 
 HOSTILE_NAME = "</script><script>window.pwned = 1; alert('catalog')</script>"
 HOSTILE_PRODUCT = "<img src=x onerror=\"window.pwned = 2; alert('product')\">"
@@ -124,7 +123,9 @@ def test_overview_and_analytics_show_tracks(
     values = {"chart-alice": [3, 4], "chart-bob": [5], "chart-carol": [1, 1, 1]}
     for customer, tracked in values.items():
         for value in tracked:
-            response = api.post(f"/v1/customers/{customer}/track", json={"id": "credits", "value": value})
+            response = api.post(
+                f"/v1/customers/{customer}/track", json={"id": "credits", "value": value}
+            )
             assert response.status_code == 200 and response.json()["success"], response.text
     refused = api.post("/v1/customers/chart-bob/track", json={"id": "credits", "value": 10**6})
     assert refused.status_code == 200 and refused.json()["success"] is False

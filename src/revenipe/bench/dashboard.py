@@ -259,3 +259,66 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+BENCH_OPERATOR = "bench-operator@example.com"
+BENCH_PASSWORD = "the dashboard bench's operator password"
+
+
+def page_paths(app_id: str, customer_id: str, external_id: str) -> list[tuple[str, str]]:
+    """(name, path under /dashboard) of every page the benchmark requests."""
+    app = f"/apps/{app_id}"
+    customer = f"{app}/customers/{customer_id}"
+    prefix = external_id[: max(1, len(external_id) - 2)]
+    return [
+        ("overview", f"{app}/"),
+        ("overview, 90 days", f"{app}/?days=90"),
+        ("customers", f"{app}/customers"),
+        ("customers, search by prefix", f"{app}/customers?q={prefix}"),
+        ("customers, search by internal id", f"{app}/customers?q={customer_id}"),
+        ("customer", customer),
+        ("customer ledger CSV", f"{customer}/ledger.csv"),
+        ("customer usage CSV", f"{customer}/events.csv"),
+        ("analytics, 30 days per day", f"{app}/analytics?key=credits&range=30d"),
+        ("analytics, 90 days per day", f"{app}/analytics?key=credits&range=90d"),
+        ("analytics, 7 days per hour", f"{app}/analytics?key=credits&range=168h"),
+        ("catalog", f"{app}/catalog"),
+        ("catalog diff", f"{app}/catalog/diff"),
+        ("settings", f"{app}/settings"),
+    ]
+
+
+def measure(built: BuiltDatabase, rounds: int, say: Callable[[str], None]) -> list[PageFigures]:
+    """Sign an operator in and request every page `rounds` times (after one warm-up)."""
+    from starlette.testclient import TestClient
+
+    from revenipe.server.app import create_app
+    from revenipe.server.settings import ServerSettings
+    from revenipe.services import customers as customer_service
+    from revenipe.services import operators as operator_service
+    from revenipe.services.customers import CustomerRef
+
+    with revenipe.open(built.url) as backend:
+        ctx = backend.context
+        if not any(o.email == BENCH_OPERATOR for o in operator_service.list_operators(ctx)):
+            operator_service.create_operator(ctx, BENCH_OPERATOR, BENCH_PASSWORD)
+        session = operator_service.sign_in_with_password(
+            ctx, BENCH_OPERATOR, BENCH_PASSWORD, "bench"
+        )
+        customer = customer_service.find_customer(
+            ctx, built.app_id, CustomerRef.external(built.customer_external_id)
+        )
+        timer = ServerTimer(create_app(ServerSettings(database_url=built.url), context=ctx))
+        client = TestClient(timer, base_url="http://localhost")
+        client.cookies.set("revenipe_session", session.token)
+        figures = []
+        for name, path in page_paths(built.app_id, customer.id, customer.external_id):
+            page = PageFigures(name, path)
+            for attempt in range(rounds + 1):
+                response = client.get(f"/dashboard{path}", follow_redirects=False)
+                page.status = response.status_code
+                if attempt:  # the first one warms caches (catalog, templates)
+                    page.times_ms.append(timer.last_ms)
+            say(f"dashboard: {name}: median {page.median_ms:.1f} ms, max {page.max_ms:.1f} ms")
+            figures.append(page)
+    return figures

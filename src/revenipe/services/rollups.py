@@ -434,7 +434,9 @@ def usage_analytics(
     )
 
 
-def list_tracked_ids(ctx: ServiceContext, app_id: str, since: datetime, until: datetime) -> list[str]:
+def list_tracked_ids(
+    ctx: ServiceContext, app_id: str, since: datetime, until: datetime
+) -> list[str]:
     """The ids an app tracked in [since, until), from the hourly rollups."""
     with ctx.db.read() as conn:
         ctx.require_app(conn, app_id)

@@ -24,6 +24,8 @@
   - `webhook_endpoints`: outbound webhook endpoints (where an app's events go).
   - `outbound_events`: the outbox of outbound events, their deliveries and attempts,
     and what usage alerts remember per customer.
+  - `rollups`: the dashboard's aggregates: usage per hour and per customer and day,
+    active customers, the fold's watermark, access sources counted by status.
 - `migrations/`: Alembic environment and versions.
 
 Each module has one row type per table it returns rows of (`AppRow`, `GrantRow`, ...:

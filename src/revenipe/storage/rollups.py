@@ -337,7 +337,7 @@ _LIST_SOURCE_COUNTS = Sql(
 def list_counted_sources(conn: Connection) -> list[tuple[str, str, str, int]]:
     """(app id, kind, status, sources) of every app, each app's counted from the index
     `(app_id, kind, status)`: the worker's, never a page's (it reads every entry)."""
-    counts = []
+    counts: list[tuple[str, str, str, int]] = []
     for (app_id,) in fetch_all(conn, _LIST_APP_IDS, {}):
         rows = fetch_all(conn, _COUNT_SOURCES, {"app_id": app_id})
         counts.extend((app_id, k, s, int(n)) for k, s, n in rows)
