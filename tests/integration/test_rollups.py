@@ -12,10 +12,11 @@ from sqlalchemy import select
 
 import revenipe
 from revenipe.services import rollups
-from revenipe.services.context import ServiceContext
+from revenipe.services.context import ServiceContext, new_id
 from revenipe.storage import rollups as rollup_store
 from revenipe.storage.database import open_database
 from revenipe.storage.schema import (
+    customers,
     usage_events,
     usage_rollup_customer_days,
     usage_rollup_days,
@@ -283,3 +284,66 @@ def test_top_customers_are_exact_or_say_so(
     # Each day's list stopped at 8, so someone seen nowhere might hold 8 + 8 + 8 = 24,
     # more than b's 17: the page must say the list may be incomplete.
     assert three.top_exact is False
+
+
+def test_an_event_committed_late_is_not_passed_by_the_watermark(
+    database_url: str, backend: revenipe.Backend, app: revenipe.App
+) -> None:
+    """A transaction that made a usage event's id and has not committed yet: the fold
+    must not move the watermark past that id (PostgreSQL: the horizon is the oldest
+    writing transaction's start; SQLite: the fold waits for the write lock)."""
+    customer_id = app.login("late")
+    other = open_database(database_url)
+    inserted = threading.Event()
+    release = threading.Event()
+    made: list[str] = []
+    errors: list[BaseException] = []
+
+    def late_writer() -> None:
+        try:
+            with other.write() as conn:
+                # As a track does: lock the customer, then make the event's id.
+                conn.execute(
+                    select(customers.c.id).where(customers.c.id == customer_id).with_for_update()
+                )
+                event_id = new_id("use")
+                made.append(event_id)
+                conn.execute(
+                    usage_events.insert().values(
+                        id=event_id,
+                        app_id=app.app_id,
+                        customer_id=customer_id,
+                        tracked_id="credits",
+                        requested=5,
+                        consumed=5,
+                        reversed=0,
+                        remaining=0,
+                        success=True,
+                        created_at=backend.context.now(),
+                    )
+                )
+                inserted.set()
+                release.wait(timeout=10)
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=late_writer)
+    writer.start()
+    assert inserted.wait(timeout=10)
+    if backend.database.is_sqlite:
+        # The fold's horizon needs the write lock: it waits for the writer to commit.
+        threading.Timer(0.3, release.set).start()
+        rollups.fold_usage(backend.context, margin=NO_MARGIN)
+    else:
+        rollups.fold_usage(backend.context, margin=NO_MARGIN)
+        with backend.database.read() as conn:
+            mark = rollup_store.get_watermark(conn, rollup_store.USAGE_EVENTS_STREAM)
+        assert mark is not None and mark.position < made[0]
+        release.set()
+    writer.join()
+    other.close()
+    assert not errors, errors
+    fold_all(backend.context)
+    expected = direct_hours(backend.context, app.app_id)
+    assert sum(v[2] for v in expected.values()) >= 5
+    assert rolled_hours(backend.context, app.app_id) == expected
