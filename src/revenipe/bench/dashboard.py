@@ -106,7 +106,7 @@ def build(url: str, customers: int, say: Callable[[str], None]) -> BuiltDatabase
         with backend.database.write() as conn:
             _spread_usage(conn, SPREAD_DAYS)
         say("dashboard: folding usage into the rollups")
-        folded = rollups.fold_all(backend.context, margin=timedelta(0))
+        folded = rollups.fold_all(backend.context, batch=5000, margin=timedelta(0))
         rollups.count_sources(backend.context)
         say(f"dashboard: folded {folded:,} usage events")
         rows = loader.counts()
