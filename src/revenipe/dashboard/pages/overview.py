@@ -50,17 +50,10 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         names = {e.id: (e.name, "entitlement") for e in catalog.entitlements}
         names.update({k.id: (k.name, "usage key") for k in catalog.usage_keys})
         names[rollups.UNKNOWN_TRACKED_ID] = ("Ids the catalog does not know", "unknown ids")
-        keys = [
-            KeyRow(
-                k.tracked_id,
-                names.get(k.tracked_id, (k.tracked_id, "no longer in the catalog"))[0],
-                names.get(k.tracked_id, ("", "no longer in the catalog"))[1],
-                k.consumed,
-                k.succeeded,
-                k.refused,
-            )
-            for k in figures.top_keys
-        ]
+        keys = []
+        for k in figures.top_keys:
+            name, kind = names.get(k.tracked_id, (k.tracked_id, "no longer in the catalog"))
+            keys.append(KeyRow(k.tracked_id, name, kind, k.consumed, k.succeeded, k.refused))
         succeeded = sum(d.succeeded for d in figures.days)
         refused = sum(d.refused for d in figures.days)
         labels = [f"{d.day:%b %d}" for d in figures.days]
