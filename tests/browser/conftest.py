@@ -128,14 +128,15 @@ def operator_page(live: Live, new_page: Callable[[], Any]) -> Callable[[], Any]:
 
 
 @pytest.fixture
-def screenshot(live: Live) -> Callable[[Any, str], Path]:
-    """Save a full-page screenshot as test-artifacts/screenshots/<database>/<name>.png."""
+def screenshot(live: Live) -> Callable[..., Path]:
+    """Save a screenshot as test-artifacts/screenshots/<database>/<name>.png: the whole
+    page, or what the window shows with `full_page=False`."""
 
-    def take(page: Any, name: str) -> Path:
+    def take(page: Any, name: str, *, full_page: bool = True) -> Path:
         folder = ARTIFACTS / live.database
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        page.screenshot(path=str(path), full_page=full_page)
         return path
 
     return take

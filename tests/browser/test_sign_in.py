@@ -14,7 +14,7 @@ SIGN_IN_PAGE = re.compile(r".*/dashboard/sign-in\?next=.+")
 
 
 def test_the_first_start_link_creates_an_operator_and_works_once(
-    live: Live, new_page: Callable[[], Any], screenshot: Callable[[Any, str], Path]
+    live: Live, new_page: Callable[[], Any], screenshot: Callable[..., Path]
 ) -> None:
     assert live.setup_link is not None, live.server.describe()
     page = new_page()
@@ -46,7 +46,7 @@ def test_an_operator_link_signs_in_once(live: Live, new_page: Callable[[], Any])
 
 
 def test_password_sign_in_and_sign_out(
-    live: Live, new_page: Callable[[], Any], screenshot: Callable[[Any, str], Path]
+    live: Live, new_page: Callable[[], Any], screenshot: Callable[..., Path]
 ) -> None:
     page = new_page()
     page.goto(live.app_page("customers"))

@@ -23,8 +23,8 @@ from revenipe.dashboard.format import Formatter
 WIDTH = 720
 HEIGHT = 260
 LEFT = 64
-RIGHT = 16
-TOP = 16
+RIGHT = 28
+TOP = 20
 BOTTOM = 44
 SERIES_CLASSES = ("series-a", "series-b", "series-c", "series-d", "series-e")
 """CSS classes (colours in dashboard.css) given to series in order, when not named."""
@@ -89,6 +89,8 @@ class Chart:
     bars: tuple[Bar, ...] = ()
     legend: tuple[tuple[str, str], ...] = ()
     """(name, css class) of each series."""
+    marker: Tick | None = None
+    """A vertical line across the plot (a line chart's "now", when its axis runs on)."""
     empty: bool = False
     """Nothing to draw: the template says so instead."""
     width: int = WIDTH
@@ -145,10 +147,12 @@ def line_chart(
     y_label: str,
     x_label: str = "",
     step: bool = False,
+    until: datetime | None = None,
     description: str = "",
 ) -> Chart:
     """Lines (with the area under them) over the time range [start, end]. `step`: each
-    value holds until the next point (a balance), drawn to `end`."""
+    value holds until the next point (a balance), drawn to `until` (default `end`: a
+    balance drawn up to now on an axis that runs to the end of its period)."""
     x_label = x_label or f"time ({fmt.time_zone})"
     if not any(s.points for s in series) or end <= start:
         return Chart(
@@ -167,10 +171,9 @@ def line_chart(
         path = f"M{coords[0][0]},{coords[0][1]}"
         for x, y in coords[1:]:
             path += f" H{x} V{y}" if step else f" L{x},{y}"
-        last_x = coords[-1][0]
-        if step and last_x < WIDTH - RIGHT:
-            path += f" H{WIDTH - RIGHT}"
-            last_x = WIDTH - RIGHT
+        stop_x = _x_of_time(until or end, start, end)
+        if step and coords[-1][0] < stop_x:
+            path += f" H{stop_x}"
         area = f"{path} V{HEIGHT - BOTTOM} H{coords[0][0]} Z"
         lines.append(Line(one.name, css, path, area))
     span = end - start
@@ -182,6 +185,9 @@ def line_chart(
     )
     if not description:
         description = _describe_lines(title, series, fmt, start, end)
+    marker = None
+    if until is not None and start < until < end:
+        marker = Tick(_x_of_time(until, start, end), "now")
     return Chart(
         "line",
         title,
@@ -192,6 +198,7 @@ def line_chart(
         y_ticks=y_ticks,
         lines=tuple(lines),
         legend=tuple(legend),
+        marker=marker,
     )
 
 

@@ -261,10 +261,13 @@ def burn_down_chart(
     *,
     truncated: bool = False,
 ) -> Chart:
-    """The balance over its current period: from the period's start (the earliest
-    current period of its grants; 30 days back if none resets) to now."""
-    starts = [g.grant.period_start for g in balance.grants if g.grant.reset is not None]
-    start = min(starts) if starts else now - DEFAULT_SPAN
+    """The balance over its current period, drawn up to now: from the earliest start
+    of its grants' current periods to the next reset (30 days back to now if none
+    resets)."""
+    resetting = [g.grant for g in balance.grants if g.grant.reset is not None]
+    start = min(g.period_start for g in resetting) if resetting else now - DEFAULT_SPAN
+    ends = [end for g in resetting if (end := g.period_end) is not None]
+    end = min(ends) if ends else now
     # Every grant of its entitlements, ended ones too: their write-offs are history.
     relevant = [e for e in timeline if e.entitlement_id in balance.entitlement_ids]
     points: list[tuple[datetime, int]] = [(now, balance.remaining)]
@@ -276,7 +279,8 @@ def burn_down_chart(
         total -= entry.amount
     points.append((start, max(total, 0)))
     points.reverse()
-    title = f"{balance.name}: remaining this period"
+    span = "this period" if resetting else "the last 30 days"
+    title = f"{balance.name}: remaining, {span}"
     description = (
         f"{balance.name} from {fmt.number(points[0][1])} at {fmt.time(start)} "
         f"to {fmt.number(balance.remaining)} now."
@@ -288,7 +292,8 @@ def burn_down_chart(
         [Series(balance.name, points)],
         fmt,
         start=start,
-        end=now,
+        end=max(end, now),
+        until=now,
         y_label="remaining",
         step=True,
         description=description,

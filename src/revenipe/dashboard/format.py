@@ -91,6 +91,8 @@ class Formatter:
     def axis_label(self, moment: datetime, span: timedelta) -> str:
         """A time axis tick: the hour over a short span, the day over a longer one."""
         local = self.local(moment)
+        if span <= timedelta(minutes=10):
+            return f"{local:%H:%M:%S}"
         if span <= timedelta(days=2):
             return f"{local:%H:%M}"
         return f"{local:%b %d}"

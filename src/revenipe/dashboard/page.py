@@ -39,6 +39,10 @@ class Page:
     title: str
     flash: auth.Flash | None = None
 
+    @staticmethod
+    def app_url_of(app_id: str) -> str:
+        return f"{PREFIX}/apps/{app_id}"
+
     @property
     def app_url(self) -> str:
         """`/dashboard/apps/{id}` (no trailing slash)."""

@@ -3,7 +3,7 @@ actions (each the service the API calls), and CSV exports of its history."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -14,7 +14,7 @@ from revenipe.dashboard import auth
 from revenipe.dashboard.csv_export import csv_rows
 from revenipe.dashboard.customer_view import load_customer
 from revenipe.dashboard.format import Formatter
-from revenipe.dashboard.page import app_page, show
+from revenipe.dashboard.page import Page, app_page, show
 from revenipe.dashboard.paging import PAGE_SIZE, page_links, split_page
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.services import customers as customer_service
@@ -354,20 +354,14 @@ def _action_routes(router: APIRouter, ctx: ServiceContext) -> None:
         return show("token.html", page, customer=customer, minted=minted)
 
 
-def _act(app_id: str, customer_id: str, act: Any) -> Response:
+def _act(app_id: str, customer_id: str, act: Callable[[], str]) -> Response:
     """Run an action; back to the customer's page with what it did, or why not."""
-    back = f"{_app_url(app_id)}/customers/{customer_id}"
+    back = f"{Page.app_url_of(app_id)}/customers/{customer_id}"
     try:
-        done: str = act()
+        done = act()
     except RevenipeError as error:
         return auth.redirect(back, flash=error.message, error=True)
     return auth.redirect(back, flash=done)
-
-
-def _app_url(app_id: str) -> str:
-    from revenipe.dashboard.rendering import PREFIX
-
-    return f"{PREFIX}/apps/{app_id}"
 
 
 def _positive_int(text: str, field: str) -> int:
