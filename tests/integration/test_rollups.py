@@ -23,7 +23,7 @@ from revenipe.storage.schema import (
     usage_rollup_hours,
 )
 
-from support import Clock
+from support import Clock, assert_verified
 
 NO_MARGIN = timedelta(0)
 """One machine: the test's servers and database share a clock."""
@@ -314,11 +314,14 @@ def test_an_event_committed_late_is_not_passed_by_the_watermark(
                         app_id=app.app_id,
                         customer_id=customer_id,
                         tracked_id="credits",
+                        # A refusal: it has no ledger entries, so the shared
+                        # database still passes `revenipe verify`.
                         requested=5,
-                        consumed=5,
+                        consumed=0,
                         reversed=0,
                         remaining=0,
-                        success=True,
+                        success=False,
+                        error="insufficient_balance",
                         created_at=backend.context.now(),
                     )
                 )
@@ -345,5 +348,6 @@ def test_an_event_committed_late_is_not_passed_by_the_watermark(
     assert not errors, errors
     fold_all(backend.context)
     expected = direct_hours(backend.context, app.app_id)
-    assert sum(v[2] for v in expected.values()) >= 5
+    assert sum(v[3] for v in expected.values()) == 5  # the late refusal's units
     assert rolled_hours(backend.context, app.app_id) == expected
+    assert_verified(backend)
