@@ -13,6 +13,9 @@ Parts (each per database, SQLite and PostgreSQL, side by side in one run):
 - `webhooks` (`webhooks.py`, in the `inprocess` part): a track with usage alerts and 3
   outbound webhook endpoints against the plain app, one caller each.
 
+Apart from the parts, `revenipe bench --dashboard` (`dashboard.py`) times every page of
+the dashboard in process at 10^6 customers and 2x10^6 ledger entries.
+
 Callers run in worker processes (`pool.py`, `callers.py`), or as a group of threads in
 one of them; `scenarios` runs N callers
 together and compares scenarios in alternating rounds; `stats` turns timings into

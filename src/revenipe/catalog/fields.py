@@ -8,7 +8,7 @@ catalog's entities on top of these.
 import difflib
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum, auto
 from typing import Any, TypeVar
 
@@ -40,6 +40,11 @@ class CatalogProblem:
 
     path: str
     message: str
+    # Where in the YAML text (1-based), when the problem came from `load_catalog`: the
+    # field's value, or the nearest enclosing item when the field is missing. Not part
+    # of what a problem is: the same problem read from JSON has no line.
+    line: int | None = field(default=None, compare=False)
+    column: int | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +36,7 @@ from revenipe.catalog.fields import (
     join_path,
     yaml_hint,
 )
+from revenipe.catalog.lines import DOCUMENT_PATH, FILE_PATH, locate_problems
 from revenipe.catalog.model import (
     Catalog,
     Entitlement,
@@ -49,11 +51,6 @@ from revenipe.engine.amounts import MAX_AMOUNT
 from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.engine.grants import Rollover
 from revenipe.engine.periods import Interval
-
-DOCUMENT_PATH = "<document>"
-"""The path of problems with the document as a whole (YAML syntax, wrong top-level type)."""
-FILE_PATH = "<file>"
-"""The path of problems reading a catalog file."""
 
 _TOP_LEVEL_FIELDS = ("entitlements", "usage_keys", "products")
 _ENTITLEMENT_FIELDS = ("id", "name", "description", "type", "alerts")
@@ -99,12 +96,19 @@ def load_catalog(text: str) -> Catalog:
     try:
         document = yaml.load(text, Loader=_StrictSafeLoader)
     except yaml.YAMLError as exc:
-        raise CatalogError([CatalogProblem(DOCUMENT_PATH, _describe_yaml_error(exc))]) from None
+        mark = exc.problem_mark if isinstance(exc, yaml.MarkedYAMLError) else None
+        problem = CatalogProblem(DOCUMENT_PATH, _describe_yaml_error(exc))
+        if mark is not None:
+            problem = replace(problem, line=mark.line + 1, column=mark.column + 1)
+        raise CatalogError([problem]) from None
     except RecursionError:
         raise CatalogError(
             [CatalogProblem(DOCUMENT_PATH, "the document is nested too deeply to be a catalog")]
         ) from None
-    return parse_catalog(document)
+    try:
+        return parse_catalog(document)
+    except CatalogError as error:
+        raise CatalogError(locate_problems(text, error.problems, _StrictSafeLoader)) from None
 
 
 def catalog_from_file(path: str | os.PathLike[str]) -> Catalog:

@@ -37,6 +37,7 @@ from revenipe.server.runtime import Runtime
 from revenipe.server.settings import ServerSettings
 from revenipe.services.context import ServiceContext, utc_now
 from revenipe.services.outbound.worker import DeliveryWorker
+from revenipe.services.rollups import RollupWorker
 from revenipe.storage.database import open_database
 
 DESCRIPTION = """\
@@ -77,9 +78,13 @@ def create_app(
         # Outbound webhooks: every server process delivers (docs/adr/0019).
         worker = DeliveryWorker(ctx, settings.webhook_delivery)
         worker.start()
+        # The dashboard's usage rollups: every server process folds (docs/adr/0021).
+        rollup_worker = RollupWorker(ctx)
+        rollup_worker.start()
         try:
             yield
         finally:
+            rollup_worker.stop()
             worker.stop()
 
     app = FastAPI(

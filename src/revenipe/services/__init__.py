@@ -5,7 +5,9 @@ decide, persists what was decided and answers. Modules and packages, by domain:
 
 - `context`: what every operation gets (database, clock, catalog cache).
 - `apps`: apps, secret keys, settings.
-- `catalogs`: validating and applying an app's catalog.
+- `catalogs`: validating and applying an app's catalog; its versions and their diff.
+- `rollups`: usage folded into the dashboard's aggregates by a worker in every server,
+  and the overview's and analytics' figures read from them (docs/adr/0021).
 - `customers`: customers, their state (balances, grants, sources), manual grants.
 - `tokens`: customer tokens minted and checked.
 - `operators`: the dashboard's operators: accounts, password and one-time-link

@@ -9,6 +9,7 @@ entitlement that customers hold, or changing its type, is refused with the ids n
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from revenipe.catalog import Catalog
+from revenipe.catalog import Catalog, catalog_to_yaml, load_catalog
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.engine.subscriptions import LIVE_STATUSES
 from revenipe.services.context import ServiceContext
@@ -95,3 +96,67 @@ def get_catalog(ctx: ServiceContext, app_id: str) -> tuple[int, Catalog]:
     with ctx.db.read() as conn:
         app = ctx.require_app(conn, app_id)
         return app.catalog_version, ctx.catalog(conn, app)
+
+
+# -- the dashboard's catalog editor ----------------------------------------------------------
+
+
+def apply_catalog_text(ctx: ServiceContext, app_id: str, text: str) -> AppliedCatalog:
+    """Validate a catalog written in YAML and apply it as the app's next version (as the
+    API's catalog route does). Raises `CatalogError` with each problem's line."""
+    return apply_catalog(ctx, app_id, load_catalog(text))
+
+
+def list_catalog_versions(
+    ctx: ServiceContext, app_id: str, *, before: int | None = None, limit: int = 50
+) -> list[catalog_store.CatalogVersionSummary]:
+    """An app's catalog versions, newest first (a page, keyset by version)."""
+    with ctx.db.read() as conn:
+        ctx.require_app(conn, app_id)
+        return catalog_store.list_catalog_versions(conn, app_id, before=before, limit=limit)
+
+
+def catalog_version_yaml(ctx: ServiceContext, app_id: str, version: int) -> str:
+    """A version as YAML in canonical form ('' for version 0, the empty catalog)."""
+    with ctx.db.read() as conn:
+        ctx.require_app(conn, app_id)
+        if version == 0:
+            return ""
+        if catalog_store.get_catalog_version(conn, app_id, version) is None:
+            raise RevenipeError(
+                ErrorCode.INVALID_ARGUMENT, f"this app has no catalog version {version}"
+            )
+        return catalog_to_yaml(ctx.catalogs.get(conn, app_id, version))
+
+
+@dataclass(frozen=True, slots=True)
+class DiffLine:
+    kind: str
+    """`added`, `removed`, `context`, `hunk` (an @@ line) or `header` (--- and +++)."""
+    text: str
+
+
+def diff_catalog_versions(
+    ctx: ServiceContext, app_id: str, old: int, new: int, *, context: int = 3
+) -> list[DiffLine]:
+    """The unified diff from version `old` to version `new`, each as canonical YAML."""
+    before = catalog_version_yaml(ctx, app_id, old).splitlines()
+    after = catalog_version_yaml(ctx, app_id, new).splitlines()
+    lines = difflib.unified_diff(
+        before, after, f"version {old}", f"version {new}", n=context, lineterm=""
+    )
+    # The first two lines are the headers (--- and +++); a removed line may look alike.
+    return [
+        DiffLine("header" if index < 2 else _diff_kind(line), line)
+        for index, line in enumerate(lines)
+    ]
+
+
+def _diff_kind(line: str) -> str:
+    if line.startswith("@@"):
+        return "hunk"
+    if line.startswith("+"):
+        return "added"
+    if line.startswith("-"):
+        return "removed"
+    return "context"

@@ -27,6 +27,8 @@
   - `operators`, `operator_sessions`, `sign_in_links`, `sign_in_failures`: the
     dashboard's operators, their sessions (token hashes), one-time sign-in links and
     recent failed sign-ins.
+  - `rollups`: the dashboard's aggregates: usage per hour and per customer and day,
+    active customers, the fold's watermark, access sources counted by status.
 - `migrations/`: Alembic environment and versions.
 
 Each module has one row type per table it returns rows of (`AppRow`, `GrantRow`, ...:

@@ -484,3 +484,85 @@ sign_in_failures = Table(
     # Failures older than the window are deleted at each new one, whatever their subject.
     Index("ix_sign_in_failures_at", "at"),
 )
+
+# -- dashboard aggregates (docs/adr/0021): usage rolled up by a worker, never on a track --
+
+usage_rollup_hours = Table(
+    "usage_rollup_hours",
+    metadata,
+    # Per app, tracked id (a usage key or an entitlement; every unknown id folded into
+    # one row, "?") and UTC hour: the tracks that succeeded and were refused, the units
+    # consumed, and the units refused tracks asked for.
+    Column("app_id", Id, ForeignKey("apps.id"), primary_key=True),
+    Column("tracked_id", String(64), primary_key=True),
+    Column("hour", Time, primary_key=True),
+    Column("succeeded", BigInteger, nullable=False),
+    Column("refused", BigInteger, nullable=False),
+    Column("consumed", BigInteger, nullable=False),
+    Column("refused_units", BigInteger, nullable=False),
+    # The overview reads every tracked id of an app over a range of hours.
+    Index("ix_usage_rollup_hours_app_hour", "app_id", "hour"),
+)
+
+usage_rollup_customer_days = Table(
+    "usage_rollup_customer_days",
+    metadata,
+    Column("app_id", Id, ForeignKey("apps.id"), primary_key=True),
+    Column("tracked_id", String(64), primary_key=True),
+    Column("day", Time, primary_key=True),
+    Column("customer_id", Id, primary_key=True),
+    Column("tracks", BigInteger, nullable=False),
+    Column("refused", BigInteger, nullable=False),
+    Column("consumed", BigInteger, nullable=False),
+    # A day's biggest consumers of one tracked id, read from the top.
+    Index("ix_usage_rollup_customer_days_top", "app_id", "tracked_id", "day", "consumed"),
+)
+
+usage_rollup_active = Table(
+    "usage_rollup_active",
+    metadata,
+    # Who tracked anything on a UTC day: only so that `usage_rollup_days` counts each
+    # customer once a day.
+    Column("app_id", Id, ForeignKey("apps.id"), primary_key=True),
+    Column("day", Time, primary_key=True),
+    Column("customer_id", Id, primary_key=True),
+)
+
+usage_rollup_days = Table(
+    "usage_rollup_days",
+    metadata,
+    Column("app_id", Id, ForeignKey("apps.id"), primary_key=True),
+    Column("day", Time, primary_key=True),
+    Column("active_customers", BigInteger, nullable=False),
+)
+
+rollup_watermarks = Table(
+    "rollup_watermarks",
+    metadata,
+    # How far a stream is folded: every row with an id up to `position` is counted, and
+    # every row of it created before `folded_to` has an id up to `position`.
+    Column("stream", String(32), primary_key=True),
+    Column("position", String(64), nullable=False),
+    Column("folded_to", Time),
+    Column("updated_at", Time),
+)
+
+source_status_counts = Table(
+    "source_status_counts",
+    metadata,
+    # Access sources per app, kind and status, recounted by the rollup worker.
+    Column("app_id", Id, ForeignKey("apps.id"), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("status", String(24), primary_key=True),
+    Column("sources", BigInteger, nullable=False),
+    Column("counted_at", Time, nullable=False),
+)
+
+# The rollup worker counts an app's access sources by kind and status from this index
+# alone (added with the rollups, migration 0009).
+Index(
+    "ix_access_sources_app_kind_status",
+    access_sources.c.app_id,
+    access_sources.c.kind,
+    access_sources.c.status,
+)
