@@ -29,7 +29,12 @@ from revenipe.storage import ledger as ledger_store
 from revenipe.storage import sources as source_store
 from revenipe.storage.sources import SourceRow
 
-CHART_ENTRIES = 5_000
+CHART_POINTS = 400
+"""Spans a burn-down chart's ledger is summed in (per grant)."""
+SUMMED = "summed"
+"""The kind of a timeline entry that stands for the entries of one span."""
+PERIOD_START = "period start"
+"""The kind of a timeline entry that starts a grant's period (`granted` or `reset`)."""
 """Ledger entries read for the burn-down at most (newest first); a period with more is
 drawn from the oldest one read."""
 DEFAULT_SPAN = timedelta(days=30)
@@ -103,10 +108,9 @@ class CustomerView:
     sources: list[SourceRow]
     """Every access source, ended ones too, newest first."""
     timeline: list[TimelineEntry] = field(default_factory=list)
-    truncated: bool = False
 
     def burn_down(self, balance: BalanceView, fmt: Formatter) -> Chart:
-        return burn_down_chart(balance, self.timeline, self.now, fmt, truncated=self.truncated)
+        return burn_down_chart(balance, self.timeline, self.now, fmt)
 
 
 def load_customer(ctx: ServiceContext, app_id: str, customer_id: str) -> CustomerView:
@@ -128,12 +132,19 @@ def load_customer(ctx: ServiceContext, app_id: str, customer_id: str) -> Custome
         grant_rows = grant_store.list_active_grants(conn, customer.id)
         sources = source_store.list_sources(conn, customer.id)
         state = customer_service.build_state(customer, catalog, grant_rows, sources, now)
-        entries = ledger_store.list_customer_entries(conn, customer.id, limit=CHART_ENTRIES)
+        # The charts' span: back to the earliest current period (or DEFAULT_SPAN), drawn
+        # from the ledger summed in CHART_POINTS spans per grant, however long the
+        # history; the entries that start periods, one by one.
+        since = _chart_start(grant_rows, now)
+        seconds = max(1, int((now - since).total_seconds()) // CHART_POINTS + 1)
+        sums = ledger_store.list_customer_entry_sums(
+            conn, customer.id, since=since, seconds=seconds
+        )
         known = {row.grant.id: row.grant.entitlement_id for row in grant_rows}
-        missing = {e.grant_id for e in entries} - known.keys()
+        missing = {e.grant_id for e in sums} - known.keys()
         ended = grant_store.map_grants_by_id(conn, sorted(missing)) if missing else {}
     entitlement_of = {**known, **{gid: row.grant.entitlement_id for gid, row in ended.items()}}
-    timeline = _timeline(entries, grant_rows, now, entitlement_of)
+    timeline = _timeline(sums, grant_rows, now, entitlement_of)
     settled = [
         (grant, row.entitlement_type)
         for row in grant_rows
@@ -147,28 +158,35 @@ def load_customer(ctx: ServiceContext, app_id: str, customer_id: str) -> Custome
         balances=balances,
         sources=sorted(sources, key=lambda s: (s.created_at, s.id), reverse=True),
         timeline=timeline,
-        truncated=len(entries) >= CHART_ENTRIES,
     )
 
 
+def _chart_start(grant_rows: Sequence[grant_store.GrantRow], now: datetime) -> datetime:
+    """The earliest instant a burn-down chart of this customer draws from."""
+    starts = [settle(row.grant, now)[0].period_start for row in grant_rows if row.grant.reset]
+    return min([now - DEFAULT_SPAN, *starts])
+
+
 def _timeline(
-    entries: Sequence[ledger_store.LedgerEntryRow],
+    sums: Sequence[ledger_store.EntrySum],
     grant_rows: Sequence[grant_store.GrantRow],
     now: datetime,
     entitlement_of: dict[str, str],
 ) -> list[TimelineEntry]:
-    """Written entries and the ones settling would write now, oldest first."""
+    """Written entries (summed per span, but those that start a period, one by one) and
+    the ones settling would write now, oldest first. A span that begins before a
+    chart's own start counts whole there (one span of `CHART_POINTS` at most)."""
     timeline = [
         TimelineEntry(
             e.grant_id,
             entitlement_of.get(e.grant_id, ""),
-            e.kind,
+            PERIOD_START if e.starts_period else SUMMED,
             e.amount,
             e.balance_after,
-            e.effective_at,
+            e.last_effective_at,
             False,
         )
-        for e in entries
+        for e in sums
     ]
     for row in grant_rows:
         _, pending = settle(row.grant, now)
@@ -247,7 +265,7 @@ def _granted_this_period(grant: Grant, timeline: Sequence[TimelineEntry]) -> int
         e
         for e in timeline
         if e.grant_id == grant.id
-        and e.kind in (EntryKind.GRANTED.value, EntryKind.RESET.value)
+        and e.kind in (PERIOD_START, EntryKind.GRANTED.value, EntryKind.RESET.value)
         and e.effective_at >= grant.period_start
     ]
     if starts:
@@ -260,8 +278,6 @@ def burn_down_chart(
     timeline: Iterable[TimelineEntry],
     now: datetime,
     fmt: Formatter,
-    *,
-    truncated: bool = False,
 ) -> Chart:
     """The balance over its current period, drawn up to now: from the earliest start
     of its grants' current periods to the next reset (30 days back to now if none
@@ -287,8 +303,6 @@ def burn_down_chart(
         f"{balance.name} from {fmt.number(points[0][1])} at {fmt.time(start)} "
         f"to {fmt.number(balance.remaining)} now."
     )
-    if truncated:
-        description += " Only the newest ledger entries are drawn."
     return line_chart(
         title,
         [Series(balance.name, points)],

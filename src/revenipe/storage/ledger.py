@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from revenipe.engine.errors import InvariantViolation
 from revenipe.engine.grants import EntryKind, PendingEntry
 from revenipe.storage.driver_sql import (
     Columns,
@@ -26,6 +27,7 @@ from revenipe.storage.driver_sql import (
     fetch_scalar,
     placeholders,
     time_in,
+    time_out,
 )
 from revenipe.storage.schema import ledger_entries
 
@@ -193,6 +195,58 @@ def list_customer_entries(
         params["until"] = time_in(conn, until)
     rows = fetch_all(conn, cached_sql(f"{text} ORDER BY id DESC LIMIT %(limit)s"), params)
     return [LedgerEntryRow(**_COLUMNS.read(r)) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class EntrySum:
+    """A chart's point of a grant's ledger: the entries of one span of time summed, or
+    one entry that starts a period (`granted`, `reset`) on its own."""
+
+    grant_id: str
+    last_effective_at: datetime
+    amount: int
+    starts_period: bool
+    balance_after: int
+    """The balance the entry left (a period's start only; 0 for a sum)."""
+
+
+_START = "CASE WHEN kind IN ('granted', 'reset') THEN id ELSE 0 END"
+_SUMS_OF = (
+    f"SELECT grant_id, {_START}, max(effective_at), sum(amount), max(balance_after) "
+    "FROM ledger_entries WHERE customer_id = %(customer_id)s AND effective_at >= %(since)s "
+    f"GROUP BY grant_id, {_START}, "
+)
+_SUMS = {
+    "postgresql": Sql(
+        _SUMS_OF + "floor(extract(epoch FROM effective_at - %(since)s) / %(seconds)s)"
+    ),
+    "sqlite": Sql(
+        _SUMS_OF + "CAST((julianday(effective_at) - julianday(%(since)s)) * 86400 / %(seconds)s "
+        "AS INTEGER)"
+    ),
+}
+
+
+def list_customer_entry_sums(
+    conn: Connection, customer_id: str, *, since: datetime, seconds: int
+) -> list[EntrySum]:
+    """The customer's entries effective at or after `since`, summed per grant and span
+    of `seconds` seconds counted from `since` (but each entry that starts a period, on
+    its own), oldest first: a chart's points however long the history, in one pass
+    along the customer's index."""
+    params = {"customer_id": customer_id, "since": time_in(conn, since), "seconds": seconds}
+    sums = [
+        EntrySum(str(grant), _required(time_out(at)), int(amount), bool(start), int(after))
+        for grant, start, at, amount, after in fetch_all(conn, _SUMS[conn.dialect.name], params)
+    ]
+    sums.sort(key=lambda s: s.last_effective_at)
+    return sums
+
+
+def _required(moment: datetime | None) -> datetime:
+    if moment is None:
+        raise InvariantViolation("a ledger entry without effective_at")
+    return moment
 
 
 def find_last_entry_amount(conn: Connection, grant_id: str, kind: EntryKind) -> int | None:
