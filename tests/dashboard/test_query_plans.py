@@ -7,13 +7,12 @@ its own rows through an index, whatever the size of the app."""
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
-from sqlalchemy.pool import Pool
+
+from query_plans import growing_scans, traced_statements
 
 from .conftest import Dash
 
@@ -32,26 +31,9 @@ GROWING = {
 
 @pytest.fixture
 def statements() -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def trace(dbapi_connection: object, _record: object) -> None:
-        if isinstance(dbapi_connection, sqlite3.Connection):
-            dbapi_connection.set_trace_callback(seen.append)
-
-    event.listen(Pool, "connect", trace)
-    try:
+    """Every statement run on any SQLite connection opened while the test runs."""
+    with traced_statements() as seen:
         yield seen
-    finally:
-        event.remove(Pool, "connect", trace)
-
-
-def _growing_reads(database: Path, statement: str) -> list[str]:
-    with sqlite3.connect(database) as conn:
-        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}")]
-    scans = [step for step in plan if step.startswith("SCAN ") and step.split()[1] in GROWING]
-    if " LIMIT " in statement:
-        scans += [step for step in plan if "TEMP B-TREE" in step]
-    return scans
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -89,7 +71,7 @@ def test_the_customer_pages_never_scan_a_growing_table(
     for statement in set(statements):
         if not re.match(r"\s*SELECT", statement, re.I):
             continue
-        scans = _growing_reads(database, statement)
+        scans = growing_scans(database, statement, GROWING)
         if scans:
             problems[statement] = scans
     assert not problems, problems

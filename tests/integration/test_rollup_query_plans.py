@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
-from sqlalchemy.pool import Pool
 
 import revenipe
+from query_plans import growing_scans, traced_statements
 from revenipe.services import rollups
 
 from support import DEMO_CATALOG, Clock
@@ -32,26 +30,9 @@ GROWING = {
 
 @pytest.fixture
 def statements() -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def trace(dbapi_connection: object, _record: object) -> None:
-        if isinstance(dbapi_connection, sqlite3.Connection):
-            dbapi_connection.set_trace_callback(seen.append)
-
-    event.listen(Pool, "connect", trace)
-    try:
+    """Every statement run on any SQLite connection opened while the test runs."""
+    with traced_statements() as seen:
         yield seen
-    finally:
-        event.remove(Pool, "connect", trace)
-
-
-def _scans(database: Path, statement: str) -> list[str]:
-    with sqlite3.connect(database) as conn:
-        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}")]
-    scans = [step for step in plan if step.startswith("SCAN ") and step.split()[1] in GROWING]
-    if " LIMIT " in statement:
-        scans += [step for step in plan if "TEMP B-TREE" in step]
-    return scans
 
 
 def test_fold_and_page_reads_use_indexes(statements: list[str], tmp_path: Path) -> None:
@@ -88,5 +69,7 @@ def test_fold_and_page_reads_use_indexes(statements: list[str], tmp_path: Path) 
     )
     assert any("usage_rollup_customer_days" in q for q in queries), queries
     assert any("FROM usage_events WHERE id >" in q for q in queries), queries
-    problems = [f"{scans}\n  {q}" for q in queries if (scans := _scans(database, q))]
+    problems = [
+        f"{scans}\n  {q}" for q in queries if (scans := growing_scans(database, q, GROWING))
+    ]
     assert not problems, "\n".join(problems)

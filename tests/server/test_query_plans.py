@@ -14,14 +14,13 @@ fails the test, with the statement.
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
-from sqlalchemy.pool import Pool
+
+from query_plans import growing_scans, traced_statements
 
 from .conftest import World, ok, subscribe
 
@@ -43,34 +42,8 @@ GROWING = {
 @pytest.fixture
 def statements() -> Iterator[list[str]]:
     """Every statement run on any SQLite connection opened while the test runs."""
-    seen: list[str] = []
-
-    def trace(dbapi_connection: object, _record: object) -> None:
-        if isinstance(dbapi_connection, sqlite3.Connection):
-            dbapi_connection.set_trace_callback(seen.append)
-
-    event.listen(Pool, "connect", trace)
-    try:
+    with traced_statements() as seen:
         yield seen
-    finally:
-        event.remove(Pool, "connect", trace)
-
-
-def _plan(database: Path, statement: str) -> list[str]:
-    with sqlite3.connect(database) as conn:
-        return [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}")]
-
-
-def _growing_reads(statement: str, plan: list[str]) -> list[str]:
-    """The steps of a plan whose cost grows with a table rather than with the answer.
-
-    "SCAN t" and "SCAN t USING [COVERING] INDEX i" both visit every row of t ("SEARCH t
-    USING ..." is a lookup). A page (a statement with LIMIT) sorted in a temporary tree
-    has read every matching row first, however small the page."""
-    scans = [step for step in plan if step.startswith("SCAN ") and step.split()[1] in GROWING]
-    if " LIMIT " in statement:
-        scans += [step for step in plan if "TEMP B-TREE" in step]
-    return scans
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -146,7 +119,7 @@ def test_the_soak_mix_never_scans_a_growing_table(
     problems = [
         f"{scans}\n  {query}"
         for query in queries
-        for scans in [_growing_reads(query, _plan(database, query))]
+        for scans in [growing_scans(database, query, GROWING)]
         if scans
     ]
     assert not problems, "\n".join(problems)

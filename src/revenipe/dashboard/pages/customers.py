@@ -390,12 +390,8 @@ def _export_routes(router: APIRouter, ctx: ServiceContext) -> None:
         since: str = "",
         until: str = "",
     ) -> Response:
-        page = app_page(ctx, request, app_id, section="customers", title="Export")
-        filters = HistoryFilter(page.fmt, key, since, until)
-        customer_service.find_customer(ctx, app_id, CustomerRef.internal(customer_id))
-        return _csv_response(
-            f"usage-events-{customer_id}.csv", _event_rows(ctx, app_id, customer_id, filters)
-        )
+        filtered = (key, since, until)
+        return _export(ctx, request, app_id, customer_id, filtered, "usage-events", _event_rows)
 
     @router.get(base + "/ledger.csv")
     def ledger_csv(
@@ -406,12 +402,25 @@ def _export_routes(router: APIRouter, ctx: ServiceContext) -> None:
         since: str = "",
         until: str = "",
     ) -> Response:
-        page = app_page(ctx, request, app_id, section="customers", title="Export")
-        filters = HistoryFilter(page.fmt, key, since, until)
-        customer_service.find_customer(ctx, app_id, CustomerRef.internal(customer_id))
-        return _csv_response(
-            f"ledger-{customer_id}.csv", _entry_rows(ctx, app_id, customer_id, filters)
-        )
+        filtered = (key, since, until)
+        return _export(ctx, request, app_id, customer_id, filtered, "ledger", _entry_rows)
+
+
+def _export(
+    ctx: ServiceContext,
+    request: Request,
+    app_id: str,
+    customer_id: str,
+    filtered: tuple[str, str, str],
+    name: str,
+    rows: Callable[[ServiceContext, str, str, HistoryFilter], Iterator[list[Any]]],
+) -> Response:
+    """One of a customer's CSV exports, `<name>-<customer id>.csv` (`rows`: its header,
+    then a row each), filtered by (key, since, until) as the customer's page filters."""
+    page = app_page(ctx, request, app_id, section="customers", title="Export")
+    filters = HistoryFilter(page.fmt, *filtered)
+    customer_service.find_customer(ctx, app_id, CustomerRef.internal(customer_id))
+    return _csv_response(f"{name}-{customer_id}.csv", rows(ctx, app_id, customer_id, filters))
 
 
 def _csv_response(filename: str, rows: Iterator[list[Any]]) -> StreamingResponse:
