@@ -15,7 +15,8 @@
   - `sources`: access sources (subscriptions, purchases, promotional access).
   - `grants`: grants.
   - `ledger`: ledger entries.
-  - `usage_events`: usage events (a track's two round trips).
+  - `usage_events`: usage events; `tracks`: what a track runs (its two round trips,
+    and a PostgreSQL group-commit batch's tracks together).
   - `reversals`: reversals of usage events.
   - `reservations`: reservations (holds of usage with a TTL; their units are in the
     ledger).
@@ -52,9 +53,10 @@ their name says which:
   nothing), `save_x` (a row or rows written whole: insert or update, or several at
   once), `delete_x`.
 - the track's two round trips keep the names of what they do: `lock_for_track`,
-  `record_track` (`usage_events`).
+  `record_track` (`tracks`); `tracks.batched` runs them for a whole PostgreSQL
+  group-commit batch at once (`map_track_locks`, `insert_track_records`).
 
 Writes that touch a customer's balances take the customer's row lock first
-(`customers.find_customer(..., lock=True)` or `usage_events.lock_for_track`), which
+(`customers.find_customer(..., lock=True)` or `tracks.lock_for_track`), which
 serializes them per customer on PostgreSQL (SQLite serializes all writers already).
 """

@@ -43,7 +43,16 @@ class Sql:
         return self.sqlite if conn.dialect.name == "sqlite" else self.postgresql
 
 
+BEFORE_STATEMENT = "revenipe.before_statement"
+"""Key of `Connection.info`: a callable run with the connection before each statement
+this module runs on it (a batch of tracks sends the writes it kept first, so that every
+statement sees them: `storage.tracks`)."""
+
+
 def _cursor(conn: Connection) -> Any:
+    before = conn.info.get(BEFORE_STATEMENT)
+    if before is not None:
+        before(conn)
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 

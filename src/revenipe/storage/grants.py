@@ -2,7 +2,7 @@
 
 `list_active_grants`, `save_balances` and `save_grant_states` are on the track hot path
 (docs/adr/0007): one statement each, and the two saves run inside
-`usage_events.record_track`'s pipeline on PostgreSQL.
+`tracks.record_track`'s pipeline on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -43,8 +43,13 @@ class GrantRow:
     follows_period: bool = False
     """Resets with its subscription's billing period (`reset: period`)."""
 
+    @staticmethod
+    def read(row: Sequence[Any]) -> GrantRow:
+        """A row of `GRANT_COLUMNS.select`."""
+        return _grant(row)
 
-_COLUMNS = Columns(
+
+GRANT_COLUMNS = Columns(
     grants,
     (
         "id",
@@ -66,9 +71,10 @@ _COLUMNS = Columns(
         "follows_period",
     ),
 )
-_OWNER = Columns(grants, ("app_id", "customer_id", *_COLUMNS.names))
+"""A grant's columns as `GrantRow.read` reads them."""
+_OWNER = Columns(grants, ("app_id", "customer_id", *GRANT_COLUMNS.names))
 _INSERT = _OWNER.insert()
-_SELECT = f"SELECT {_COLUMNS.select} FROM grants"
+_SELECT = f"SELECT {GRANT_COLUMNS.select} FROM grants"
 _LIST_OF_SOURCE = Sql(f"{_SELECT} WHERE source_id = %(source_id)s ORDER BY created_at, id")
 _SAVE_STATE = Sql(
     "UPDATE grants SET balance = %(balance)s, period_start = %(period_start)s, "
@@ -89,7 +95,7 @@ _HELD = Sql(
 
 
 def _grant(row: Sequence[Any]) -> GrantRow:
-    r = _COLUMNS.read(row)
+    r = GRANT_COLUMNS.read(row)
     reset = None
     if r["reset_interval"] is not None:
         reset = ResetRule(
@@ -162,47 +168,6 @@ def list_active_grants(
         text += " AND source_id = %(source_id)s"
         params["source_id"] = source_id
     return [_grant(r) for r in fetch_all(conn, cached_sql(text), params)]
-
-
-@dataclass(frozen=True, slots=True)
-class CandidateQuery:
-    """`list_active_grants` of one customer, named by its app and external id or by its
-    id, as a statement that travels with the track's lock (`usage_events.lock_for_track`)."""
-
-    sql: Sql
-    params: dict[str, Any]
-    entitlement_ids: tuple[str, ...]
-    source_id: str | None
-
-    @classmethod
-    def of(
-        cls,
-        app_id: str,
-        *,
-        customer_id: str | None,
-        external_id: str | None,
-        entitlement_ids: tuple[str, ...],
-        source_id: str | None,
-    ) -> CandidateQuery:
-        """The customer's grants not yet known to be expired among `entitlement_ids`
-        (and of `source_id` if given), as `list_active_grants` reads them."""
-        if customer_id is not None:
-            owner = "customer_id = %(customer_id)s"
-        else:
-            owner = (
-                "customer_id = (SELECT id FROM customers WHERE app_id = %(app_id)s "
-                "AND external_id = %(external_id)s)"
-            )
-        listed, params = placeholders("e", entitlement_ids)
-        params.update(app_id=app_id, customer_id=customer_id, external_id=external_id)
-        text = f"{_SELECT} WHERE {owner} AND status = 'active' AND entitlement_id IN ({listed})"
-        if source_id is not None:
-            text += " AND source_id = %(source_id)s"
-            params["source_id"] = source_id
-        return cls(cached_sql(text), params, entitlement_ids, source_id)
-
-    def read(self, rows: Sequence[Sequence[Any]]) -> list[GrantRow]:
-        return [_grant(r) for r in rows]
 
 
 def map_grants_by_id(conn: Connection, grant_ids: Iterable[str]) -> dict[str, GrantRow]:

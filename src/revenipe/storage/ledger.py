@@ -2,7 +2,7 @@
 `reversals`, read to find the entries of an event's reversals).
 
 `insert_entries` is on the track hot path (docs/adr/0007): one statement, run inside
-`usage_events.record_track`'s pipeline on PostgreSQL.
+`tracks.record_track`'s pipeline on PostgreSQL.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from revenipe.storage import customers as customer_store
 from revenipe.storage import grants as grant_store
 from revenipe.storage import ledger as ledger_store
 from revenipe.storage import reservations as reservation_store
+from revenipe.storage import tracks as track_store
 from revenipe.storage import usage_events as usage_store
 
 _INSTANT = timedelta(microseconds=1)
@@ -128,7 +129,7 @@ def close_reservation(
         event_id = new_id("use")
         # The usage event and the grants' states; the entries follow, each linked to
         # the event or the reservation by its kind.
-        usage_store.record_track(
+        track_store.record_track(
             conn,
             usage_store.UsageEventRow(
                 id=event_id,

@@ -30,7 +30,7 @@ from revenipe.services.context import ServiceContext
 from revenipe.services.customers import CustomerRef
 from revenipe.services.usage import track as track_service
 from revenipe.services.usage.track import TrackResult
-from revenipe.storage import usage_events as usage_store
+from revenipe.storage import tracks as track_store
 
 MAX_BATCH_ITEMS = 1000
 """Items per batch: a bound on one request's time and on what a retry replays."""
@@ -74,7 +74,7 @@ def track_batch(ctx: ServiceContext, app_id: str, items: Sequence[BatchItem]) ->
         jobs.append(track_service.track_job(ctx, app_id, ref, request))
     ran = ctx.db.write_each(jobs)
     for (index, ref, request), outcome in zip(prepared, ran, strict=True):
-        if isinstance(outcome, usage_store.IdempotencyKeyTaken):
+        if isinstance(outcome, track_store.IdempotencyKeyTaken):
             # A concurrent track committed under the same key first: now a replay.
             try:
                 outcome = track_service.track_alone(ctx, app_id, ref, request)

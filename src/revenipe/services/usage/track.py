@@ -34,6 +34,7 @@ from revenipe.services.outbound import emit as outbound_emit
 from revenipe.storage import customers as customer_store
 from revenipe.storage import grants as grant_store
 from revenipe.storage import sources as source_store
+from revenipe.storage import tracks as track_store
 from revenipe.storage import usage_events as usage_store
 
 
@@ -128,7 +129,7 @@ class _ReadAhead:
 
 def _candidates_ahead(
     catalog: Catalog, app_id: Any, ref: CustomerRef, request: _Request
-) -> grant_store.CandidateQuery | None:
+) -> track_store.CandidateQuery | None:
     """The candidate grants' query of this track as `catalog` would decide it, or None
     when it names nothing that draws on grants there."""
     if not isinstance(app_id, str):
@@ -143,7 +144,7 @@ def _candidates_ahead(
     entitlement_ids = holds.entitlements_of(catalog, tracked_id)
     if entitlement_ids is None:
         return None
-    return grant_store.CandidateQuery.of(
+    return track_store.CandidateQuery.of(
         app_id,
         customer_id=ref.customer_id,
         external_id=None if ref.customer_id is not None else ref.external_id,
@@ -267,7 +268,7 @@ def track(
     job, locks = _track_job(ctx, app_id, ref, request, create_customer)
     try:
         return ctx.db.write_grouped(job, key=locks)
-    except usage_store.IdempotencyKeyTaken:
+    except track_store.IdempotencyKeyTaken:
         # A concurrent track with the same key committed while this one waited for the
         # customer's lock (PostgreSQL's lock re-check does not refresh joined rows); the
         # unique index refused the second event. Again: this time it is a replay.
@@ -291,7 +292,7 @@ async def track_async(
     job, locks = _track_job(ctx, app_id, ref, request, create_customer)
     try:
         return await ctx.db.write_grouped_async(job, key=locks)
-    except usage_store.IdempotencyKeyTaken:  # as in `track`
+    except track_store.IdempotencyKeyTaken:  # as in `track`
         return await ctx.db.write_grouped_async(job, key=locks)
 
 
@@ -299,12 +300,28 @@ def _track_job(
     ctx: ServiceContext, app_id: str, ref: CustomerRef, request: _Request, create_customer: bool
 ) -> tuple[Callable[[Connection], TrackResult], tuple[str, str | None, str | None]]:
     """The track as a job of a group commit, and what it locks (docs/adr/0015): one
-    customer's tracks are decided one after another, in the order they came."""
+    customer's tracks are decided one after another, in the order they came.
+
+    On PostgreSQL the customer's candidate grants travel with the lock (one round trip
+    less), chosen by the newest catalog this process has seen; used only if the lock
+    finds that catalog current and nothing fell due. The job carries what it locks
+    (`track_lock`): a batch of tracks reads it for all its jobs at once
+    (`storage.track_batch`)."""
+    app_key = app_id if isinstance(app_id, str) else ""
+    guess = None if ctx.db.is_sqlite else ctx.catalogs.newest(app_id)
+    lock_request = track_store.TrackLockRequest(
+        app_key,
+        customer_id=ref.customer_id,
+        external_id=ref.external_id,
+        idempotency_key=request.idempotency_key,
+        candidates=_candidates_ahead(guess, app_id, ref, request) if guess is not None else None,
+    )
 
     def job(conn: Connection) -> TrackResult:
-        return _track_in(conn, ctx, app_id, ref, request, create_customer)
+        return _track_in(conn, ctx, app_id, ref, request, create_customer, lock_request, guess)
 
-    return job, (app_id if isinstance(app_id, str) else "", ref.customer_id, ref.external_id)
+    job.track_lock = lock_request  # type: ignore[attr-defined]
+    return job, (app_key, ref.customer_id, ref.external_id)
 
 
 def _track_in(
@@ -314,34 +331,26 @@ def _track_in(
     ref: CustomerRef,
     request: _Request,
     create_customer: bool,
+    lock_request: track_store.TrackLockRequest,
+    guess: Catalog | None,
 ) -> TrackResult:
     """The track itself, inside the write transaction it shares with its batch."""
     # The common case, one round trip: the customer exists; lock it, read the app's
     # catalog version and clock, and any usage event already under this key.
-    # On PostgreSQL the customer's candidate grants travel with the lock (one round
-    # trip less), chosen by the newest catalog this process has seen; used only if the
-    # lock finds that catalog current and nothing fell due.
-    guess = None if ctx.db.is_sqlite else ctx.catalogs.newest(app_id)
-    ahead = _candidates_ahead(guess, app_id, ref, request) if guess is not None else None
-    lock = usage_store.lock_for_track(
-        conn,
-        app_id if isinstance(app_id, str) else "",
-        customer_id=ref.customer_id,
-        external_id=ref.external_id,
-        idempotency_key=request.idempotency_key,
-        candidates=ahead,
-    )
+    lock = track_store.lock_for_track(conn, lock_request)
     if lock is None:
         app = ctx.require_app(conn, app_id)
         customer = locked_customer(
             ctx, conn, app, ref, create=create_customer, now=ctx.now_for(app)
         )
-        lock = usage_store.lock_for_track(
+        lock = track_store.lock_for_track(
             conn,
-            app.id,
-            customer_id=customer.id,
-            external_id=None,
-            idempotency_key=request.idempotency_key,
+            track_store.TrackLockRequest(
+                app.id,
+                customer_id=customer.id,
+                external_id=None,
+                idempotency_key=request.idempotency_key,
+            ),
         )
         if lock is None:
             raise InvariantViolation(
@@ -352,6 +361,7 @@ def _track_in(
     now = app_time(ctx.now(), lock.clock_offset_seconds)
     catalog = ctx.catalogs.get(conn, app_id, lock.catalog_version)
     read_ahead = None
+    ahead = lock_request.candidates
     if ahead is not None and lock.candidates is not None and catalog is guess:
         read_ahead = _ReadAhead(ahead.entitlement_ids, ahead.source_id, lock.candidates)
     if lock.due_at is not None and lock.due_at <= now:
@@ -458,7 +468,7 @@ def _record(
     # nothing else), which is cheaper to write.
     decided = {g.id: g for g in decision.grants}
     settled = {g.id for g in evaluation.changed}
-    usage_store.record_track(
+    track_store.record_track(
         conn,
         event,
         [decided.get(g.id, g) for g in evaluation.changed],

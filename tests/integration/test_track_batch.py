@@ -1,0 +1,338 @@
+"""A batch of tracks read and written together (storage.tracks, docs/adr/0015): on
+PostgreSQL the batch locks and reads for all its tracks at once and sends their writes
+together; every track must still get the answer it would have had alone, whatever its
+neighbours are, and every statement in between must see what the tracks before it
+wrote. SQLite runs the same calls one after another in its batch: the same answers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, text
+
+import revenipe
+from revenipe import RevenipeError
+from revenipe.services import customers as customer_service
+from revenipe.services.customers import CustomerRef
+from revenipe.services.usage import track as track_service
+from revenipe.storage import database as database_module
+from revenipe.storage import grants as grant_store
+from revenipe.storage import tracks as track_store
+
+from support import DEMO_CATALOG, assert_verified
+
+Outcome = tuple[str, Any]
+Call = Callable[[], Any]
+
+
+def _outcome(call: Call) -> Outcome:
+    try:
+        result = call()
+    except RevenipeError as exc:
+        return ("error", exc.code)
+    except Exception as exc:
+        return ("failure", type(exc).__name__)
+    if isinstance(result, int):
+        return ("balance", result)
+    return ("answer", (result.success, result.consumed, result.remaining, result.error))
+
+
+def _by_id(app: revenipe.App, customer_id: str, value: int, key: str | None = None) -> Call:
+    """A track naming the customer by our id (as the client protocol does)."""
+    return lambda: track_service.track(
+        app.context,
+        app.app_id,
+        CustomerRef(customer_id=customer_id),
+        "credits",
+        value,
+        idempotency_key=key,
+    )
+
+
+def _balance_read(app: revenipe.App, customer_id: str) -> Call:
+    """A job of the batch that reads the customer's grants, as any other write may."""
+
+    def job(conn: Connection) -> int:
+        return sum(row.grant.balance for row in grant_store.list_active_grants(conn, customer_id))
+
+    return lambda: app.context.db.write_grouped(job, key=(app.app_id, customer_id, None))
+
+
+def _pack_for(app: revenipe.App, customer_id: str) -> Call:
+    """A job of the batch that gives the customer a pack of 50 credits (not a track)."""
+
+    def job(conn: Connection) -> int:
+        catalog = app.catalog()
+        customer_service.grant_product_in(
+            conn,
+            app.app_id,
+            customer_id,
+            catalog,
+            catalog.products_by_id["pack_50"],
+            app.context.now(),
+            kind=customer_service.SourceKind.MANUAL,
+        )
+        return 50
+
+    return lambda: app.context.db.write_grouped(job, key=(app.app_id, customer_id, None))
+
+
+def _calls(app: revenipe.App) -> list[tuple[Call, bool]]:
+    """Alice, Bob and Carol hold the free plan's 100 credits each; each call, and
+    whether it names its customer by our id (none raises: a job that raises makes the
+    batch run again job by job, test_group_commit_batches). A batch runs the calls naming customers
+    by external id first, then those naming them by id (its lock order); in each, in
+    the order handed in."""
+    alice, bob, carol = (app.login(name) for name in ("alice", "bob", "carol"))
+    app.track("carol", "credits", 40, idempotency_key="earlier")
+    return [
+        (lambda: app.track("alice", "credits", 30), False),
+        (_by_id(app, alice, 80), True),  # after Alice's 30 and 70: a refusal
+        (lambda: app.track("bob", "credits", 500), False),  # a refusal
+        (_balance_read(app, alice), True),  # 0: sees the tracks before it
+        (lambda: app.track("carol", "credits", 40, idempotency_key="earlier"), False),  # replay
+        (_by_id(app, bob, 100), True),  # exactly what Bob holds
+        (_pack_for(app, bob), True),
+        (_by_id(app, bob, 50), True),  # what the pack gave
+        (lambda: app.track("alice", "credits", 70), False),  # exactly what is left
+        (_balance_read(app, carol), True),  # 0
+        (lambda: app.track("dave", "credits", 5), False),  # no such customer yet: refused
+        (lambda: app.track("carol", "credits", 60), False),
+    ]
+
+
+EXPECTED_KINDS = [*["answer"] * 3, "balance", *["answer"] * 2, "balance", *["answer"] * 2]
+EXPECTED_KINDS += ["balance", "answer", "answer"]
+
+
+def _written(backend: revenipe.Backend, app: revenipe.App) -> tuple[Any, ...]:
+    """What the database holds after the calls: each customer's available credits and
+    the number of usage events and ledger entries, as a track's answer promises them."""
+    available: list[int | None] = []
+    for name in ("alice", "bob", "carol", "dave"):
+        try:
+            available.append(app.check(name, "credits", 1).available)
+        except RevenipeError:  # no such customer
+            available.append(None)
+    with backend.database.read() as conn:
+        counts = conn.execute(
+            text(
+                "SELECT (SELECT COUNT(*) FROM usage_events WHERE app_id = :app), "
+                "(SELECT COUNT(*) FROM ledger_entries WHERE app_id = :app)"
+            ),
+            {"app": app.app_id},
+        ).one()
+    return (*available, *counts)
+
+
+def _new_app(backend: revenipe.Backend, name: str) -> revenipe.App:
+    return backend.app(backend.create_app(name, revenipe.load_catalog(DEMO_CATALOG)).app.id)
+
+
+def _alone(
+    backend: revenipe.Backend, calls_of: Callable[[revenipe.App], list[tuple[Call, bool]]]
+) -> tuple[list[Outcome | None], tuple[Any, ...]]:
+    """Each call alone, in the order a batch runs them; and what was written."""
+    app = _new_app(backend, "alone")
+    calls = calls_of(app)
+    outcomes: list[Outcome | None] = [None] * len(calls)
+    for by_id in (False, True):
+        for index, (call, named_by_id) in enumerate(calls):
+            if named_by_id == by_id:
+                outcomes[index] = _outcome(call)
+    return outcomes, _written(backend, app)
+
+
+def _in_one_batch(
+    backend: revenipe.Backend,
+    monkeypatch: pytest.MonkeyPatch,
+    app: revenipe.App,
+    calls_of: Callable[[revenipe.App], list[tuple[Call, bool]]],
+) -> tuple[list[Outcome | None], list[int]]:
+    """The calls, handed in one after another while a job holds the only lane, so
+    that they run in one batch once it lets go."""
+    database = backend.database
+    calls = [call for call, _ in calls_of(app)]  # (customers set up outside the batch)
+    monkeypatch.setattr(database_module, "POSTGRES_WRITE_LANES", 1)
+    database._group = None  # a fresh committer: one lane, and the spy below
+    batches: list[int] = []
+    run_jobs = database._run_jobs
+
+    def spy(lane: int, batch: Sequence[Any]) -> list[Any]:
+        batches.append(len(batch))
+        return run_jobs(lane, batch)
+
+    monkeypatch.setattr(database, "_run_jobs", spy)
+    gate = threading.Event()
+    holder = threading.Thread(
+        target=database.write_grouped, args=(lambda conn: gate.wait(10),), kwargs={"key": ()}
+    )
+    holder.start()
+    while not batches:
+        time.sleep(0.001)
+    outcomes: list[Outcome | None] = [None] * len(calls)
+    threads = []
+    for index, call in enumerate(calls):
+
+        def run(index: int = index, call: Call = call) -> None:
+            outcomes[index] = _outcome(call)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        threads.append(thread)
+        _wait_queued(database, index + 1)
+    gate.set()
+    for thread in [holder, *threads]:
+        thread.join(30)
+    return outcomes, batches
+
+
+def _wait_queued(database: Any, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while sum(len(lane.queue) for lane in database._group._lanes) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} calls never queued")
+        time.sleep(0.001)
+
+
+def test_tracks_of_one_batch_answer_as_if_each_ran_alone(
+    backend: revenipe.Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected, written = _alone(backend, _calls)
+    assert [outcome[0] for outcome in expected if outcome] == EXPECTED_KINDS
+    assert expected[1] == ("answer", (False, 0, 0, "insufficient_balance"))
+    assert expected[3] == ("balance", 0)
+    assert expected[5] == ("answer", (True, 100, 0, None))
+    assert expected[7] == ("answer", (True, 50, 0, None))
+    assert expected[9] == ("balance", 0)
+    app = _new_app(backend, "batched")
+    outcomes, batches = _in_one_batch(backend, monkeypatch, app, _calls)
+    assert batches == [1, len(expected)], "the calls were not decided in one transaction"
+    assert outcomes == expected
+    assert _written(backend, app) == written
+    assert_verified(backend, app.app_id)
+
+
+def _one_customer_two_ways(app: revenipe.App) -> list[tuple[Call, bool]]:
+    """Alice by external id and by our id, nothing else: both read ahead by the batch."""
+    alice = app.login("alice")
+    return [(lambda: app.track("alice", "credits", 60), False), (_by_id(app, alice, 60), True)]
+
+
+def test_one_customer_named_two_ways_in_one_batch_is_never_overspent(
+    backend: revenipe.Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected, written = _alone(backend, _one_customer_two_ways)
+    assert expected == [
+        ("answer", (True, 60, 40, None)),
+        ("answer", (False, 0, 40, "insufficient_balance")),
+    ]
+    app = _new_app(backend, "batched")
+    outcomes, batches = _in_one_batch(backend, monkeypatch, app, _one_customer_two_ways)
+    assert batches == [1, 2]
+    assert outcomes == expected
+    assert _written(backend, app) == written
+    assert_verified(backend, app.app_id)
+
+
+def _one_hot_customer(app: revenipe.App) -> list[tuple[Call, bool]]:
+    """Alice's tracks only: across her grants (100 free credits, then a pack of 50), a
+    replay of a key used earlier in the same batch, a reused key, a refusal, and reads
+    of her grants after them."""
+    alice = app.login("alice")
+    app.grant_product("alice", "pack_50")
+    return [
+        (lambda: app.track("alice", "credits", 60, idempotency_key="a"), False),
+        (lambda: app.track("alice", "credits", 30), False),
+        (lambda: app.track("alice", "credits", 60, idempotency_key="a"), False),  # replay
+        (lambda: app.track("alice", "credits", 50), False),  # 60 left: crosses into the pack
+        (lambda: app.track("alice", "credits", 11), False),  # 10 left: a refusal
+        (lambda: app.track("alice", "credits", 10, idempotency_key="b"), False),
+        (_by_id(app, alice, 1), True),  # nothing left
+        (_balance_read(app, alice), True),
+    ]
+
+
+def test_one_customers_tracks_in_one_batch_decide_on_each_others_writes(
+    backend: revenipe.Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected, written = _alone(backend, _one_hot_customer)
+    assert expected[3] == ("answer", (True, 50, 10, None))
+    assert expected[4] == ("answer", (False, 0, 10, "insufficient_balance"))
+    assert expected[7] == ("balance", 0)
+    app = _new_app(backend, "batched")
+    reruns: list[int] = []
+    rerun = backend.database._run_each_behind_a_savepoint
+    monkeypatch.setattr(
+        backend.database,
+        "_run_each_behind_a_savepoint",
+        lambda batch, order: reruns.append(len(batch)) or rerun(batch, order),
+    )
+    outcomes, batches = _in_one_batch(backend, monkeypatch, app, _one_hot_customer)
+    assert batches == [1, 8]
+    assert reruns == [], "the batch failed and ran again job by job"
+    assert outcomes == expected
+    assert _written(backend, app) == written
+    assert_verified(backend, app.app_id)
+
+
+def _distinct_customers(app: revenipe.App) -> list[tuple[Call, bool]]:
+    """Tracks of three customers that neither empty nor are refused (which would look
+    for webhook endpoints, a statement): the batch sends their writes together."""
+    for name in ("alice", "bob", "carol"):
+        app.login(name)
+    return [
+        (lambda: app.track("alice", "credits", 10), False),
+        (lambda: app.track("bob", "credits", 20), False),
+        (lambda: app.track("carol", "credits", 30, idempotency_key="c"), False),
+    ]
+
+
+def _sends(monkeypatch: pytest.MonkeyPatch, fail_first: bool) -> list[int]:
+    """The sizes of the kept writes' sends, the first failing if `fail_first`."""
+    sent: list[int] = []
+    insert = track_store.insert_track_records
+
+    def spy(conn: Connection, records: Sequence[Any]) -> None:
+        sent.append(len(records))
+        if fail_first and len(sent) == 1:
+            raise RuntimeError("the database refused the batch's writes")
+        insert(conn, records)
+
+    monkeypatch.setattr(track_store, "insert_track_records", spy)
+    return sent
+
+
+def test_the_writes_of_a_batch_are_sent_together_before_it_commits(
+    backend: revenipe.Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected, written = _alone(backend, _distinct_customers)
+    sent = _sends(monkeypatch, fail_first=False)
+    app = _new_app(backend, "batched")
+    outcomes, _ = _in_one_batch(backend, monkeypatch, app, _distinct_customers)
+    assert outcomes == expected
+    assert _written(backend, app) == written
+    assert_verified(backend, app.app_id)
+    assert sent == ([1, 1, 1] if backend.database.is_sqlite else [3])
+
+
+def test_a_failed_send_runs_the_batch_again_job_by_job(
+    backend: revenipe.Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writes the batch kept fail together (a database error on their statement):
+    the batch is rolled back and runs again, each job behind a savepoint, writing
+    nothing twice."""
+    expected, written = _alone(backend, _distinct_customers)
+    sent = _sends(monkeypatch, fail_first=True)
+    app = _new_app(backend, "failing")
+    outcomes, _ = _in_one_batch(backend, monkeypatch, app, _distinct_customers)
+    assert outcomes == expected
+    assert _written(backend, app) == written
+    assert_verified(backend, app.app_id)
+    # SQLite writes each track as it goes (the first write fails); on PostgreSQL the
+    # three went together and failed. Then, job by job, each was written on its own.
+    assert sent == ([1, 1, 1, 1] if backend.database.is_sqlite else [3, 1, 1, 1])
