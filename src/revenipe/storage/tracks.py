@@ -35,7 +35,7 @@ from revenipe.storage.driver_sql import (
     BEFORE_STATEMENT,
     Sql,
     cached_sql,
-    execute,
+    execute_many,
     fetch_all,
     fetch_all_together,
     fetch_one,
@@ -173,26 +173,29 @@ class TrackRecord:
 
 
 def insert_track_records(conn: Connection, records: Sequence[TrackRecord]) -> None:
-    """Write `records` in order; one round trip on PostgreSQL (pipeline mode)."""
+    """Write `records` in order, in one round trip on PostgreSQL (pipeline mode): their
+    events, each grant they changed as the last of them left it (balance, period and
+    status if any of them changed more than the balance), their ledger entries."""
+    whole: dict[str, bool] = {}
+    last: dict[str, Grant] = {}
+    for record in records:
+        for grant in record.states:
+            last[grant.id], whole[grant.id] = grant, True
+        for grant in record.balances:
+            last[grant.id], whole[grant.id] = grant, whole.get(grant.id, False)
     with _idempotency_checked(records), pipelined(conn):
+        execute_many(conn, _INSERT_EVENT, [EVENT_COLUMNS.params(conn, r.event) for r in records])
+        save_grant_states(conn, [g for g in last.values() if whole[g.id]])
+        save_balances(conn, [g for g in last.values() if not whole[g.id]])
         for record in records:
             event = record.event
-            execute(conn, _INSERT_EVENT, EVENT_COLUMNS.params(conn, event))
-            save_grant_states(conn, record.states)
-            save_balances(conn, record.balances)
+            # Settling writes resets and expiries, never `consumed` entries: the event
+            # id goes to the consumption's entries only (`insert_entries`).
             insert_entries(
                 conn,
                 event.app_id,
                 event.customer_id,
-                record.settlement,
-                event.created_at,
-                by_track=True,
-            )
-            insert_entries(
-                conn,
-                event.app_id,
-                event.customer_id,
-                record.consumption,
+                [*record.settlement, *record.consumption],
                 event.created_at,
                 usage_event_id=event.id,
                 by_track=True,
