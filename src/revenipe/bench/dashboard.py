@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sqlite3
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -36,6 +37,7 @@ import revenipe
 from revenipe.bench import workload
 from revenipe.bench.databases import libpq_url
 from revenipe.bench.scale import TEMPLATE, BulkLoader
+from revenipe.engine.errors import InvariantViolation
 from revenipe.services import rollups
 from revenipe.storage.database import _MIGRATIONS_DIR, LATEST_REVISION
 
@@ -143,6 +145,18 @@ def schema_tag() -> str:
     return f"r{LATEST_REVISION}_{digest.hexdigest()[:8]}"
 
 
+def _self_contained(path: Path) -> None:
+    """Fold the write-ahead log of the SQLite file at `path` into it and leave WAL mode,
+    so that renaming the file moves all of it: a `-wal` file stays behind under the old
+    name (a reopened copy then missed rows, or failed with "disk I/O error"). Leaving
+    WAL mode needs the only connection: it fails loudly if one is still open."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        mode = db.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+    if mode != "delete":
+        raise InvariantViolation(f"{path}: still in {mode} mode: a connection is open")
+
+
 def cached_sqlite(cache: Path, customers: int, say: Callable[[str], None]) -> BuiltDatabase:
     """The SQLite bench database from the cache folder, built there first if missing."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -156,6 +170,9 @@ def cached_sqlite(cache: Path, customers: int, say: Callable[[str], None]) -> Bu
     for leftover in (building, Path(f"{building}-wal"), Path(f"{building}-shm")):
         leftover.unlink(missing_ok=True)
     built = build(f"sqlite:///{building}", customers, say)
+    _self_contained(building)
+    for stale in (Path(f"{final}-wal"), Path(f"{final}-shm")):
+        stale.unlink(missing_ok=True)
     os.replace(building, final)
     return BuiltDatabase(
         f"sqlite:///{final}",
