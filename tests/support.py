@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import calendar
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
 
 import revenipe
+from revenipe.storage import database as database_module
+
+T = TypeVar("T")
 
 
 class Clock:
@@ -82,6 +91,57 @@ products:
 def assert_verified(backend: revenipe.Backend, app_id: str | None = None) -> None:
     report = backend.verify(app_id)
     assert report.ok, "\n".join(report.problems)
+
+
+def run_in_one_batch(
+    monkeypatch: pytest.MonkeyPatch,
+    database: Any,
+    calls: Sequence[Callable[[], T]],
+    hold_key: Hashable = (),
+) -> tuple[list[T | None], list[int]]:
+    """Run `calls` in one group-commit batch (docs/adr/0015), in this order: a job
+    holds the only write lane while the calls are handed in one after another, then
+    lets go. Returns what each call returned and the size of every batch run."""
+    monkeypatch.setattr(database_module, "POSTGRES_WRITE_LANES", 1)
+    database._group = None  # a fresh committer: one lane, and the spy below
+    batches: list[int] = []
+    run_jobs = database._run_jobs
+
+    def spy(lane: int, batch: Sequence[Any]) -> list[Any]:
+        batches.append(len(batch))
+        return run_jobs(lane, batch)
+
+    monkeypatch.setattr(database, "_run_jobs", spy)
+    gate = threading.Event()
+    holder = threading.Thread(
+        target=database.write_grouped, args=(lambda conn: gate.wait(10),), kwargs={"key": hold_key}
+    )
+    holder.start()
+    while not batches:
+        time.sleep(0.001)
+    results: list[T | None] = [None] * len(calls)
+    threads = []
+    for index, call in enumerate(calls):
+
+        def run(index: int = index, call: Callable[[], T] = call) -> None:
+            results[index] = call()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        threads.append(thread)
+        _wait_queued(database, index + 1)
+    gate.set()
+    for thread in [holder, *threads]:
+        thread.join(30)
+    return results, batches
+
+
+def _wait_queued(database: Any, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while sum(len(lane.queue) for lane in database._group._lanes) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} calls never queued")
+        time.sleep(0.001)
 
 
 # --- the property tests' own time arithmetic (independent of the engine's) ---------

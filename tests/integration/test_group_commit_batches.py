@@ -3,9 +3,7 @@ they would have had alone, whatever their neighbours do (docs/adr/0015)."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +12,7 @@ from sqlalchemy import Connection, text
 import revenipe
 from revenipe import ErrorCode, RevenipeError
 
-from support import DEMO_CATALOG, assert_verified
+from support import DEMO_CATALOG, assert_verified, run_in_one_batch
 
 Outcome = tuple[str, Any]
 
@@ -70,51 +68,14 @@ def test_a_batch_answers_each_track_as_if_it_ran_alone(
     assert expected[1] == ("error", ErrorCode.IDEMPOTENCY_KEY_REUSED)
     assert expected[5] == ("answer", (True, 70, 0, None))
 
-    database = backend.database
-    database._group = None  # a fresh committer, built with the spy below
-    batches: list[int] = []
-    run_jobs = database._run_jobs
-
-    def spy(lane: int, batch: Sequence[Any]) -> list[Any]:
-        batches.append(len(batch))
-        return run_jobs(lane, batch)
-
-    monkeypatch.setattr(database, "_run_jobs", spy)
     app = backend.app(backend.create_app("batched", revenipe.load_catalog(DEMO_CATALOG)).app.id)
     app.login("alice")  # the customer exists, with the free plan's 100 credits
-    gate = threading.Event()
-
-    def hold(conn: Connection) -> None:
-        gate.wait(10)
-
-    holder = threading.Thread(
-        target=database.write_grouped, args=(hold,), kwargs={"key": (app.app_id, None, "alice")}
+    outcomes, batches = run_in_one_batch(
+        monkeypatch,
+        backend.database,
+        [lambda call=call: _outcome(call) for call in _calls(app)],
+        hold_key=(app.app_id, None, "alice"),
     )
-    holder.start()
-    while not batches:
-        time.sleep(0.001)
-    outcomes: list[Outcome | None] = [None] * 6
-    threads = []
-    for index, call in enumerate(_calls(app)):
-
-        def run(index: int = index, call: Callable[[], Any] = call) -> None:
-            outcomes[index] = _outcome(call)
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        threads.append(thread)
-        _wait_queued(database, index + 1)  # handed in one after another, in this order
-    gate.set()
-    for thread in [holder, *threads]:
-        thread.join(30)
     assert batches == [1, 6], "the six calls were not decided in one shared transaction"
     assert outcomes == expected
     assert_verified(backend, app.app_id)
-
-
-def _wait_queued(database: Any, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while sum(len(lane.queue) for lane in database._group._lanes) < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{count} calls never queued")
-        time.sleep(0.001)

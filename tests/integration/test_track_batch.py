@@ -6,8 +6,6 @@ wrote. SQLite runs the same calls one after another in its batch: the same answe
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,11 +17,10 @@ from revenipe import RevenipeError
 from revenipe.services import customers as customer_service
 from revenipe.services.customers import CustomerRef
 from revenipe.services.usage import track as track_service
-from revenipe.storage import database as database_module
 from revenipe.storage import grants as grant_store
 from revenipe.storage import tracks as track_store
 
-from support import DEMO_CATALOG, assert_verified
+from support import DEMO_CATALOG, assert_verified, run_in_one_batch
 
 Outcome = tuple[str, Any]
 Call = Callable[[], Any]
@@ -153,50 +150,11 @@ def _in_one_batch(
     app: revenipe.App,
     calls_of: Callable[[revenipe.App], list[tuple[Call, bool]]],
 ) -> tuple[list[Outcome | None], list[int]]:
-    """The calls, handed in one after another while a job holds the only lane, so
-    that they run in one batch once it lets go."""
-    database = backend.database
-    calls = [call for call, _ in calls_of(app)]  # (customers set up outside the batch)
-    monkeypatch.setattr(database_module, "POSTGRES_WRITE_LANES", 1)
-    database._group = None  # a fresh committer: one lane, and the spy below
-    batches: list[int] = []
-    run_jobs = database._run_jobs
-
-    def spy(lane: int, batch: Sequence[Any]) -> list[Any]:
-        batches.append(len(batch))
-        return run_jobs(lane, batch)
-
-    monkeypatch.setattr(database, "_run_jobs", spy)
-    gate = threading.Event()
-    holder = threading.Thread(
-        target=database.write_grouped, args=(lambda conn: gate.wait(10),), kwargs={"key": ()}
+    """The calls run in one batch (customers set up outside it)."""
+    calls = [call for call, _ in calls_of(app)]
+    return run_in_one_batch(
+        monkeypatch, backend.database, [lambda call=call: _outcome(call) for call in calls]
     )
-    holder.start()
-    while not batches:
-        time.sleep(0.001)
-    outcomes: list[Outcome | None] = [None] * len(calls)
-    threads = []
-    for index, call in enumerate(calls):
-
-        def run(index: int = index, call: Call = call) -> None:
-            outcomes[index] = _outcome(call)
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        threads.append(thread)
-        _wait_queued(database, index + 1)
-    gate.set()
-    for thread in [holder, *threads]:
-        thread.join(30)
-    return outcomes, batches
-
-
-def _wait_queued(database: Any, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while sum(len(lane.queue) for lane in database._group._lanes) < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{count} calls never queued")
-        time.sleep(0.001)
 
 
 def test_tracks_of_one_batch_answer_as_if_each_ran_alone(
@@ -307,32 +265,23 @@ def _sends(monkeypatch: pytest.MonkeyPatch, fail_first: bool) -> list[int]:
     return sent
 
 
+@pytest.mark.parametrize("fail_first", [False, True], ids=["sent", "send-fails"])
 def test_the_writes_of_a_batch_are_sent_together_before_it_commits(
-    backend: revenipe.Backend, monkeypatch: pytest.MonkeyPatch
+    backend: revenipe.Backend, monkeypatch: pytest.MonkeyPatch, fail_first: bool
 ) -> None:
+    """The kept writes go together before the commit. If their statement fails (a
+    database error), the batch is rolled back and runs again, each job behind a
+    savepoint, writing nothing twice."""
     expected, written = _alone(backend, _distinct_customers)
-    sent = _sends(monkeypatch, fail_first=False)
+    sent = _sends(monkeypatch, fail_first=fail_first)
     app = _new_app(backend, "batched")
     outcomes, _ = _in_one_batch(backend, monkeypatch, app, _distinct_customers)
     assert outcomes == expected
     assert _written(backend, app) == written
     assert_verified(backend, app.app_id)
-    assert sent == ([1, 1, 1] if backend.database.is_sqlite else [3])
-
-
-def test_a_failed_send_runs_the_batch_again_job_by_job(
-    backend: revenipe.Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The writes the batch kept fail together (a database error on their statement):
-    the batch is rolled back and runs again, each job behind a savepoint, writing
-    nothing twice."""
-    expected, written = _alone(backend, _distinct_customers)
-    sent = _sends(monkeypatch, fail_first=True)
-    app = _new_app(backend, "failing")
-    outcomes, _ = _in_one_batch(backend, monkeypatch, app, _distinct_customers)
-    assert outcomes == expected
-    assert _written(backend, app) == written
-    assert_verified(backend, app.app_id)
-    # SQLite writes each track as it goes (the first write fails); on PostgreSQL the
-    # three went together and failed. Then, job by job, each was written on its own.
-    assert sent == ([1, 1, 1, 1] if backend.database.is_sqlite else [3, 1, 1, 1])
+    # SQLite writes each track as it goes; on PostgreSQL the three go together. After a
+    # failure (the first write on SQLite, the three on PostgreSQL), each job on its own.
+    if backend.database.is_sqlite:
+        assert sent == ([1, 1, 1, 1] if fail_first else [1, 1, 1])
+    else:
+        assert sent == ([3, 1, 1, 1] if fail_first else [3])
