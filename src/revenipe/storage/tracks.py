@@ -6,7 +6,7 @@ entries, pipelined into one round trip on PostgreSQL).
 
 On PostgreSQL the tracks of one group-commit batch run together (`batched`): before
 its jobs run, the batch reads the locks of all its tracks (with the usage event under
-each one's idempotency key) and their customers' candidate grants in two statements;
+each one's idempotency key) and their customers' candidate grants in one round trip;
 each track's writes are kept and sent together before the batch commits, or before
 any other statement runs on the connection (`driver_sql.BEFORE_STATEMENT`), so that
 every statement sees what the tracks before it wrote. A job uses what was read for it
@@ -36,7 +36,6 @@ from revenipe.storage.driver_sql import (
     Sql,
     cached_sql,
     execute_many,
-    fetch_all,
     fetch_all_together,
     fetch_one,
     pipelined,
@@ -50,24 +49,22 @@ from revenipe.storage.usage_events import EVENT_COLUMNS, UsageEventRow
 _INSERT_EVENT = EVENT_COLUMNS.insert()
 
 
-_ACTIVE_OF_CUSTOMERS = Sql(
+_REQUESTED = """
+    unnest(%(app_ids)s::text[], %(customer_ids)s::text[], %(external_ids)s::text[])
+        AS r(app_id, customer_id, external_id)
+    JOIN customers c ON c.app_id = r.app_id AND c.id = COALESCE(
+        r.customer_id,
+        (SELECT x.id FROM customers x WHERE x.app_id = r.app_id AND x.external_id = r.external_id))
+"""
+"""The customers of a batch's track requests, each named by its id or its external id."""
+
+_ACTIVE_OF_REQUESTED = Sql(
     f"SELECT customer_id, {GRANT_COLUMNS.select} FROM grants "
-    "WHERE customer_id = ANY(%(customer_ids)s::text[]) AND status = 'active' "
+    f"WHERE customer_id IN (SELECT c.id FROM {_REQUESTED}) AND status = 'active' "
     "AND entitlement_id = ANY(%(entitlement_ids)s::text[])"
 )
-
-
-def _active_grants_of_customers(
-    conn: Connection, customer_ids: Sequence[str], entitlement_ids: Sequence[str]
-) -> list[tuple[str, GrantRow]]:
-    """PostgreSQL: `list_active_grants` of many customers at once, each row with its
-    customer's id (a batch of tracks, `map_track_locks`)."""
-    rows = fetch_all(
-        conn,
-        _ACTIVE_OF_CUSTOMERS,
-        {"customer_ids": list(customer_ids), "entitlement_ids": list(entitlement_ids)},
-    )
-    return [(row[0], GrantRow.read(row[1:])) for row in rows]
+"""`list_active_grants` of the customers of many track requests at once, each row with
+its customer's id (`map_track_locks`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,35 +309,48 @@ def map_track_locks(
 ) -> tuple[dict[TrackLockRequest, TrackLock | None], dict[str, list[GrantRow]]]:
     """PostgreSQL: `lock_for_track` of each request (None: no such customer) without its
     candidates, and the active grants of every entitlement some request asks for, of
-    every customer those requests locked (by customer id), in two statements for all
-    of them: the locks, then the grants in a statement of its own, so that it reads
-    what was committed before the locks were granted (READ COMMITTED)."""
-    rows = fetch_all(
-        conn,
-        _LOCK_MANY,
-        {
-            "positions": list(range(len(requests))),
-            "app_ids": [r.app_id for r in requests],
-            "customer_ids": [r.customer_id for r in requests],
-            "external_ids": [r.external_id if r.customer_id is None else None for r in requests],
-            "keys": [r.idempotency_key for r in requests],
-        },
-    )
+    every customer those requests locked (by customer id), in one round trip for all of
+    them: the locks, then the grants in a statement of its own sent with them, which
+    PostgreSQL runs once the locks are granted and which so reads what was committed
+    before (READ COMMITTED takes a snapshot per statement)."""
+    statements = [
+        (
+            _LOCK_MANY,
+            {
+                **_named(requests),
+                "positions": list(range(len(requests))),
+                "keys": [r.idempotency_key for r in requests],
+            },
+        )
+    ]
+    asking = [r for r in requests if r.candidates is not None]
+    if asking:
+        entitlement_ids = {e for r in asking for e in r.candidates.entitlement_ids}  # type: ignore[union-attr]
+        statements.append(
+            (_ACTIVE_OF_REQUESTED, {**_named(asking), "entitlement_ids": sorted(entitlement_ids)})
+        )
+    rows, *grant_rows = fetch_all_together(conn, statements)
     locks: dict[TrackLockRequest, TrackLock | None] = dict.fromkeys(requests)
-    asking: dict[str, set[str]] = {}  # customer id -> entitlements asked
+    grants: dict[str, list[GrantRow]] = {}
     for row in rows:
         request = requests[row[0]]
         lock = locks[request] = _track_lock(row[1:], None)
         if request.candidates is not None:
-            asking.setdefault(lock.customer_id, set()).update(request.candidates.entitlement_ids)
-    grants: dict[str, list[GrantRow]] = {customer_id: [] for customer_id in asking}
-    if asking:
-        entitlements = sorted(set().union(*asking.values()))
-        for customer_id, grant_row in _active_grants_of_customers(
-            conn, sorted(asking), entitlements
-        ):
-            grants[customer_id].append(grant_row)
+            grants.setdefault(lock.customer_id, [])
+    for row in grant_rows[0] if grant_rows else ():
+        if row[0] in grants:
+            grants[row[0]].append(GrantRow.read(row[1:]))
     return locks, grants
+
+
+def _named(requests: Sequence[TrackLockRequest]) -> dict[str, list[str | None]]:
+    """The customers of `requests` as `_REQUESTED` takes them, each by id or else by
+    external id."""
+    return {
+        "app_ids": [r.app_id for r in requests],
+        "customer_ids": [r.customer_id for r in requests],
+        "external_ids": [r.external_id if r.customer_id is None else None for r in requests],
+    }
 
 
 NOT_READ = object()
@@ -449,7 +459,7 @@ def _candidates(rows: list[GrantRow], query: CandidateQuery) -> list[GrantRow]:
 def batched(conn: Connection, requests: Sequence[TrackLockRequest | None]) -> Iterator[None]:
     """Run the jobs of a PostgreSQL group-commit batch inside this block, `requests`
     being their tracks' (None: a job that is not a track): read ahead for every track in
-    two statements, keep the tracks' writes, and send them before the block ends (then
+    one round trip, keep the tracks' writes, and send them before the block ends (then
     the batch commits). An error anywhere is the batch's: it runs again job by job."""
     tracks = [request for request in requests if request is not None]
     if not tracks:
