@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -188,5 +189,13 @@ def _document_security_and_errors(app: FastAPI) -> None:
 
 
 def create_app_from_env() -> FastAPI:
-    """Factory for `uvicorn --factory` and worker processes: settings from environment."""
-    return create_app(ServerSettings.from_env())
+    """Factory for `uvicorn --factory` and worker processes: settings from environment.
+
+    The app built here lives as long as the server process: it is frozen out of the
+    garbage collector's passes (`gc.freeze`, after collecting what building it left),
+    which would otherwise walk it all on every full pass and stall every request in
+    flight for tens of milliseconds (docs/adr/0015, the HTTP tail)."""
+    app = create_app(ServerSettings.from_env())
+    gc.collect()
+    gc.freeze()
+    return app
