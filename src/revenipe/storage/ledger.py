@@ -1,9 +1,8 @@
 """The ledger, one entry per change of a grant's balance: table `ledger_entries` (and
 `reversals`, read to find the entries of an event's reversals).
 
-`insert_entries` is on the track hot path (docs/adr/0007): one statement, run inside
-`tracks.record_track`'s pipeline on PostgreSQL.
-"""
+`insert_entry_batches` is on the track hot path (docs/adr/0007): one statement for a
+batch's tracks, inside `tracks.record_track`'s pipeline on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -119,11 +118,23 @@ def insert_entries(
     next track reads the alerts again instead of deciding from its own balances."""
     if entries and not by_track:
         execute(conn, _ALERT_MEMORY_STALE, {"id": customer_id})
-    recorded_at = time_in(conn, now)
-    execute_many(
-        conn,
-        _INSERT,
-        [
+    owners = (usage_event_id, reversal_id, reservation_id)
+    insert_entry_batches(conn, [(app_id, customer_id, entries, now, owners)])
+
+
+Owners = tuple[str | None, str | None, str | None]
+"""The usage event, reversal and reservation entries may belong to (`insert_entries`)."""
+
+
+def insert_entry_batches(
+    conn: Connection, batches: Sequence[tuple[str, str, Sequence[PendingEntry], datetime, Owners]]
+) -> None:
+    """`insert_entries(..., by_track=True)` of many tracks in one statement, each as
+    (app id, customer id, entries, time, owners), in order."""
+    rows = []
+    for app_id, customer_id, entries, now, (event_id, reversal_id, reservation_id) in batches:
+        recorded_at = time_in(conn, now)
+        rows += [
             {
                 "app_id": app_id,
                 "customer_id": customer_id,
@@ -131,15 +142,15 @@ def insert_entries(
                 "kind": e.kind.value,
                 "amount": e.amount,
                 "balance_after": e.balance_after,
-                "usage_event_id": usage_event_id if e.kind is EntryKind.CONSUMED else None,
+                "usage_event_id": event_id if e.kind is EntryKind.CONSUMED else None,
                 "reversal_id": reversal_id if e.kind is EntryKind.REVERSED else None,
                 "reservation_id": reservation_id if e.kind in _RESERVATION_KINDS else None,
                 "effective_at": time_in(conn, e.effective_at),
                 "recorded_at": recorded_at,
             }
             for e in entries
-        ],
-    )
+        ]
+    execute_many(conn, _INSERT, rows)
 
 
 def list_ledger_entries(

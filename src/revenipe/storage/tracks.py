@@ -43,7 +43,7 @@ from revenipe.storage.driver_sql import (
     time_out,
 )
 from revenipe.storage.grants import GRANT_COLUMNS, GrantRow, save_balances, save_grant_states
-from revenipe.storage.ledger import insert_entries
+from revenipe.storage.ledger import insert_entry_batches
 from revenipe.storage.usage_events import EVENT_COLUMNS, UsageEventRow
 
 _INSERT_EVENT = EVENT_COLUMNS.insert()
@@ -184,19 +184,21 @@ def insert_track_records(conn: Connection, records: Sequence[TrackRecord]) -> No
         execute_many(conn, _INSERT_EVENT, [EVENT_COLUMNS.params(conn, r.event) for r in records])
         save_grant_states(conn, [g for g in last.values() if whole[g.id]])
         save_balances(conn, [g for g in last.values() if not whole[g.id]])
-        for record in records:
-            event = record.event
-            # Settling writes resets and expiries, never `consumed` entries: the event
-            # id goes to the consumption's entries only (`insert_entries`).
-            insert_entries(
-                conn,
-                event.app_id,
-                event.customer_id,
-                [*record.settlement, *record.consumption],
-                event.created_at,
-                usage_event_id=event.id,
-                by_track=True,
-            )
+        # Settling writes resets and expiries, never `consumed` entries: the event id
+        # goes to the consumption's entries only (`insert_entry_batches`).
+        insert_entry_batches(
+            conn,
+            [
+                (
+                    r.event.app_id,
+                    r.event.customer_id,
+                    [*r.settlement, *r.consumption],
+                    r.event.created_at,
+                    (r.event.id, None, None),
+                )
+                for r in records
+            ],
+        )
 
 
 @dataclass(frozen=True, slots=True)
