@@ -19,6 +19,7 @@ def _figures(throughput: float, p50: float = 1.0, p99: float = 2.0) -> dict[str,
         "p99_ms": p99,
         "server_cpu_pct": 90,
         "generator_cpu_pct": 5,
+        "machine_cpu_pct": 125,
     }
 
 
@@ -65,6 +66,7 @@ def test_ratios_and_targets_come_from_the_same_run() -> None:
     assert ratios["http_vs_noop"] == 0.1
     assert ratios["http_vs_sql_single"] == 0.037
     assert ratios["http_2_vs_1_workers"] == 1.5
+    assert ratios["http_2_vs_1_workers_cpu_ceiling"] == 1.6  # 2 cores / 1.25 busy
     assert ratios["http_p99_over_p50"] == 4.5
     assert ratios["scale_1e6_vs_1e3"] == 1.2
     assert report["p99_ms"] == {"sqlite": 4.0, "postgresql": None}
@@ -137,7 +139,7 @@ def test_text_table_shows_each_measured_row_and_target() -> None:
     text = render_text(_report({"sqlite": FULL_SQLITE, "postgresql": {}}))
     assert "raw-SQL limit: 10000 calls/s" in text
     assert "HTTP: 300 calls/s" in text
-    assert "90 / 5" in text
+    assert "90 / 5 / 125" in text
     assert "0.10 (>= 0.50) MISSED" in text
     assert "targets of issue 14" in text
     assert "HTTP: 320 calls/s" in text  # the 64-connection run

@@ -452,6 +452,7 @@ def bench_http(
     measured: list[list[Measurement]] = [[] for _ in runs]
     server_cpu = [0.0 for _ in runs]
     generator_cpu = [0.0 for _ in runs]
+    machine_cpu = [0.0 for _ in runs]
     servers: dict[int, Server] = {}
     try:
         say(f"{kind}: http: starting revenipe serve --workers 1 and --workers 2")
@@ -465,10 +466,11 @@ def bench_http(
         for _ in range(setup.rounds):
             for i, run in enumerate(runs):
                 server = servers[run.workers]
-                before = server.cpu_seconds()
+                before, machine_before = server.cpu_seconds(), machine_cpu_seconds()
                 figures, cpu = _load(setup, server.port, run.label, run.track, run.connections)
                 measured[i].append(figures)
                 server_cpu[i] += server.cpu_seconds() - before
+                machine_cpu[i] += machine_cpu_seconds() - machine_before
                 generator_cpu[i] += cpu
     finally:
         for server in servers.values():
@@ -480,5 +482,19 @@ def bench_http(
             **combined.to_json(),
             "server_cpu_pct": round(100 * server_cpu[i] / combined.seconds),
             "generator_cpu_pct": round(100 * generator_cpu[i] / combined.seconds),
+            "machine_cpu_pct": round(100 * machine_cpu[i] / combined.seconds),
         }
     return results
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time the whole machine has spent working so far, all cores together (Linux
+    /proc/stat: user, nice, system, irq and softirq time; 0 elsewhere): in an HTTP run,
+    the server, the load generator, the database and everything else."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")

@@ -107,7 +107,7 @@ def _times(value: Any, factor: int) -> Any:
     return value * factor if isinstance(value, int | float) else None
 
 
-def _ratios(db: dict[str, Any]) -> dict[str, float | None]:
+def _ratios(db: dict[str, Any], cpus: int | None) -> dict[str, float | None]:
     def tput(*path: str) -> Any:
         return _get(db, *path, "throughput_per_s")
 
@@ -158,6 +158,12 @@ def _ratios(db: dict[str, Any]) -> dict[str, float | None]:
         "http_2_vs_1_workers": _ratio(
             tput("http", "workers_2", "track"), tput("http", "workers_1", "track")
         ),
+        # What the machine leaves a second worker: every core over the cores the
+        # 1-worker run kept busy (server, generator, database and the rest). Tracks
+        # costing what they cost there, 2 workers cannot exceed it.
+        "http_2_vs_1_workers_cpu_ceiling": _ratio(
+            _times(cpus, 100), _get(db, "http", "workers_1", "track", "machine_cpu_pct")
+        ),
         "http_p99_over_p50": _ratio(
             _get(db, "http", "workers_1", TAIL, "p99_ms"),
             _get(db, "http", "workers_1", TAIL, "p50_ms"),
@@ -181,7 +187,7 @@ def build_report(
     databases: dict[str, dict[str, Any]],
     http_setup: HttpSetup | None,
 ) -> dict[str, Any]:
-    ratios = {kind: _ratios(db) for kind, db in databases.items()}
+    ratios = {kind: _ratios(db, machine.get("cpu_count")) for kind, db in databases.items()}
     p99 = {kind: _get(db, "inprocess", "concurrent", "p99_ms") for kind, db in databases.items()}
     targets: dict[str, dict[str, Any]] = {}
     for kind in databases:
@@ -329,7 +335,11 @@ def render_text(report: dict[str, Any]) -> str:
     if any("http" in databases[kind] for kind in kinds):
         lines += [
             "",
-            _row("HTTP runs: CPU % of one core, server / generator", [NAMES[k] for k in kinds], 14),
+            _row(
+                "HTTP runs: CPU % of one core, server / generator / machine",
+                [NAMES[k] for k in kinds],
+                14,
+            ),
         ]
         for path in (
             "workers_1/track",
@@ -341,7 +351,9 @@ def render_text(report: dict[str, Any]) -> str:
             found = [_get(databases[kind], "http", *path.split("/")) for kind in kinds]
             label = next((f["label"] for f in found if isinstance(f, dict)), None)
             cells = [
-                f"{f['server_cpu_pct']} / {f['generator_cpu_pct']}" if isinstance(f, dict) else "-"
+                f"{f['server_cpu_pct']} / {f['generator_cpu_pct']} / {f.get('machine_cpu_pct')}"
+                if isinstance(f, dict)
+                else "-"
                 for f in found
             ]
             if label is not None:
