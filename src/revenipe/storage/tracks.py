@@ -35,11 +35,9 @@ from revenipe.storage.driver_sql import (
     BEFORE_STATEMENT,
     Sql,
     cached_sql,
-    commit_own,
     execute_many,
     fetch_all_together,
     fetch_one,
-    own_transaction,
     pipelined,
     placeholders,
     time_out,
@@ -171,13 +169,10 @@ class TrackRecord:
     consumption: Sequence[PendingEntry]
 
 
-def insert_track_records(
-    conn: Connection, records: Sequence[TrackRecord], *, commit: bool = False
-) -> None:
+def insert_track_records(conn: Connection, records: Sequence[TrackRecord]) -> None:
     """Write `records` in order, in one round trip on PostgreSQL (pipeline mode): their
     events, each grant they changed as the last of them left it (balance, period and
-    status if any of them changed more than the balance), their ledger entries; with
-    `commit` (a batch's own transaction, `batched`), the `COMMIT` too."""
+    status if any of them changed more than the balance), their ledger entries."""
     whole: dict[str, bool] = {}
     last: dict[str, Grant] = {}
     for record in records:
@@ -185,7 +180,7 @@ def insert_track_records(
             last[grant.id], whole[grant.id] = grant, True
         for grant in record.balances:
             last[grant.id], whole[grant.id] = grant, whole.get(grant.id, False)
-    with _idempotency_checked(records), pipelined(conn, commit=commit):
+    with _idempotency_checked(records), pipelined(conn):
         execute_many(conn, _INSERT_EVENT, [EVENT_COLUMNS.params(conn, r.event) for r in records])
         save_grant_states(conn, [g for g in last.values() if whole[g.id]])
         save_balances(conn, [g for g in last.values() if not whole[g.id]])
@@ -312,15 +307,14 @@ of `ORDER BY ... FOR UPDATE` in their sorted order)."""
 
 
 def map_track_locks(
-    conn: Connection, requests: Sequence[TrackLockRequest], *, begin: bool = False
+    conn: Connection, requests: Sequence[TrackLockRequest]
 ) -> tuple[dict[TrackLockRequest, TrackLock | None], dict[str, list[GrantRow]]]:
     """PostgreSQL: `lock_for_track` of each request (None: no such customer) without its
     candidates, and the active grants of every entitlement some request asks for, of
     every customer those requests locked (by customer id), in one round trip for all of
     them: the locks, then the grants in a statement of its own sent with them, which
     PostgreSQL runs once the locks are granted and which so reads what was committed
-    before (READ COMMITTED takes a snapshot per statement). `begin`: the `BEGIN` of the
-    batch's own transaction goes first in the same round trip (`own_transaction`)."""
+    before (READ COMMITTED takes a snapshot per statement)."""
     statements = [
         (
             _LOCK_MANY,
@@ -337,7 +331,7 @@ def map_track_locks(
         statements.append(
             (_ACTIVE_OF_REQUESTED, {**_named(asking), "entitlement_ids": sorted(entitlement_ids)})
         )
-    rows, *grant_rows = fetch_all_together(conn, statements, begin=begin)
+    rows, *grant_rows = fetch_all_together(conn, statements)
     locks: dict[TrackLockRequest, TrackLock | None] = dict.fromkeys(requests)
     grants: dict[str, list[GrantRow]] = {}
     for row in rows:
@@ -442,14 +436,11 @@ class TrackBatch:
             ]
         return True
 
-    def send(self, conn: Connection, *, commit: bool = False) -> None:
-        """Send the kept writes (one round trip), with `commit` the `COMMIT` of the
-        batch's own transaction after them."""
+    def send(self, conn: Connection) -> None:
+        """Send the kept writes (one round trip)."""
         if self.kept:
             kept, self.kept = self.kept, []
-            insert_track_records(conn, kept, commit=commit)
-        elif commit:
-            commit_own(conn)
+            insert_track_records(conn, kept)
 
     def before_statement(self, conn: Connection) -> None:
         self.clean = False
@@ -476,16 +467,13 @@ def batched(conn: Connection, requests: Sequence[TrackLockRequest | None]) -> It
     if not tracks:
         yield
         return
-    # The batch's transaction begins with its first round trip and commits with its
-    # last (`driver_sql.own_transaction`): two round trips fewer a batch.
-    with own_transaction(conn) as own:
-        batch = TrackBatch(*map_track_locks(conn, tracks, begin=own))
-        conn.info[TRACK_BATCH] = batch
-        conn.info[BEFORE_STATEMENT] = batch.before_statement
-        try:
-            yield
-            batch.send(conn, commit=own)
-        finally:
-            # `Connection.info` outlives the transaction: stop keeping writes on `conn`.
-            conn.info.pop(TRACK_BATCH, None)
-            conn.info.pop(BEFORE_STATEMENT, None)
+    batch = TrackBatch(*map_track_locks(conn, tracks))
+    conn.info[TRACK_BATCH] = batch
+    conn.info[BEFORE_STATEMENT] = batch.before_statement
+    try:
+        yield
+        batch.send(conn)
+    finally:
+        # `Connection.info` outlives the transaction: stop keeping writes on `conn`.
+        conn.info.pop(TRACK_BATCH, None)
+        conn.info.pop(BEFORE_STATEMENT, None)
