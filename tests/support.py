@@ -93,6 +93,23 @@ def assert_verified(backend: revenipe.Backend, app_id: str | None = None) -> Non
     assert report.ok, "\n".join(report.problems)
 
 
+Outcome = tuple[str, Any]
+
+
+def outcome(call: Callable[[], Any]) -> Outcome:
+    """What a call came to, comparable between runs: a track's answer, a balance (an
+    int), a revenipe error's code, or any other exception's type."""
+    try:
+        result = call()
+    except revenipe.RevenipeError as exc:
+        return ("error", exc.code)
+    except Exception as exc:
+        return ("failure", type(exc).__name__)
+    if isinstance(result, int):
+        return ("balance", result)
+    return ("answer", (result.success, result.consumed, result.remaining, result.error))
+
+
 def run_in_one_batch(
     monkeypatch: pytest.MonkeyPatch,
     database: Any,

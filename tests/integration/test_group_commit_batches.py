@@ -10,21 +10,9 @@ import pytest
 from sqlalchemy import Connection, text
 
 import revenipe
-from revenipe import ErrorCode, RevenipeError
+from revenipe import ErrorCode
 
-from support import DEMO_CATALOG, assert_verified, run_in_one_batch
-
-Outcome = tuple[str, Any]
-
-
-def _outcome(call: Callable[[], revenipe.TrackResult]) -> Outcome:
-    try:
-        result = call()
-    except RevenipeError as exc:
-        return ("error", exc.code)
-    except Exception as exc:
-        return ("failure", type(exc).__name__)
-    return ("answer", (result.success, result.consumed, result.remaining, result.error))
+from support import DEMO_CATALOG, Outcome, assert_verified, outcome, run_in_one_batch
 
 
 def _calls(app: revenipe.App) -> list[Callable[[], Any]]:
@@ -50,7 +38,7 @@ def _calls(app: revenipe.App) -> list[Callable[[], Any]]:
 def _alone(backend: revenipe.Backend) -> list[Outcome]:
     app = backend.app(backend.create_app("alone", revenipe.load_catalog(DEMO_CATALOG)).app.id)
     app.login("alice")  # the customer exists, with the free plan's 100 credits
-    return [_outcome(call) for call in _calls(app)]
+    return [outcome(call) for call in _calls(app)]
 
 
 def test_a_batch_answers_each_track_as_if_it_ran_alone(
@@ -73,7 +61,7 @@ def test_a_batch_answers_each_track_as_if_it_ran_alone(
     outcomes, batches = run_in_one_batch(
         monkeypatch,
         backend.database,
-        [lambda call=call: _outcome(call) for call in _calls(app)],
+        [lambda call=call: outcome(call) for call in _calls(app)],
         hold_key=(app.app_id, None, "alice"),
     )
     assert batches == [1, 6], "the six calls were not decided in one shared transaction"

@@ -20,22 +20,9 @@ from revenipe.services.usage import track as track_service
 from revenipe.storage import grants as grant_store
 from revenipe.storage import tracks as track_store
 
-from support import DEMO_CATALOG, assert_verified, run_in_one_batch
+from support import DEMO_CATALOG, Outcome, assert_verified, outcome, run_in_one_batch
 
-Outcome = tuple[str, Any]
 Call = Callable[[], Any]
-
-
-def _outcome(call: Call) -> Outcome:
-    try:
-        result = call()
-    except RevenipeError as exc:
-        return ("error", exc.code)
-    except Exception as exc:
-        return ("failure", type(exc).__name__)
-    if isinstance(result, int):
-        return ("balance", result)
-    return ("answer", (result.success, result.consumed, result.remaining, result.error))
 
 
 def _by_id(app: revenipe.App, customer_id: str, value: int, key: str | None = None) -> Call:
@@ -140,7 +127,7 @@ def _alone(
     for by_id in (False, True):
         for index, (call, named_by_id) in enumerate(calls):
             if named_by_id == by_id:
-                outcomes[index] = _outcome(call)
+                outcomes[index] = outcome(call)
     return outcomes, _written(backend, app)
 
 
@@ -153,7 +140,7 @@ def _in_one_batch(
     """The calls run in one batch (customers set up outside it)."""
     calls = [call for call, _ in calls_of(app)]
     return run_in_one_batch(
-        monkeypatch, backend.database, [lambda call=call: _outcome(call) for call in calls]
+        monkeypatch, backend.database, [lambda call=call: outcome(call) for call in calls]
     )
 
 
