@@ -272,3 +272,46 @@ def test_the_writes_of_a_batch_are_sent_together_before_it_commits(
         assert sent == ([1, 1, 1, 1] if fail_first else [1, 1, 1])
     else:
         assert sent == ([3, 1, 1, 1] if fail_first else [3])
+
+
+def test_a_batch_reads_ahead_only_its_own_apps_customers(postgres_url: str) -> None:
+    """PostgreSQL's read-ahead (`map_track_locks`) resolves every request to a customer of
+    the request's app, named by id or by external id: another app's customer, named either
+    way, is not locked and its grants are not read, as `lock_for_track` alone finds no
+    such customer."""
+    with revenipe.open(postgres_url) as backend:
+        ours, theirs = _new_app(backend, "ours"), _new_app(backend, "theirs")
+        alice = ours.login("alice")
+        mallory = theirs.login("mallory")  # exists only in the other app
+        theirs_alice = theirs.login("alice")  # the same external id, the other app's
+
+        def request(customer_id: str | None, external_id: str | None) -> Any:
+            query = track_store.CandidateQuery.of(
+                ours.app_id,
+                customer_id=customer_id,
+                external_id=external_id,
+                entitlement_ids=("monthly_credits", "bonus_credits", "purchased_credits"),
+                source_id=None,
+            )
+            return track_store.TrackLockRequest(
+                ours.app_id, customer_id, external_id, "key", candidates=query
+            )
+
+        requests = [
+            request(mallory, None),
+            request(None, "mallory"),
+            request(theirs_alice, None),
+            request(None, "alice"),
+            request(alice, None),
+        ]
+        with backend.database.write() as conn:
+            locks, grants = track_store.map_track_locks(conn, requests)
+            alone = [track_store.lock_for_track(conn, r) for r in requests]
+        found = [lock.customer_id if lock is not None else None for lock in locks.values()]
+        assert found == [None, None, None, alice, alice]
+        assert [lock.customer_id if lock is not None else None for lock in alone] == found
+        assert set(grants) == {alice}
+        assert grants[alice], "alice's free plan grant was not read"
+        assert {row.grant.id for row in grants[alice]} == {
+            row.grant.id for row in alone[4].candidates or []
+        }

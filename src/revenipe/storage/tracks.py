@@ -49,19 +49,22 @@ from revenipe.storage.usage_events import EVENT_COLUMNS, UsageEventRow
 _INSERT_EVENT = EVENT_COLUMNS.insert()
 
 
-_REQUESTED = """
-    unnest(%(app_ids)s::text[], %(customer_ids)s::text[], %(external_ids)s::text[])
-        AS r(app_id, customer_id, external_id)
-    JOIN customers c ON c.app_id = r.app_id AND c.id = COALESCE(
-        r.customer_id,
+_CUSTOMER_OF_REQUEST = """
+    COALESCE(
+        (SELECT x.id FROM customers x WHERE x.id = r.customer_id AND x.app_id = r.app_id),
         (SELECT x.id FROM customers x WHERE x.app_id = r.app_id AND x.external_id = r.external_id))
 """
-"""The customers of a batch's track requests, each named by its id or its external id."""
+"""The id of the customer of a track request `r`, named by its id or by its external id,
+if that customer is the app's: two lookups by unique index. Resolving ids this way,
+before any join, gives PostgreSQL one plan whatever it knows of the table: a join on
+`c.id = COALESCE(r.customer_id, <external id lookup>)` was planned as a hash join over
+every customer of the database (a batch's cost grew with the customers; docs/adr/0015)."""
 
 _ACTIVE_OF_REQUESTED = Sql(
     f"SELECT customer_id, {GRANT_COLUMNS.select} FROM grants "
-    f"WHERE customer_id IN (SELECT c.id FROM {_REQUESTED}) AND status = 'active' "
-    "AND entitlement_id = ANY(%(entitlement_ids)s::text[])"
+    f"WHERE customer_id IN (SELECT {_CUSTOMER_OF_REQUEST} FROM unnest(%(app_ids)s::text[], "
+    "%(customer_ids)s::text[], %(external_ids)s::text[]) AS r(app_id, customer_id, external_id)) "
+    "AND status = 'active' AND entitlement_id = ANY(%(entitlement_ids)s::text[])"
 )
 """`list_active_grants` of the customers of many track requests at once, each row with
 its customer's id (`map_track_locks`)."""
@@ -287,16 +290,17 @@ def lock_for_track(conn: Connection, request: TrackLockRequest) -> TrackLock | N
 
 _LOCK_MANY = Sql(
     f"""
-    SELECT r.position, c.id, a.catalog_version, a.clock_offset_seconds, c.due_at,
+    WITH requested AS MATERIALIZED (
+        SELECT r.position, r.key, {_CUSTOMER_OF_REQUEST} AS customer_id
+        FROM unnest(%(positions)s::integer[], %(app_ids)s::text[], %(customer_ids)s::text[],
+                    %(external_ids)s::text[], %(keys)s::text[])
+             AS r(position, app_id, customer_id, external_id, key))
+    SELECT q.position, c.id, a.catalog_version, a.clock_offset_seconds, c.due_at,
            c.alerts_version, u.id, {EVENT_COLUMNS.select_as("u")}
-    FROM unnest(%(positions)s::integer[], %(app_ids)s::text[], %(customer_ids)s::text[],
-                %(external_ids)s::text[], %(keys)s::text[])
-         AS r(position, app_id, customer_id, external_id, key)
-    JOIN customers c ON c.app_id = r.app_id AND c.id = COALESCE(
-        r.customer_id,
-        (SELECT x.id FROM customers x WHERE x.app_id = r.app_id AND x.external_id = r.external_id))
+    FROM requested q
+    JOIN customers c ON c.id = q.customer_id
     JOIN apps a ON a.id = c.app_id
-    LEFT JOIN usage_events u ON u.customer_id = c.id AND u.idempotency_key = r.key
+    LEFT JOIN usage_events u ON u.customer_id = c.id AND u.idempotency_key = q.key
     ORDER BY c.id
     """,
     row_lock="FOR UPDATE OF c",
@@ -346,7 +350,7 @@ def map_track_locks(
 
 
 def _named(requests: Sequence[TrackLockRequest]) -> dict[str, list[str | None]]:
-    """The customers of `requests` as `_REQUESTED` takes them, each by id or else by
+    """The customers of `requests` as `_CUSTOMER_OF_REQUEST` takes them, each by id or else by
     external id."""
     return {
         "app_ids": [r.app_id for r in requests],
