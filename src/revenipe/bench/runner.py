@@ -300,10 +300,6 @@ def _limit_and_inprocess(
         )
         say(f"{kind}: inprocess: setting up the webhooks comparison")
         sets["webhooks"] = webhooks.scenarios(backend, url, app, plan.customers)
-    # Statistics of the tables just filled, as a database in service has them (the
-    # planner without them chose to scan every customer for a batch's locks), and no
-    # write debt of the set-up left for the measured runs.
-    settle(url)
     results: dict[str, dict[str, Any]] = {
         part: {} for part in ("sql_limit", "inprocess") if part in parts
     }

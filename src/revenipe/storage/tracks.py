@@ -300,7 +300,9 @@ _LOCK_MANY = Sql(
     FROM requested q
     JOIN customers c ON c.id = q.customer_id
     JOIN apps a ON a.id = c.app_id
-    LEFT JOIN usage_events u ON u.customer_id = c.id AND u.idempotency_key = q.key
+    LEFT JOIN LATERAL (
+        SELECT * FROM usage_events x WHERE x.customer_id = c.id AND x.idempotency_key = q.key
+        LIMIT 1) u ON true
     ORDER BY c.id
     """,
     row_lock="FOR UPDATE OF c",
