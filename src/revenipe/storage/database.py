@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.storage import tracks as track_store
 from revenipe.storage.group_commit import MAX_BATCH, GroupCommitter
+from revenipe.storage.sqlite_lock import SqliteWriterLock, begin_immediate, is_locked
 
 T = TypeVar("T")
 Job = Callable[[Connection], Any]
@@ -75,7 +76,7 @@ class Database:
     # turn when the writer before them commits, instead of each polling the file lock
     # through SQLite's busy handler, whose growing sleeps let newcomers overtake a
     # waiter again and again (the soak's write p99 grew to seconds that way). Other
-    # processes on the same file still meet through the busy handler.
+    # processes' writers take turns with this one at a file lock (`SqliteWriterLock`).
     _sqlite_writer: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _writes: int = field(default=0, repr=False)
     _checkpointer_stop: threading.Event | None = field(default=None, repr=False)
@@ -83,6 +84,7 @@ class Database:
     """SQLite on a file: writes go through one connection kept open (`_sqlite_write`)."""
     _sqlite_writer_conn: Connection | None = field(default=None, repr=False)
     _group: GroupCommitter[GroupedJob, Any] | None = field(default=None, repr=False)
+    _writer_lock: SqliteWriterLock | None = field(default=None, repr=False)
 
     @property
     def dialect(self) -> str:
@@ -249,22 +251,39 @@ class Database:
     @contextlib.contextmanager
     def _sqlite_write(self, queued_ms: int) -> Iterator[Connection]:
         """A write on SQLite's one writer connection: kept open by this process, used
-        under its writer lock only, its busy handler off for good (`_begin_immediate`
-        waits for other processes itself). No pool checkout, no PRAGMAs, no reset per
+        under its writer lock only, its busy handler off for good (other revenipe
+        processes' writers are waited for at a file lock, other programs' by
+        `begin_immediate`). No pool checkout, no PRAGMAs, no reset per
         write: about a tenth of a track's time on SQLite (docs/adr/0015)."""
-        with self._sqlite_turn() as waited_ms, _busy_as_error():
+        with self._sqlite_turn() as waited_ms, _busy_as_error(), self._file_turn() as lock:
+            waited_s = (queued_ms + waited_ms) / 1000
+            deadline = time.monotonic() + max(0.0, SQLITE_BUSY_TIMEOUT_MS / 1000 - waited_s)
+            lock.acquire()  # other revenipe processes' turns (docs/adr/0022)
+            if time.monotonic() >= deadline:
+                raise _busy_error()
             self._writes += 1
             conn = self._writer_connection()
             raw = conn.connection.dbapi_connection
             if raw is None:
                 raise InvariantViolation("the writer connection has no DBAPI connection")
-            _begin_immediate(raw, queued_ms + waited_ms)
+            if not begin_immediate(raw, deadline):  # another program's writer
+                raise _busy_error()
             try:
                 yield conn
             except BaseException:
                 self._end_write(conn, raw, commit=False)
                 raise
             self._end_write(conn, raw, commit=True)
+
+    @contextlib.contextmanager
+    def _file_turn(self) -> Iterator[SqliteWriterLock]:
+        """The lock this process's writer shares with other processes' (released after)."""
+        if self._writer_lock is None:
+            self._writer_lock = SqliteWriterLock(str(make_url(self.url).database))
+        try:
+            yield self._writer_lock
+        finally:
+            self._writer_lock.release()
 
     def _writer_connection(self) -> Connection:
         conn = self._sqlite_writer_conn
@@ -278,7 +297,7 @@ class Database:
         return conn
 
     def _end_write(self, conn: Connection, raw: Any, *, commit: bool) -> None:
-        """End the transaction `_begin_immediate` began on the driver connection, and
+        """End the transaction `begin_immediate` began on the driver connection, and
         SQLAlchemy's own, if a statement made it begin one (it issues no SQL for it)."""
         try:
             if commit:
@@ -357,6 +376,8 @@ class Database:
         if writer is not None:
             with self._sqlite_writer, contextlib.suppress(sqlite3.Error, DBAPIError):
                 writer.close()
+        if self._writer_lock is not None:
+            self._writer_lock.close()
         if self._checkpointer_stop is not None:
             self._checkpointer_stop.set()
             self._checkpointer_stop = None
@@ -396,30 +417,6 @@ def _checkpoint_loop(database_ref: weakref.ref[Database], stop: threading.Event)
         del database
 
 
-def _begin_immediate(raw: Any, waited_ms: int) -> None:
-    """Take SQLite's file lock within what is left of the busy time-out (the time spent
-    waiting for this process's turn counts, so a writer gives up after the time-out in
-    all, not after twice it). `raw` is the writer connection, whose busy handler is off.
-
-    Another process's writer is waited for here, in steps of 0.1 to 1 ms, rather than
-    in SQLite's busy handler, whose sleeps grow to 5, 10, 25, 50 ms and more: a writer
-    that met another once or twice slept far longer than the other held the lock (the
-    in-process track p99 with two processes was 6 to 10 ms for a 0.4 ms p50)."""
-    deadline = time.monotonic() + max(0, SQLITE_BUSY_TIMEOUT_MS - waited_ms) / 1000
-    pause_s = 0.0001
-    while True:
-        try:
-            raw.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if not _is_locked(exc):
-                raise
-        if time.monotonic() >= deadline:
-            raise _busy_error()
-        time.sleep(pause_s)
-        pause_s = min(pause_s * 2, 0.001)
-
-
 def _sortable(key: OrderKey) -> tuple[str, ...]:
     return tuple(part or "" for part in key)
 
@@ -434,10 +431,6 @@ def _is_deadlock(error: BaseException) -> bool:
     return False
 
 
-def _is_locked(error: object) -> bool:
-    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
-
-
 @contextlib.contextmanager
 def _busy_as_error() -> Iterator[None]:
     """Database faults as the expected errors they are: a lock held too long (SQLite),
@@ -448,7 +441,7 @@ def _busy_as_error() -> Iterator[None]:
         if not isinstance(exc, (DBAPIError, sqlite3.OperationalError, *_postgres_errors("Error"))):
             raise
         cause = exc.orig if isinstance(exc, DBAPIError) else exc
-        if _is_locked(cause):
+        if is_locked(cause):
             raise _busy_error() from exc
         if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or _lost_connection(cause):
             raise RevenipeError(
