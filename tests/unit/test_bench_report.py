@@ -130,6 +130,12 @@ def test_failed_or_refused_calls_are_noted() -> None:
     ]
 
 
+def test_a_postgresql_server_without_autovacuum_is_noted() -> None:
+    for autovacuum, noted in ((False, True), (True, False), (None, False)):
+        notes = _report({"postgresql": {"version": "15", "autovacuum": autovacuum}})["notes"]
+        assert any("without autovacuum" in note for note in notes) is noted, autovacuum
+
+
 def test_quick_plan_says_its_large_scale_is_not_a_million() -> None:
     assert any("not 10^6" in note for note in _report({"sqlite": {}}, QUICK)["notes"])
     assert not _report({"sqlite": {}}, FULL)["notes"]

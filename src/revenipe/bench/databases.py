@@ -68,6 +68,14 @@ class BenchDatabases:
             self.last_version = str(row[0]) if row else "unknown"
         return self.last_version
 
+    def autovacuum(self) -> bool | None:
+        """PostgreSQL: whether the server runs autovacuum (None on SQLite)."""
+        if self.kind == "sqlite":
+            return None
+        with self._admin() as admin:
+            row = admin.execute("SHOW autovacuum").fetchone()
+        return row is not None and str(row[0]) == "on"
+
     def check_reachable(self) -> None:
         """Raise a clear error when the PostgreSQL server cannot be used."""
         if self.kind == "postgresql":

@@ -209,6 +209,13 @@ def build_report(
         )
     if http_setup is not None and http_setup.note:
         notes.append(http_setup.note)
+    if databases.get("postgresql", {}).get("autovacuum") is False:
+        notes.append(
+            "postgresql: the server runs without autovacuum: its tables are analyzed only "
+            "when the bench settles them (before the HTTP and scale parts); plans made on "
+            "statistics of small tables (foreign-key checks included) go stale as the runs "
+            "fill them. A server in service should run it"
+        )
     notes += _failed_calls(databases)
     return {
         "plan": plan.name,

@@ -126,6 +126,8 @@ def _bench_database(context: _Context, kind: str, dbs: BenchDatabases) -> dict[s
     parts = context.options.parts
     say = context.progress
     out: dict[str, Any] = {"version": dbs.version()}
+    if kind == "postgresql":
+        out["autovacuum"] = dbs.autovacuum()
     url = dbs.new_url("main")
     with revenipe.open(url) as backend:
         created = backend.create_app("bench", workload.catalog())
