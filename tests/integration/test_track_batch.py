@@ -237,16 +237,21 @@ def _distinct_customers(app: revenipe.App) -> list[tuple[Call, bool]]:
     ]
 
 
-def _sends(monkeypatch: pytest.MonkeyPatch, fail_first: bool) -> list[int]:
-    """The sizes of the kept writes' sends, the first failing if `fail_first`."""
+def _sends(
+    monkeypatch: pytest.MonkeyPatch, fail_first: bool, drivers: list[Any] | None = None
+) -> list[int]:
+    """The sizes of the kept writes' sends, the first failing if `fail_first`; the
+    driver connections they went on appended to `drivers`."""
     sent: list[int] = []
     insert = track_store.insert_track_records
 
-    def spy(conn: Connection, records: Sequence[Any]) -> None:
+    def spy(conn: Connection, records: Sequence[Any], **options: Any) -> None:
+        if drivers is not None:
+            drivers.append(conn.connection.dbapi_connection)
         sent.append(len(records))
         if fail_first and len(sent) == 1:
             raise RuntimeError("the database refused the batch's writes")
-        insert(conn, records)
+        insert(conn, records, **options)
 
     monkeypatch.setattr(track_store, "insert_track_records", spy)
     return sent
@@ -260,12 +265,20 @@ def test_the_writes_of_a_batch_are_sent_together_before_it_commits(
     database error), the batch is rolled back and runs again, each job behind a
     savepoint, writing nothing twice."""
     expected, written = _alone(backend, _distinct_customers)
-    sent = _sends(monkeypatch, fail_first=fail_first)
+    drivers: list[Any] = []
+    sent = _sends(monkeypatch, fail_first=fail_first, drivers=drivers)
     app = _new_app(backend, "batched")
     outcomes, _ = _in_one_batch(backend, monkeypatch, app, _distinct_customers)
     assert outcomes == expected
     assert _written(backend, app) == written
     assert_verified(backend, app.app_id)
+    if not backend.database.is_sqlite:
+        # The batch began and committed its transaction itself, in autocommit mode
+        # (driver_sql.own_transaction): its connection went back to the pool as it
+        # came, idle and out of autocommit mode, committed or rolled back.
+        for driver in drivers:
+            assert driver.autocommit is False
+            assert driver.info.transaction_status.name == "IDLE"
     # SQLite writes each track as it goes; on PostgreSQL the three go together. After a
     # failure (the first write on SQLite, the three on PostgreSQL), each job on its own.
     if backend.database.is_sqlite:

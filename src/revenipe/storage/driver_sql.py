@@ -66,17 +66,21 @@ def fetch_all(conn: Connection, sql: Sql, params: Mapping[str, Any]) -> list[tup
 
 
 def fetch_all_together(
-    conn: Connection, statements: Sequence[tuple[Sql, Mapping[str, Any]]]
+    conn: Connection, statements: Sequence[tuple[Sql, Mapping[str, Any]]], *, begin: bool = False
 ) -> list[list[tuple[Any, ...]]]:
     """The rows of each query, in order. On PostgreSQL they are sent together (pipeline
     mode) and run one after another on the server: one round trip for all. A query
     sees what the ones before it did (a lock taken, under READ COMMITTED a snapshot
-    taken after it)."""
+    taken after it). `begin`: a `BEGIN` goes first, in the same round trip (a
+    connection in autocommit mode opening its transaction itself, `tracks.batched`)."""
     if conn.dialect.name == "sqlite":
         return [fetch_all(conn, sql, params) for sql, params in statements]
     cursors = [_cursor(conn) for _ in statements]
+    raw = conn.connection.dbapi_connection
     try:
-        with conn.connection.dbapi_connection.pipeline():  # type: ignore[union-attr]
+        with raw.pipeline():  # type: ignore[union-attr]
+            if begin:
+                raw.execute("BEGIN", prepare=False)  # type: ignore[union-attr]
             for cursor, (sql, params) in zip(cursors, statements, strict=True):
                 cursor.execute(sql.text(conn), params)
         return [list(cursor.fetchall()) for cursor in cursors]
@@ -141,15 +145,75 @@ def execute_many(conn: Connection, sql: Sql, rows: Sequence[Mapping[str, Any]]) 
 
 
 @contextlib.contextmanager
-def pipelined(conn: Connection) -> Iterator[None]:
+def pipelined(conn: Connection, *, commit: bool = False) -> Iterator[None]:
     """On PostgreSQL, send the statements run inside this block without waiting for each
     one's answer (psycopg's pipeline mode): one round trip for all of them instead of one
-    each. Errors surface when the block ends. On SQLite statements run in-process anyway."""
+    each. Errors surface when the block ends. On SQLite statements run in-process anyway.
+    `commit`: a `COMMIT` follows them in the same round trip, unless one failed (a
+    transaction opened by `fetch_all_together(..., begin=True)`; PostgreSQL only)."""
     if conn.dialect.name == "sqlite":
         yield
         return
-    with conn.connection.dbapi_connection.pipeline():  # type: ignore[union-attr]
+    raw = conn.connection.dbapi_connection
+    with raw.pipeline():  # type: ignore[union-attr]
         yield
+        if commit:
+            raw.execute("COMMIT", prepare=False)  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def own_transaction(conn: Connection) -> Iterator[bool]:
+    """PostgreSQL: within this block the statements begin and commit the transaction
+    themselves, `fetch_all_together(..., begin=True)` first and `pipelined(...,
+    commit=True)` (or `commit_own`) last, each in the round trip of the statements it
+    travels with, instead of psycopg's own `BEGIN` and `COMMIT`, a round trip each. The
+    driver connection is in autocommit mode meanwhile (statements inside an explicit
+    `BEGIN ... COMMIT` run in that one transaction all the same). Yields False and
+    changes nothing on SQLite, or once a statement ran on the connection.
+
+    On the way out the connection leaves autocommit mode; after an error, the
+    transaction still open is rolled back first, and a connection that cannot be set
+    back (broken) is invalidated, never to return to the pool in autocommit mode. A
+    block that ends without error but leaves its transaction open is a bug: rolled back,
+    `InvariantViolation`."""
+    if conn.dialect.name == "sqlite":
+        yield False
+        return
+    raw: Any = conn.connection.dbapi_connection
+    idle = _idle(raw)
+    if raw.autocommit or raw.info.transaction_status != idle:
+        yield False
+        return
+    raw.autocommit = True
+    try:
+        yield True
+    except BaseException:
+        _leave_autocommit(conn, raw, idle)
+        raise
+    if raw.info.transaction_status != idle:
+        _leave_autocommit(conn, raw, idle)
+        raise InvariantViolation("a transaction begun with BEGIN was left open (rolled back)")
+    raw.autocommit = False  # idle: no round trip, it cannot fail
+
+
+def commit_own(conn: Connection) -> None:
+    """`COMMIT` the transaction of an `own_transaction` block (one round trip)."""
+    conn.connection.dbapi_connection.execute("COMMIT", prepare=False)  # type: ignore[union-attr]
+
+
+def _idle(raw: Any) -> Any:
+    from psycopg.pq import TransactionStatus  # psycopg only where PostgreSQL is used
+
+    return TransactionStatus.IDLE
+
+
+def _leave_autocommit(conn: Connection, raw: Any, idle: Any) -> None:
+    try:
+        if raw.info.transaction_status != idle:
+            raw.rollback()
+        raw.autocommit = False
+    except Exception:
+        conn.invalidate()
 
 
 _SQL_CACHE: dict[str, Sql] = {}

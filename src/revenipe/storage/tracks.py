@@ -35,9 +35,11 @@ from revenipe.storage.driver_sql import (
     BEFORE_STATEMENT,
     Sql,
     cached_sql,
+    commit_own,
     execute_many,
     fetch_all_together,
     fetch_one,
+    own_transaction,
     pipelined,
     placeholders,
     time_out,
@@ -172,10 +174,13 @@ class TrackRecord:
     consumption: Sequence[PendingEntry]
 
 
-def insert_track_records(conn: Connection, records: Sequence[TrackRecord]) -> None:
+def insert_track_records(
+    conn: Connection, records: Sequence[TrackRecord], *, commit: bool = False
+) -> None:
     """Write `records` in order, in one round trip on PostgreSQL (pipeline mode): their
     events, each grant they changed as the last of them left it (balance, period and
-    status if any of them changed more than the balance), their ledger entries."""
+    status if any of them changed more than the balance), their ledger entries; with
+    `commit` (a batch's own transaction, `batched`), the `COMMIT` too."""
     whole: dict[str, bool] = {}
     last: dict[str, Grant] = {}
     for record in records:
@@ -183,7 +188,7 @@ def insert_track_records(conn: Connection, records: Sequence[TrackRecord]) -> No
             last[grant.id], whole[grant.id] = grant, True
         for grant in record.balances:
             last[grant.id], whole[grant.id] = grant, whole.get(grant.id, False)
-    with _idempotency_checked(records), pipelined(conn):
+    with _idempotency_checked(records), pipelined(conn, commit=commit):
         execute_many(conn, _INSERT_EVENT, [EVENT_COLUMNS.params(conn, r.event) for r in records])
         save_grant_states(conn, [g for g in last.values() if whole[g.id]])
         save_balances(conn, [g for g in last.values() if not whole[g.id]])
@@ -313,14 +318,15 @@ of `ORDER BY ... FOR UPDATE` in their sorted order)."""
 
 
 def map_track_locks(
-    conn: Connection, requests: Sequence[TrackLockRequest]
+    conn: Connection, requests: Sequence[TrackLockRequest], *, begin: bool = False
 ) -> tuple[dict[TrackLockRequest, TrackLock | None], dict[str, list[GrantRow]]]:
     """PostgreSQL: `lock_for_track` of each request (None: no such customer) without its
     candidates, and the active grants of every entitlement some request asks for, of
     every customer those requests locked (by customer id), in one round trip for all of
     them: the locks, then the grants in a statement of its own sent with them, which
     PostgreSQL runs once the locks are granted and which so reads what was committed
-    before (READ COMMITTED takes a snapshot per statement)."""
+    before (READ COMMITTED takes a snapshot per statement). `begin`: the `BEGIN` of the
+    batch's own transaction goes first in the same round trip (`own_transaction`)."""
     statements = [
         (
             _LOCK_MANY,
@@ -337,7 +343,7 @@ def map_track_locks(
         statements.append(
             (_ACTIVE_OF_REQUESTED, {**_named(asking), "entitlement_ids": sorted(entitlement_ids)})
         )
-    rows, *grant_rows = fetch_all_together(conn, statements)
+    rows, *grant_rows = fetch_all_together(conn, statements, begin=begin)
     locks: dict[TrackLockRequest, TrackLock | None] = dict.fromkeys(requests)
     grants: dict[str, list[GrantRow]] = {}
     for row in rows:
@@ -442,11 +448,14 @@ class TrackBatch:
             ]
         return True
 
-    def send(self, conn: Connection) -> None:
-        """Send the kept writes (one round trip)."""
+    def send(self, conn: Connection, *, commit: bool = False) -> None:
+        """Send the kept writes (one round trip), with `commit` the `COMMIT` of the
+        batch's own transaction after them."""
         if self.kept:
             kept, self.kept = self.kept, []
-            insert_track_records(conn, kept)
+            insert_track_records(conn, kept, commit=commit)
+        elif commit:
+            commit_own(conn)
 
     def before_statement(self, conn: Connection) -> None:
         self.clean = False
@@ -473,13 +482,16 @@ def batched(conn: Connection, requests: Sequence[TrackLockRequest | None]) -> It
     if not tracks:
         yield
         return
-    batch = TrackBatch(*map_track_locks(conn, tracks))
-    conn.info[TRACK_BATCH] = batch
-    conn.info[BEFORE_STATEMENT] = batch.before_statement
-    try:
-        yield
-        batch.send(conn)
-    finally:
-        # `Connection.info` outlives the transaction: stop keeping writes on `conn`.
-        conn.info.pop(TRACK_BATCH, None)
-        conn.info.pop(BEFORE_STATEMENT, None)
+    # The batch's transaction begins with its first round trip and commits with its
+    # last (`driver_sql.own_transaction`): two round trips fewer a batch.
+    with own_transaction(conn) as own:
+        batch = TrackBatch(*map_track_locks(conn, tracks, begin=own))
+        conn.info[TRACK_BATCH] = batch
+        conn.info[BEFORE_STATEMENT] = batch.before_statement
+        try:
+            yield
+            batch.send(conn, commit=own)
+        finally:
+            # `Connection.info` outlives the transaction: stop keeping writes on `conn`.
+            conn.info.pop(TRACK_BATCH, None)
+            conn.info.pop(BEFORE_STATEMENT, None)
