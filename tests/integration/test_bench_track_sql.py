@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,3 +92,34 @@ def test_the_grouped_floor_commits_every_batch_and_what_is_left(tmp_path: Path) 
 def _remaining(state: CustomerState) -> int:
     (credits,) = [key for key in state.usage_keys if key.key_id == workload.TRACKED_ID]
     return credits.remaining
+
+
+def test_the_floor_checkpoints_beside_its_commits_as_revenipe_does(tmp_path: Path) -> None:
+    """A floor whose commits copied the log back (SQLite's default) would pay fsyncs that
+    revenipe's tracks never pay (`Database._start_checkpointer`)."""
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    with revenipe.open(url) as backend:
+        app = backend.app(backend.create_app("bench", workload.catalog()).app.id)
+        (customer,) = workload.add_customers(app, ["floor"])
+    floor = track_sql.open_caller(url, app.app_id, workload.TRACKED_ID)
+    try:
+        assert isinstance(floor, track_sql.SqliteTrackStatements)
+        assert floor.conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        for n in range(20):
+            assert floor.call(customer, workload.TRACK_VALUE, f"k{n}")
+        seen = floor.checkpointer.checkpoints
+        deadline = time.monotonic() + 10
+        while floor.checkpointer.checkpoints == seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert floor.checkpointer.checkpoints > seen
+        assert floor.call(customer, workload.TRACK_VALUE, "after")
+        probe = sqlite3.connect(tmp_path / "bench.db")
+        try:
+            _busy, log_frames, _copied = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            probe.close()
+    finally:
+        floor.close()
+    # The log started again from its beginning: it holds the last call's pages (or fewer,
+    # if the thread checkpointed again), not the 21 calls' hundreds.
+    assert log_frames < 50

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ import psycopg
 
 from revenipe.bench.databases import libpq_url, sqlite_path
 from revenipe.services.context import new_id
-from revenipe.storage.database import SQLITE_BUSY_TIMEOUT_MS
+from revenipe.storage.database import SQLITE_BUSY_TIMEOUT_MS, SQLITE_CHECKPOINT_INTERVAL_S
 
 ENTITLEMENTS = ("monthly_credits", "bonus_credits", "purchased_credits")
 """The bench's usage key `credits` draws these (bench/workload.py)."""
@@ -203,34 +204,95 @@ class _TrackStatements:
 
 
 class SqliteTrackStatements(_TrackStatements):
-    """On SQLite: one connection, configured as revenipe configures its writer."""
+    """On SQLite: one connection, configured as revenipe configures its writer, and the
+    write-ahead log copied back by a thread of its own between transactions, as
+    revenipe's storage does it (`Database._start_checkpointer`): a commit never waits
+    for a checkpoint's copy and fsyncs. Checkpointing inside the commits instead
+    (SQLite's default) cost this floor a third of its throughput (docs/performance.md),
+    which made it a floor of a design revenipe does not have."""
 
     def __init__(self, url: str, app_id: str, tracked_id: str, batch: int) -> None:
         super().__init__(app_id, tracked_id, batch)
-        self.conn = sqlite3.connect(sqlite_path(url), isolation_level=None, check_same_thread=False)
+        path = sqlite_path(url)
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         cursor = self.conn.cursor()
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         self.cursor = cursor
         for name, template in _TEMPLATES.items():
             setattr(self, name, _styled(template, ":%s"))
+        self.turn = threading.Lock()
+        """Held from BEGIN to COMMIT or ROLLBACK; the checkpointer's restart waits for it."""
+        self.checkpointer = _Checkpointer(path, self.turn)
 
     def begin(self) -> None:
-        self.cursor.execute("BEGIN IMMEDIATE")
+        self.turn.acquire()
+        try:
+            self.cursor.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.turn.release()
+            raise
 
     def commit(self) -> None:
-        self.cursor.execute("COMMIT")
+        try:
+            self.cursor.execute("COMMIT")
+        finally:
+            self._end_turn()
 
     def rollback(self) -> None:
-        if self.conn.in_transaction:
-            self.cursor.execute("ROLLBACK")
+        try:
+            if self.conn.in_transaction:
+                self.cursor.execute("ROLLBACK")
+        finally:
+            self._end_turn()
+
+    def _end_turn(self) -> None:
+        if self.turn.locked():
+            self.turn.release()
 
     def now(self) -> Any:
         return datetime.now(UTC).isoformat(" ", "microseconds")[:26]
 
     def close(self) -> None:
+        self.checkpointer.stop()
         self.conn.close()
+
+
+class _Checkpointer:
+    """Every `SQLITE_CHECKPOINT_INTERVAL_S`, copy the log back while the caller goes on
+    (PASSIVE), then, between two of its transactions, restart the log from its beginning
+    (RESTART), as `Database.checkpoint` does for revenipe's writers."""
+
+    def __init__(self, path: str, turn: threading.Lock) -> None:
+        self.path = path
+        self.turn = turn
+        self.checkpoints = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="floor-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=100")
+            while not self._stop.wait(SQLITE_CHECKPOINT_INTERVAL_S):
+                # Busy now (another process of the run reading): the next turn copies it.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    self.checkpoint(conn)
+        finally:
+            conn.close()
+
+    def checkpoint(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        with self.turn:
+            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        self.checkpoints += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class PostgresTrackStatements(_TrackStatements):
