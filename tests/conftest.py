@@ -8,6 +8,7 @@ command that starts it, and FAILS when the CI environment variable is set.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -34,9 +35,9 @@ def _admin_conninfo() -> str:
     return POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this session (this xdist worker)."""
+@contextlib.contextmanager
+def _new_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards."""
     try:
         admin = psycopg.connect(_admin_conninfo(), autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
@@ -52,6 +53,21 @@ def postgres_url() -> Iterator[str]:
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session (this xdist worker)."""
+    with _new_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def empty_postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this test's own, with nothing in it yet (for what
+    depends on the tables' history, such as the plans PostgreSQL caches)."""
+    with _new_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

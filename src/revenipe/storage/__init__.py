@@ -5,6 +5,8 @@
   running migrations on first use.
 - `group_commit`: concurrent writes of one process run in shared transactions, each
   answered once its transaction committed (`Database.write_grouped`, docs/adr/0015).
+- `plan_refresh`: PostgreSQL connections drop their cached plans now and then, so that
+  plans made on nearly empty tables do not outlive them (docs/adr/0023).
 - `sqlite_lock`: how an SQLite writer gets in: a file lock revenipe's writers of all
   processes take turns at, then SQLite's own lock (docs/adr/0022).
 - `driver_sql`: how queries run: hand-written SQL on the driver's cursor, and the one

@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.storage import tracks as track_store
 from revenipe.storage.group_commit import MAX_BATCH, GroupCommitter
+from revenipe.storage.plan_refresh import refresh_plans_now_and_then
 from revenipe.storage.sqlite_lock import SqliteWriterLock, begin_immediate, is_locked
 
 T = TypeVar("T")
@@ -510,6 +511,7 @@ def open_database(url: str = DEFAULT_DATABASE_URL, *, migrate: bool = True) -> D
         # No pre-ping: it costs a round trip per transaction. A connection the server
         # dropped fails its transaction (answered as an error) and is replaced.
         engine = create_engine(parsed, pool_size=10, max_overflow=20, pool_recycle=3600)
+        refresh_plans_now_and_then(engine)
     database = Database(engine=engine, url=url, _sqlite_file=on_file)
     if migrate:
         migrate_to_latest(database)
