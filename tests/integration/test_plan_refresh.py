@@ -1,5 +1,6 @@
 """A plan PostgreSQL made while the tables were nearly empty must not outlive them
-(storage/plan_refresh, docs/adr/0023).
+(storage/plan_refresh, docs/adr/0023), in revenipe and in the bench's floor, which runs
+a track's statements as revenipe runs them.
 
 What is watched is the server's own count of sequential scans of `usage_events`: the
 frozen plan of a track's lock reads every usage event to find the one under the
@@ -8,12 +9,14 @@ idempotency key; a plan made on the grown table looks it up by index."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import psycopg
 import pytest
 from sqlalchemy import text
 
 import revenipe
+from revenipe.bench import track_sql, workload
 from revenipe.storage import plan_refresh
 
 from support import DEMO_CATALOG
@@ -21,18 +24,24 @@ from support import DEMO_CATALOG
 _GROWN_TO = 20_000
 
 
-def _usage_event_scans(backend: revenipe.Backend, url: str) -> int:
-    """Sequential scans of `usage_events` so far, this process's connections included.
+def _grow_usage_events(url: str, external_id: str) -> None:
+    """Add `_GROWN_TO` usage events of the customer, behind every cached plan's back."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO usage_events (id, app_id, customer_id, tracked_id, requested, "
+            "consumed, reversed, remaining, success, idempotency_key, created_at) "
+            "SELECT 'use_grown_' || n, c.app_id, c.id, 'grown', 1, 1, 0, 0, true, "
+            "'grown' || n, now() FROM customers c, generate_series(1, %s) AS n "
+            "WHERE c.external_id = %s",
+            (_GROWN_TO, external_id),
+        )
 
-    A server process sends its counts at an idle moment of its own choosing, or at the
-    next one once asked to: every pooled connection is asked, then the count is read
-    from outside the pool."""
-    engine = backend.database.engine
-    with contextlib.ExitStack() as stack:
-        pooled = [stack.enter_context(engine.connect()) for _ in range(engine.pool.checkedin())]
-        for conn in pooled:
-            conn.execute(text("SELECT pg_stat_force_next_flush()"))
-            conn.commit()
+
+def _seq_scans(url: str, flush: Callable[[], None]) -> int:
+    """Sequential scans of `usage_events` so far. A server process sends its counts at
+    an idle moment of its own choosing, or at the next one once asked to (`flush` asks
+    every connection that ran tracks); read from a connection of its own."""
+    flush()
     with psycopg.connect(url) as reader:
         row = reader.execute(
             "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'usage_events'"
@@ -41,44 +50,75 @@ def _usage_event_scans(backend: revenipe.Backend, url: str) -> int:
     return int(row[0])
 
 
-def _track(app: revenipe.App, customer: str, keys: range) -> None:
+def _scans_of(
+    url: str, flush: Callable[[], None], track: Callable[[int], object], keys: range
+) -> int:
+    before = _seq_scans(url, flush)
     for n in keys:
-        assert app.track(customer, "monthly_credits", 1, idempotency_key=f"k{n}").success
+        track(n)
+    return _seq_scans(url, flush) - before
 
 
-def test_plans_made_on_empty_tables_are_made_again_once_they_grew(
+def _then_grown_and_refreshed(
+    url: str,
+    external_id: str,
+    flush: Callable[[], None],
+    track: Callable[[int], object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tracks on the empty tables (plans kept), the table grown: tracks scan it while the
+    plans are kept, and stop once the refresh is due."""
+    for n in range(40):  # often enough on the empty table for a generic plan
+        track(n)
+    _grow_usage_events(url, external_id)
+    frozen = _scans_of(url, flush, track, range(100, 110))
+    assert frozen >= 10, "the precondition: a plan made on the empty table was kept"
+    monkeypatch.setattr(plan_refresh, "PLAN_REFRESH_S", 0.0)
+    assert _scans_of(url, flush, track, range(200, 210)) == 0
+
+
+def test_revenipe_makes_plans_again_once_the_tables_grew(
     empty_postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(plan_refresh, "PLAN_REFRESH_S", 3600.0)
     with revenipe.open(empty_postgres_url) as backend:
         app = backend.app(backend.create_app("plans", revenipe.load_catalog(DEMO_CATALOG)).app.id)
         app.grant_entitlement("alice", "monthly_credits", 10**9)
-        # Run often enough on the empty table for PostgreSQL to keep a generic plan.
-        _track(app, "alice", range(40))
-        with backend.database.engine.connect() as conn:
-            customer_id = conn.execute(
-                text("SELECT id, app_id FROM customers WHERE external_id = 'alice'")
-            ).one()
-            conn.execute(
-                text(
-                    "INSERT INTO usage_events (id, app_id, customer_id, tracked_id, "
-                    "requested, consumed, reversed, remaining, success, idempotency_key, "
-                    "created_at) SELECT 'use_grown_' || n, :app_id, :customer_id, "
-                    "'monthly_credits', 1, 1, 0, 0, true, 'grown' || n, now() "
-                    "FROM generate_series(1, :count) AS n"
-                ),
-                {"app_id": customer_id[1], "customer_id": customer_id[0], "count": _GROWN_TO},
-            )
-            conn.commit()
+        engine = backend.database.engine
 
-        # Not refreshed yet: the plan made on the empty table scans every usage event.
-        before = _usage_event_scans(backend, empty_postgres_url)
-        _track(app, "alice", range(100, 110))
-        frozen = _usage_event_scans(backend, empty_postgres_url) - before
-        assert frozen >= 10, "the precondition: a plan made on the empty table was kept"
+        def flush() -> None:
+            with contextlib.ExitStack() as stack:
+                pooled = [
+                    stack.enter_context(engine.connect()) for _ in range(engine.pool.checkedin())
+                ]
+                for conn in pooled:
+                    conn.execute(text("SELECT pg_stat_force_next_flush()"))
+                    conn.commit()
 
-        # Due: the next checkout drops the plans, and the lock is planned on the grown table.
-        monkeypatch.setattr(plan_refresh, "PLAN_REFRESH_S", 0.0)
-        before = _usage_event_scans(backend, empty_postgres_url)
-        _track(app, "alice", range(200, 210))
-        assert _usage_event_scans(backend, empty_postgres_url) - before == 0
+        def track(n: int) -> None:
+            assert app.track("alice", "monthly_credits", 1, idempotency_key=f"k{n}").success
+
+        _then_grown_and_refreshed(empty_postgres_url, "alice", flush, track, monkeypatch)
+
+
+def test_the_bench_floor_makes_plans_again_as_revenipe_does(
+    empty_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(plan_refresh, "PLAN_REFRESH_S", 3600.0)
+    with revenipe.open(empty_postgres_url) as backend:
+        app = backend.app(backend.create_app("bench", workload.catalog()).app.id)
+        (customer,) = workload.add_customers(app, ["floor"])
+    floor = track_sql.open_caller(empty_postgres_url, app.app_id, workload.TRACKED_ID)
+    assert isinstance(floor, track_sql.PostgresTrackStatements)
+
+    def flush() -> None:
+        floor.conn.execute("SELECT pg_stat_force_next_flush()")
+        floor.conn.commit()
+
+    def track(n: int) -> None:
+        assert floor.call(customer, workload.TRACK_VALUE, f"k{n}")
+
+    try:
+        _then_grown_and_refreshed(empty_postgres_url, customer, flush, track, monkeypatch)
+    finally:
+        floor.close()
