@@ -101,6 +101,10 @@ def prepare_and_serve(backend: Backend, args: argparse.Namespace) -> None:
         os.environ["REVENIPE_PUBLIC_URL"] = args.public_url
     if args.allow_private_webhooks:
         os.environ["REVENIPE_ALLOW_PRIVATE_WEBHOOKS"] = "1"
+    if args.workers > 1:
+        # The workers' PostgreSQL write lanes add up: one each (ServerSettings), unless
+        # the environment says otherwise.
+        os.environ.setdefault("REVENIPE_POSTGRES_WRITE_LANES", "1")
     uvicorn.run(
         "revenipe.server.app:create_app_from_env",
         factory=True,

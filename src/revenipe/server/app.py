@@ -71,7 +71,10 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app. Opens (and migrates) the database unless a `context` is given."""
     settings = settings or ServerSettings.from_env()
-    ctx = context or ServiceContext(db=open_database(settings.database_url), clock=clock)
+    ctx = context or ServiceContext(
+        db=open_database(settings.database_url, postgres_write_lanes=settings.postgres_write_lanes),
+        clock=clock,
+    )
     runtime = Runtime(ctx=ctx, settings=settings)
 
     @asynccontextmanager

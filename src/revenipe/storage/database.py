@@ -38,8 +38,9 @@ _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x7265_7665  # "reve": an advisory lock key of our own
 SQLITE_CHECKPOINT_INTERVAL_S = 0.2
 POSTGRES_WRITE_LANES = 2
-"""Group-commit transactions one process runs at once on PostgreSQL (SQLite: one). Since
-a batch's tracks lock, read and write together (storage.tracks), fewer and larger
+"""Group-commit transactions one process runs at once on PostgreSQL (SQLite: one), unless
+`open_database` is told otherwise (`revenipe serve` with several workers: one each).
+Since a batch's tracks lock, read and write together (storage.tracks), fewer and larger
 batches do more: 16 threads tracked 20-25 % more with 2 lanes than with 4 (docs/adr/0015)."""
 POSTGRES_MAX_BATCH = 32
 """Jobs per PostgreSQL batch: each job is a subtransaction (a savepoint), and past 64 of
@@ -86,6 +87,8 @@ class Database:
     _sqlite_writer_conn: Connection | None = field(default=None, repr=False)
     _group: GroupCommitter[GroupedJob, Any] | None = field(default=None, repr=False)
     _writer_lock: SqliteWriterLock | None = field(default=None, repr=False)
+    postgres_write_lanes: int | None = None
+    """Group-commit lanes on PostgreSQL; None: `POSTGRES_WRITE_LANES`."""
 
     @property
     def dialect(self) -> str:
@@ -146,7 +149,7 @@ class Database:
         if self._group is None:
             self._group = GroupCommitter(
                 self._run_jobs,
-                lanes=1 if self.is_sqlite else POSTGRES_WRITE_LANES,
+                lanes=1 if self.is_sqlite else self.postgres_write_lanes or POSTGRES_WRITE_LANES,
                 max_batch=MAX_BATCH if self.is_sqlite else POSTGRES_MAX_BATCH,
             )
         return self._group
@@ -481,7 +484,12 @@ def _postgres_errors(name: str) -> tuple[type[BaseException], ...]:
     return (getattr(psycopg, name),) if psycopg is not None else ()
 
 
-def open_database(url: str = DEFAULT_DATABASE_URL, *, migrate: bool = True) -> Database:
+def open_database(
+    url: str = DEFAULT_DATABASE_URL,
+    *,
+    migrate: bool = True,
+    postgres_write_lanes: int | None = None,
+) -> Database:
     """Open (and create, and migrate to the latest schema) the database at `url`.
 
     SQLite URLs may carry `?synchronous=full` to fsync every commit (durable across power
@@ -512,7 +520,9 @@ def open_database(url: str = DEFAULT_DATABASE_URL, *, migrate: bool = True) -> D
         # dropped fails its transaction (answered as an error) and is replaced.
         engine = create_engine(parsed, pool_size=10, max_overflow=20, pool_recycle=3600)
         refresh_plans_now_and_then(engine)
-    database = Database(engine=engine, url=url, _sqlite_file=on_file)
+    database = Database(
+        engine=engine, url=url, _sqlite_file=on_file, postgres_write_lanes=postgres_write_lanes
+    )
     if migrate:
         migrate_to_latest(database)
     if database.is_sqlite and on_file:
