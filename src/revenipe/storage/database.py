@@ -38,10 +38,8 @@ _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x7265_7665  # "reve": an advisory lock key of our own
 SQLITE_CHECKPOINT_INTERVAL_S = 0.2
 POSTGRES_WRITE_LANES = 2
-"""Group-commit transactions one process runs at once on PostgreSQL (SQLite: one), unless
-`open_database` is told otherwise (`revenipe serve` with several workers: one each).
-Since a batch's tracks lock, read and write together (storage.tracks), fewer and larger
-batches do more: 16 threads tracked 20-25 % more with 2 lanes than with 4 (docs/adr/0015)."""
+"""Group-commit transactions one process runs at once on PostgreSQL (SQLite: one) unless
+`open_database` says otherwise. Fewer, larger batches do more (docs/adr/0015)."""
 POSTGRES_MAX_BATCH = 32
 """Jobs per PostgreSQL batch: each job is a subtransaction (a savepoint), and past 64 of
 them in one transaction PostgreSQL's per-process cache of subtransaction ids overflows,
@@ -87,8 +85,7 @@ class Database:
     _sqlite_writer_conn: Connection | None = field(default=None, repr=False)
     _group: GroupCommitter[GroupedJob, Any] | None = field(default=None, repr=False)
     _writer_lock: SqliteWriterLock | None = field(default=None, repr=False)
-    postgres_write_lanes: int | None = None
-    """Group-commit lanes on PostgreSQL; None: `POSTGRES_WRITE_LANES`."""
+    postgres_write_lanes: int | None = None  # None: POSTGRES_WRITE_LANES
 
     @property
     def dialect(self) -> str:
@@ -184,9 +181,12 @@ class Database:
         # no caller waits for a locked database longer than the time-out in all.
         waited_ms = int((time.monotonic() - min(job[2] for job in batch)) * 1000)
         if len(batch) == 1:
-            # Alone, the transaction is the job's: its error rolls everything back.
-            with self.write(waited_ms=waited_ms) as conn:
-                return [batch[0][0](conn)]
+            # Alone, the transaction is the job's: its error rolls everything back (a
+            # PostgreSQL track still in two round trips, as in a batch).
+            job = batch[0][0]
+            lock = None if self.is_sqlite else getattr(job, "track_lock", None)
+            with self.write(waited_ms=waited_ms) as conn, track_store.batched(conn, [lock]):
+                return [job(conn)]
         order = sorted(range(len(batch)), key=lambda i: _sortable(batch[i][1]))
         together = self._run_together(batch, order, waited_ms)
         if together is not None:

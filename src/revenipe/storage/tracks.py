@@ -270,12 +270,7 @@ def lock_for_track(conn: Connection, request: TrackLockRequest) -> TrackLock | N
         found = batch.take(request)
         if found is not NOT_READ:
             return found  # type: ignore[no-any-return]
-    statement = _LOCK_BY_ID if request.customer_id is not None else _LOCK_BY_EXTERNAL_ID
-    params = {
-        "app_id": request.app_id,
-        "customer": request.customer_id if request.customer_id is not None else request.external_id,
-        "key": request.idempotency_key,
-    }
+    statement, params = _lock_statement(request)
     candidates = request.candidates
     grant_rows = None
     if candidates is None:
@@ -317,6 +312,16 @@ its request's position; the customers are locked in id order (PostgreSQL locks t
 of `ORDER BY ... FOR UPDATE` in their sorted order)."""
 
 
+def _lock_statement(request: TrackLockRequest) -> tuple[Sql, dict[str, Any]]:
+    """`lock_for_track`'s statement for `request`, and its parameters."""
+    by_id = request.customer_id is not None
+    return (_LOCK_BY_ID if by_id else _LOCK_BY_EXTERNAL_ID), {
+        "app_id": request.app_id,
+        "customer": request.customer_id if by_id else request.external_id,
+        "key": request.idempotency_key,
+    }
+
+
 def map_track_locks(
     conn: Connection, requests: Sequence[TrackLockRequest], *, begin: bool = False
 ) -> tuple[dict[TrackLockRequest, TrackLock | None], dict[str, list[GrantRow]]]:
@@ -327,6 +332,8 @@ def map_track_locks(
     PostgreSQL runs once the locks are granted and which so reads what was committed
     before (READ COMMITTED takes a snapshot per statement). `begin`: the `BEGIN` of the
     batch's own transaction goes first in the same round trip (`own_transaction`)."""
+    if len(requests) == 1:
+        return _map_one_track_lock(conn, requests[0], begin=begin)
     statements = [
         (
             _LOCK_MANY,
@@ -355,6 +362,26 @@ def map_track_locks(
         if row[0] in grants:
             grants[row[0]].append(GrantRow.read(row[1:]))
     return locks, grants
+
+
+def _map_one_track_lock(
+    conn: Connection, request: TrackLockRequest, *, begin: bool
+) -> tuple[dict[TrackLockRequest, TrackLock | None], dict[str, list[GrantRow]]]:
+    """`map_track_locks` of a batch of one track (a lone caller): `lock_for_track`'s
+    statements, by index lookups of this one customer, rather than the batch's
+    statements over arrays, which cost PostgreSQL several times as much for one."""
+    statement, params = _lock_statement(request)
+    statements = [(statement, params)]
+    if request.candidates is not None:
+        statements.append((request.candidates.sql, request.candidates.params))
+    rows, *grant_rows = fetch_all_together(conn, statements, begin=begin)
+    if not rows:
+        return {request: None}, {}
+    lock = _track_lock(rows[0], None)
+    grants = {}
+    if request.candidates is not None:
+        grants[lock.customer_id] = request.candidates.read(grant_rows[0])
+    return {request: lock}, grants
 
 
 def _named(requests: Sequence[TrackLockRequest]) -> dict[str, list[str | None]]:
