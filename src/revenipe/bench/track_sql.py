@@ -20,6 +20,7 @@ import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -298,49 +299,72 @@ class _Checkpointer:
 
 
 class PostgresTrackStatements(_TrackStatements):
-    """On PostgreSQL: psycopg 3, READ COMMITTED, the customer locked `FOR UPDATE`, the
-    three writes pipelined (one round trip), and the cached plans dropped every
-    `PLAN_REFRESH_S`, as revenipe's storage does (docs/adr/0023): without that, the
-    lock's plan made on the nearly empty tables scans every usage event, and the floor
-    fell to a third of the real track's throughput in full runs."""
+    """On PostgreSQL: psycopg 3, READ COMMITTED, the customer locked `FOR UPDATE`, as
+    revenipe's storage runs a track (docs/adr/0015, 0023):
+    - two round trips a transaction: its `BEGIN` sent with the lock and the grants'
+      read, its `COMMIT` with the three writes (the connection in autocommit mode, the
+      transaction opened and closed by those statements);
+    - the cached plans dropped every `PLAN_REFRESH_S`: without that, the lock's plan
+      made on the nearly empty tables scans every usage event, and the floor fell to a
+      third of the real track's throughput in full runs."""
 
     def __init__(self, url: str, app_id: str, tracked_id: str, batch: int) -> None:
         super().__init__(app_id, tracked_id, batch)
-        self.conn: psycopg.Connection[Any] = psycopg.connect(libpq_url(url))
+        self.conn: psycopg.Connection[Any] = psycopg.connect(libpq_url(url), autocommit=True)
         self.cursor = self.conn.cursor()
         for name, template in _TEMPLATES.items():
             setattr(self, name, _styled(template, "%%(%s)s"))
         self.lock += " FOR UPDATE OF c"
         self.grants_ahead = _styled(_GRANTS_AHEAD, "%%(%s)s")
         self.plans_at = time.monotonic()
+        self.to_begin = False
+        """The next round trip opens the transaction."""
+        self.committed = False
+        """The last writes' round trip committed the transaction."""
 
     def begin(self) -> None:
-        """psycopg begins the transaction with the first statement; before it, the
-        plans are dropped when due (as a pooled connection of revenipe's is when
-        checked out)."""
+        """Before the transaction, the plans are dropped when due (as a pooled
+        connection of revenipe's is when checked out); its `BEGIN` travels with the
+        lock."""
         now = time.monotonic()
         if now - self.plans_at >= plan_refresh.PLAN_REFRESH_S:
             self.conn.execute("DISCARD PLANS")
-            self.conn.commit()
             self.plans_at = now
+        self.to_begin = True
 
     def commit(self) -> None:
-        self.conn.commit()
+        if self.committed:
+            self.committed = False
+            return
+        self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
-        self.conn.rollback()
+        self.to_begin = self.committed = False
+        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self.conn.execute("ROLLBACK")
 
     def now(self) -> Any:
         return datetime.now(UTC)
 
-    def writes(self) -> contextlib.AbstractContextManager[Any]:
-        return self.conn.pipeline()
+    @contextlib.contextmanager
+    def writes(self) -> Iterator[None]:
+        """The three writes in one round trip, with the `COMMIT` when this call ends
+        the transaction (`_end_call`)."""
+        with self.conn.pipeline():
+            yield
+            if self.pending + 1 >= self.batch:
+                self.conn.execute("COMMIT")
+                self.committed = True
 
     def lock_and_read(self, params: dict[str, Any]) -> tuple[Any, list[Any]]:
-        """Both in one round trip, as a track does once its process knows the catalog:
-        the grants named by the customer's external id, read after the lock."""
+        """Both in one round trip (with the transaction's `BEGIN`), as a track does once
+        its process knows the catalog: the grants named by the customer's external id,
+        read after the lock."""
         grants = self.conn.cursor()
         with self.conn.pipeline():
+            if self.to_begin:
+                self.conn.execute("BEGIN")
+                self.to_begin = False
             self.cursor.execute(self.lock, params)
             grants.execute(self.grants_ahead, params)
         locked = self.cursor.fetchone()
