@@ -122,3 +122,23 @@ def test_the_bench_floor_makes_plans_again_as_revenipe_does(
         _then_grown_and_refreshed(empty_postgres_url, customer, flush, track, monkeypatch)
     finally:
         floor.close()
+
+
+def test_a_connection_the_server_dropped_is_replaced_at_its_refresh(
+    empty_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refresh is the first thing a checked-out connection sends: a connection whose
+    server process is gone fails there, and is replaced, not handed on."""
+    with revenipe.open(empty_postgres_url) as backend:
+        app = backend.app(backend.create_app("plans", revenipe.load_catalog(DEMO_CATALOG)).app.id)
+        app.grant_entitlement("alice", "monthly_credits", 10)
+        before = app.track("alice", "monthly_credits", 1, idempotency_key="before")
+        with psycopg.connect(empty_postgres_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        monkeypatch.setattr(plan_refresh, "PLAN_REFRESH_S", 0.0)
+        after = app.track("alice", "monthly_credits", 1, idempotency_key="after")
+        assert after.success
+        assert after.remaining == before.remaining - 1

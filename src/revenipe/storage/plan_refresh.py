@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import DisconnectionError
 
 PLAN_REFRESH_S = 5.0
 """How old a connection's cached plans may get before it drops them. Once a table has
@@ -47,6 +48,11 @@ def refresh_plans_now_and_then(engine: Engine) -> None:
             return
         # Idle when checked out: this runs in a transaction of its own, ended here, so
         # the connection is handed on idle, as the pool gave it.
-        dbapi_connection.execute("DISCARD PLANS")
-        dbapi_connection.commit()
+        try:
+            dbapi_connection.execute("DISCARD PLANS")
+            dbapi_connection.commit()
+        except Exception as exc:
+            # A connection the server dropped while it sat in the pool: the pool throws
+            # it away and checks out another (or connects anew), as for any lost one.
+            raise DisconnectionError(f"a pooled connection failed DISCARD PLANS: {exc}") from exc
         record.info[_REFRESHED_AT] = now
