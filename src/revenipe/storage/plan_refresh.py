@@ -29,7 +29,7 @@ from sqlalchemy.exc import DisconnectionError
 PLAN_REFRESH_S = 5.0
 """How old a connection's cached plans may get before it drops them. Once a table has
 grown past the size where its indexes win, every later plan uses them: the interval
-matters for a new database's first seconds, when a track costs 45 us more for every
+matters for a new database's first seconds, when a track costs some 70 us more for every
 1,000 usage events behind a frozen plan (a round trip and a few plannings per connection
 every 5 s cost nothing measurable)."""
 
