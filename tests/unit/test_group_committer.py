@@ -215,3 +215,52 @@ def test_one_thread_of_the_lane_leads_for_event_loop_callers_and_wakes_each_loop
     assert len(set(runner.threads)) == 1 and runner.threads[0] != loop_thread
     assert threading.active_count() == before + 1
     assert wakeups == len(runner.batches)  # one wake-up a batch, not one a caller
+
+
+def test_a_blocked_caller_answered_returns_while_event_loop_callers_keep_coming() -> None:
+    """A thread's request (a track whose authentication read the database) must not
+    lead on for the event-loop callers queued behind it: under a steady flow it would
+    return only once the flow stopped (seen as 2 s answers in the HTTP bench)."""
+    runner = Recorder(hold_first=True)
+    committer: GroupCommitter[int, int] = GroupCommitter(runner)
+    caller_thread: list[int] = []
+    queued_behind = threading.Event()
+
+    def blocked_caller() -> None:
+        caller_thread.append(threading.get_ident())
+        assert committer.submit(7) == 70
+
+    async def main() -> list[int]:
+        first = asyncio.ensure_future(committer.submit_async(0))
+        while not runner.entered.is_set():
+            await asyncio.sleep(0.001)
+        thread = threading.Thread(target=blocked_caller)
+        thread.start()
+        await asyncio.to_thread(_queued, committer, 1)  # 7 waits behind the held batch
+        original = runner.__call__
+
+        def flow(lane: int, requests: Sequence[int]) -> list[int | BaseException]:
+            if requests == [7]:  # while 7's batch runs, an event-loop caller arrives
+                loop.call_soon_threadsafe(
+                    lambda: later.append(asyncio.ensure_future(committer.submit_async(8)))
+                )
+                _queued(committer, 1)
+                queued_behind.set()
+            return original(lane, requests)
+
+        loop = asyncio.get_running_loop()
+        later: list[asyncio.Future[int]] = []
+        committer._run_batch = flow
+        runner.gate.set()
+        answers = [await first]
+        await asyncio.to_thread(thread.join, 5)
+        assert not thread.is_alive()
+        assert queued_behind.is_set()
+        answers.append(await later[0])
+        return answers
+
+    assert asyncio.run(main()) == [0, 80]
+    assert runner.batches == [[0], [7], [8]]
+    assert runner.threads[1] == caller_thread[0]
+    assert runner.threads[2] != caller_thread[0]  # the lane's own thread ran 8's batch
+    assert runner.threads[2] == runner.threads[0]

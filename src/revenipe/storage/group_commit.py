@@ -143,7 +143,10 @@ class GroupCommitter(Generic[Request, Result]):
     def _lead(self, lane: _Lane[Request, Result], own: _Waiter[Request, Result] | None) -> None:
         """Run batches until `own` is answered (the lane's own thread: until only
         blocked callers wait), then hand the lane to the oldest blocked caller waiting,
-        or leave it idle. Event-loop callers never lead: someone leads for them."""
+        or leave it idle. Event-loop callers never lead: someone leads for them. A
+        blocked caller answered while only event-loop callers wait hands the lane to
+        the lane's own thread and returns: under a steady flow of event-loop callers
+        it would otherwise lead on, its own answer held back until the flow stopped."""
         if own is not None:
             own.lead = False
         while True:
@@ -157,13 +160,17 @@ class GroupCommitter(Generic[Request, Result]):
             if own is None or own.answered:
                 with lane.lock:
                     successor = next((w for w in lane.queue if w.future is None), None)
-                    if successor is None and lane.queue:
-                        continue  # only event-loop callers wait: keep leading for them
-                    if successor is None:
+                    if successor is None and not lane.queue:
                         lane.busy = False
                         return
-                    successor.lead = True
-                successor.done.set()
+                    if successor is None and own is None:
+                        continue  # only event-loop callers wait: keep leading for them
+                    if successor is not None:
+                        successor.lead = True
+                if successor is None:
+                    self._call_leader(lane)  # the lane stays busy: its thread leads next
+                else:
+                    successor.done.set()
                 return
 
     def _run(self, lane: _Lane[Request, Result], batch: list[_Waiter[Request, Result]]) -> None:
