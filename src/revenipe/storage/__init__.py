@@ -9,9 +9,11 @@
   plans made on nearly empty tables do not outlive them (docs/adr/0023).
 - `sqlite_lock`: how an SQLite writer gets in: a file lock revenipe's writers of all
   processes take turns at, then SQLite's own lock (docs/adr/0022).
-- `driver_sql`: how queries run: hand-written SQL on the driver's cursor, and the one
-  place values are converted between Python and the columns (`Columns`, `time_in`,
-  `time_out`).
+- `driver_sql`: how queries run: hand-written SQL on the driver's cursor (SQLite) or
+  through `pg_pipeline` (PostgreSQL), and the one place values are converted between
+  Python and the columns (`Columns`, `time_in`, `time_out`).
+- `pg_pipeline`: PostgreSQL statements sent together through libpq's pipeline, below
+  psycopg's cursors, each prepared once per connection (docs/adr/0024).
 - One module per aggregate, each holding every query on its tables:
   - `apps`: apps, their secret keys and provider settings.
   - `catalogs`: the catalog versions an app applied.

@@ -49,14 +49,51 @@ this module runs on it (a batch of tracks sends the writes it kept first, so tha
 statement sees them: `storage.tracks`)."""
 
 
-def _cursor(conn: Connection) -> Any:
+QUEUED_WRITES = "revenipe.queued_writes"
+"""Key of `Connection.info`: the statements of a `pipelined` block on PostgreSQL, sent
+when it ends."""
+
+
+def _before_statement(conn: Connection) -> None:
     before = conn.info.get(BEFORE_STATEMENT)
     if before is not None:
         before(conn)
+
+
+def _cursor(conn: Connection) -> Any:
+    if QUEUED_WRITES in conn.info:
+        raise InvariantViolation("only `execute_many` runs inside a `pipelined` block")
+    _before_statement(conn)
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
+def _driver(conn: Connection) -> Any:
+    raw = conn.connection.dbapi_connection
+    if raw is None:
+        raise InvariantViolation("a checked-out connection has no DBAPI connection")
+    return raw
+
+
+def _pg_pipeline() -> Any:
+    from revenipe.storage import pg_pipeline  # psycopg only where PostgreSQL is used
+
+    return pg_pipeline
+
+
+def _run_one(conn: Connection, sql: Sql, params: Mapping[str, Any]) -> tuple[list[Any], int]:
+    """PostgreSQL: one statement through `pg_pipeline` (prepared once per connection)."""
+    if QUEUED_WRITES in conn.info:
+        raise InvariantViolation("only `execute_many` runs inside a `pipelined` block")
+    _before_statement(conn)
+    result: tuple[list[Any], int] = _pg_pipeline().run_one(
+        _driver(conn), conn.connection.info, sql.postgresql, params
+    )
+    return result
+
+
 def fetch_all(conn: Connection, sql: Sql, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    if conn.dialect.name != "sqlite":
+        return _run_one(conn, sql, params)[0]
     cursor = _cursor(conn)
     try:
         cursor.execute(sql.text(conn), params)
@@ -68,25 +105,21 @@ def fetch_all(conn: Connection, sql: Sql, params: Mapping[str, Any]) -> list[tup
 def fetch_all_together(
     conn: Connection, statements: Sequence[tuple[Sql, Mapping[str, Any]]], *, begin: bool = False
 ) -> list[list[tuple[Any, ...]]]:
-    """The rows of each query, in order. On PostgreSQL they are sent together (pipeline
-    mode) and run one after another on the server: one round trip for all. A query
+    """The rows of each query, in order. On PostgreSQL they are sent together
+    (`pg_pipeline`) and run one after another on the server: one round trip for all. A query
     sees what the ones before it did (a lock taken, under READ COMMITTED a snapshot
     taken after it). `begin`: a `BEGIN` goes first, in the same round trip (a
     connection in autocommit mode opening its transaction itself, `tracks.batched`)."""
     if conn.dialect.name == "sqlite":
         return [fetch_all(conn, sql, params) for sql, params in statements]
-    cursors = [_cursor(conn) for _ in statements]
-    raw = conn.connection.dbapi_connection
-    try:
-        with raw.pipeline():  # type: ignore[union-attr]
-            if begin:
-                raw.execute("BEGIN", prepare=False)  # type: ignore[union-attr]
-            for cursor, (sql, params) in zip(cursors, statements, strict=True):
-                cursor.execute(sql.text(conn), params)
-        return [list(cursor.fetchall()) for cursor in cursors]
-    finally:
-        for cursor in cursors:
-            cursor.close()
+    sent: list[tuple[str, Mapping[str, Any] | None]] = [("BEGIN", None)] if begin else []
+    for sql, params in statements:
+        _before_statement(conn)
+        sent.append((sql.postgresql, params))
+    rows: list[list[tuple[Any, ...]]] = _pg_pipeline().run(
+        _driver(conn), conn.connection.info, sent
+    )
+    return rows[1:] if begin else rows
 
 
 def fetch_each(
@@ -103,6 +136,9 @@ def fetch_each(
 
 
 def fetch_one(conn: Connection, sql: Sql, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    if conn.dialect.name != "sqlite":
+        rows = _run_one(conn, sql, params)[0]
+        return rows[0] if rows else None
     cursor = _cursor(conn)
     try:
         cursor.execute(sql.text(conn), params)
@@ -123,6 +159,8 @@ def fetch_scalar(conn: Connection, sql: Sql, params: Mapping[str, Any]) -> Any:
 
 def execute(conn: Connection, sql: Sql, params: Mapping[str, Any]) -> int:
     """Run one statement; the number of rows it changed (UPDATE, DELETE)."""
+    if conn.dialect.name != "sqlite":
+        return _run_one(conn, sql, params)[1]
     cursor = _cursor(conn)
     try:
         cursor.execute(sql.text(conn), params)
@@ -133,6 +171,15 @@ def execute(conn: Connection, sql: Sql, params: Mapping[str, Any]) -> int:
 
 def execute_many(conn: Connection, sql: Sql, rows: Sequence[Mapping[str, Any]]) -> None:
     if not rows:
+        return
+    queued = conn.info.get(QUEUED_WRITES)
+    if queued is not None:  # inside `pipelined` on PostgreSQL: sent when it ends
+        _before_statement(conn)
+        queued.extend((sql.postgresql, row) for row in rows)
+        return
+    if conn.dialect.name != "sqlite":
+        _before_statement(conn)
+        _pg_pipeline().run(_driver(conn), conn.connection.info, [(sql.postgresql, r) for r in rows])
         return
     cursor = _cursor(conn)
     try:
@@ -146,19 +193,27 @@ def execute_many(conn: Connection, sql: Sql, rows: Sequence[Mapping[str, Any]]) 
 
 @contextlib.contextmanager
 def pipelined(conn: Connection, *, commit: bool = False) -> Iterator[None]:
-    """On PostgreSQL, send the statements run inside this block without waiting for each
-    one's answer (psycopg's pipeline mode): one round trip for all of them instead of one
-    each. Errors surface when the block ends. On SQLite statements run in-process anyway.
-    `commit`: a `COMMIT` follows them in the same round trip, unless one failed (a
-    transaction opened by `fetch_all_together(..., begin=True)`; PostgreSQL only)."""
+    """On PostgreSQL, send the statements `execute_many` runs inside this block together
+    when it ends (`pg_pipeline`): one round trip for all of them instead of one each, and
+    nothing sent if the block raised. Errors surface when the block ends; no other
+    statement may run inside it. On SQLite statements run in-process anyway. `commit`: a
+    `COMMIT` follows them in the same round trip, skipped if one failed (a transaction
+    opened by `fetch_all_together(..., begin=True)`; PostgreSQL only)."""
     if conn.dialect.name == "sqlite":
         yield
         return
-    raw = conn.connection.dbapi_connection
-    with raw.pipeline():  # type: ignore[union-attr]
+    if QUEUED_WRITES in conn.info:
+        raise InvariantViolation("`pipelined` blocks do not nest")
+    queued: list[tuple[str, Mapping[str, Any] | None]] = []
+    conn.info[QUEUED_WRITES] = queued
+    try:
         yield
-        if commit:
-            raw.execute("COMMIT", prepare=False)  # type: ignore[union-attr]
+    finally:
+        del conn.info[QUEUED_WRITES]
+    if commit:
+        queued.append(("COMMIT", None))
+    if queued:
+        _pg_pipeline().run(_driver(conn), conn.connection.info, queued)
 
 
 @contextlib.contextmanager

@@ -1,20 +1,21 @@
 """PostgreSQL's cached plans, made again now and then (docs/adr/0023).
 
-psycopg prepares a statement on the server once a connection has run it a few times,
-and PostgreSQL then keeps one generic plan for it, made with what it knew of the tables
-at that moment, until something invalidates it: in practice an ANALYZE, which
-autovacuum runs as tables grow. Plans made while the tables were nearly empty pick
-among equal-looking indexes arbitrarily: the track's lock picked the customers' index
-by app and filtered on the external id, and found the usage event under an
-idempotency key with a scan of every usage event. Without an ANALYZE (autovacuum off,
-or not yet come round on a new database) that plan stays, and a track costs more with
-every track before it (in-process tracks fell from 1,030/s to 444/s within 20,000).
+revenipe prepares each statement on the server once per connection (`pg_pipeline`,
+docs/adr/0024), and PostgreSQL then keeps one generic plan for it, made with what it
+knew of the tables at that moment, until something invalidates it: in practice an
+ANALYZE, which autovacuum runs as tables grow. Plans made while the tables were nearly
+empty pick among equal-looking indexes arbitrarily: the track's lock picked the
+customers' index by app and filtered on the external id, and found the usage event
+under an idempotency key with a scan of every usage event. Without an ANALYZE
+(autovacuum off, or not yet come round on a new database) that plan stays, and a track
+costs more with every track before it (in-process tracks fell from 1,030/s to 444/s
+within 20,000).
 
 So every pooled connection drops its cached plans (`DISCARD PLANS`) when it is checked
 out `PLAN_REFRESH_S` or more after it last did: the next executions are planned again on
-the tables as they are now. Prepared statements stay prepared (psycopg's bookkeeping is
-untouched); what it costs is one round trip and a few plannings per connection and
-interval. With autovacuum running this changes nothing: its ANALYZE already makes the
+the tables as they are now. Prepared statements stay prepared (`pg_pipeline`'s
+bookkeeping holds); what it costs is one round trip and a few plannings per connection
+and interval. With autovacuum running this changes nothing: its ANALYZE already makes the
 plans again.
 """
 
@@ -39,6 +40,13 @@ _REFRESHED_AT = "revenipe_plans_at"
 
 def refresh_plans_now_and_then(engine: Engine) -> None:
     """Install the refresh on `engine`'s pool (PostgreSQL)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # revenipe prepares its own statements (`pg_pipeline`); psycopg must prepare
+        # none: with some of its own prepared, it answers every ROLLBACK it sees (a
+        # savepoint's included) with DEALLOCATE ALL, which drops ours too.
+        dbapi_connection.prepare_threshold = None
 
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
