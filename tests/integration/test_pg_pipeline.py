@@ -126,3 +126,19 @@ def test_a_pipelined_block_that_raises_sends_nothing(db: Database, table: str) -
         assert fetch_all(conn, Sql(f"SELECT id FROM {table}"), {}) == []
         with pytest.raises(InvariantViolation), pipelined(conn):
             fetch_all(conn, Sql(f"SELECT id FROM {table}"), {})
+
+
+def test_past_the_bound_statements_run_unprepared(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Statements assembled at run time (IN lists of any length) must not pile up on the
+    server: past `MAX_PREPARED` a connection runs new ones unprepared."""
+    with db.write() as conn:
+        raw = conn.connection.dbapi_connection
+        already = len(_our_prepared(raw))
+        monkeypatch.setattr(pg_pipeline, "MAX_PREPARED", already + 2)
+        for n in range(5):
+            sql = Sql(f"SELECT %(x)s::integer + {n}")
+            assert fetch_all(conn, sql, {"x": 1}) == [(1 + n,)]
+            assert fetch_all(conn, sql, {"x": 2}) == [(2 + n,)]
+        assert len(_our_prepared(raw)) == already + 2

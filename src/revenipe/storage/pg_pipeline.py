@@ -17,6 +17,7 @@ driver connection) and marked only once PostgreSQL answered the `PREPARE`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import re
@@ -33,9 +34,12 @@ from psycopg.waiting import Ready, Wait
 PREPARED = "revenipe.prepared"
 """Key of the driver connection's `info`: query text (bytes) -> its prepared name."""
 
+MAX_PREPARED = 256
+"""Statements prepared per connection at most (the statements assembled at run time, such
+as IN lists of any length, must not fill the server's memory); the rest run unprepared."""
+
 _PARAM = re.compile(r"%\((\w+)\)s|%%")
 _NAMES = itertools.count()
-_OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -86,56 +90,84 @@ def _run(
     begun = not raw.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE
     if begun:
         statements = [("BEGIN", None), *statements]
-    prepared: dict[bytes, bytes] = info.setdefault(PREPARED, {})
-    tx = Transformer.from_context(raw)
-    sends: list[Callable[[], None]] = []
-    answers: list[tuple[int, bytes | None]] = []
-    """Per command sent: the index of its statement, and the query it prepares, if so."""
-    preparing: dict[bytes, bytes] = {}
+    commands = _Commands(raw, info.setdefault(PREPARED, {}))
     for index, (text, params) in enumerate(statements):
-        query, names = compiled(text)
-        if params is None:
-            sends.append(functools.partial(pgconn.send_query_params, query, None))
-            answers.append((index, None))
-            continue
-        values: Sequence[Buffer | None] = (
-            tx.dump_sequence([params[n] for n in names], [PyFormat.TEXT] * len(names))
-            if names
-            else ()
-        )
-        name = prepared.get(query) or preparing.get(query)
-        if name is None:
-            name = preparing[query] = f"revenipe_{next(_NAMES)}".encode()
-            sends.append(functools.partial(pgconn.send_prepare, name, query))
-            answers.append((index, query))
-        sends.append(functools.partial(pgconn.send_query_prepared, name, values))
-        answers.append((index, None))
+        commands.add(index, text, params)
     with raw.lock:
         pgconn.enter_pipeline_mode()
         try:
-            results = raw.wait(_exchange(pgconn, sends))
-        finally:
-            pgconn.exit_pipeline_mode()
-    rows: list[list[tuple[Any, ...]]] = [[] for _ in statements]
-    counts = [0] * len(statements)
-    error: pg_errors.Error | None = None
-    for (index, prepares), result in zip(answers, results, strict=True):
-        status = result.status
-        if status == pq.ExecStatus.TUPLES_OK:
-            tx.set_pgresult(result)
-            rows[index] = tx.load_rows(0, result.ntuples, tuple)
-            counts[index] = result.ntuples
-        elif status not in _OK:
-            if error is None and status != pq.ExecStatus.PIPELINE_ABORTED:
-                error = pg_errors.error_from_result(result, encoding=_encoding(raw))
-            continue
-        elif status == pq.ExecStatus.COMMAND_OK and prepares is None:
-            counts[index] = int(result.command_tuples or 0)
-        if prepares is not None:
-            prepared[prepares] = preparing[prepares]
-    if error is not None:
-        raise error
+            results = raw.wait(_exchange(pgconn, commands.sends))
+        except BaseException:
+            # The connection is broken or was interrupted mid-way: the pool finds out.
+            with contextlib.suppress(Exception):
+                pgconn.exit_pipeline_mode()
+            raise
+        pgconn.exit_pipeline_mode()
+    rows, counts = commands.read(results, len(statements))
     return (rows[1:], counts[1:]) if begun else (rows, counts)
+
+
+class _Commands:
+    """The libpq commands that run a pipeline's statements, and how to read their
+    results."""
+
+    def __init__(self, raw: PgConnection[Any], prepared: dict[bytes, bytes]) -> None:
+        self.raw = raw
+        self.prepared = prepared
+        self.preparing: dict[bytes, bytes] = {}
+        self.tx = Transformer.from_context(raw)
+        self.sends: list[Callable[[], None]] = []
+        self.answers: list[tuple[int, bytes | None]] = []
+        """Per command: the index of its statement, and the query it prepares, if so."""
+
+    def _send(
+        self, index: int, prepares: bytes | None, send: Callable[..., Any], *args: Any
+    ) -> None:
+        self.sends.append(functools.partial(send, *args))
+        self.answers.append((index, prepares))
+
+    def add(self, index: int, text: str, params: Mapping[str, Any] | None) -> None:
+        pgconn = self.raw.pgconn
+        query, names = compiled(text)
+        if params is None:
+            self._send(index, None, pgconn.send_query_params, query, None)
+            return
+        values: Sequence[Buffer | None] = ()
+        if names:
+            values = self.tx.dump_sequence([params[n] for n in names], [PyFormat.TEXT] * len(names))
+        name = self.prepared.get(query) or self.preparing.get(query)
+        if name is None and len(self.prepared) + len(self.preparing) >= MAX_PREPARED:
+            # A connection that ran this many statements runs the rest unprepared.
+            self._send(index, None, pgconn.send_query_params, query, values)
+            return
+        if name is None:
+            name = self.preparing[query] = f"revenipe_{next(_NAMES)}".encode()
+            self._send(index, query, pgconn.send_prepare, name, query)
+        self._send(index, None, pgconn.send_query_prepared, name, values)
+
+    def read(
+        self, results: Sequence[pq.abc.PGresult], statements: int
+    ) -> tuple[list[list[tuple[Any, ...]]], list[int]]:
+        """Each statement's rows and row count; raises the first error."""
+        rows: list[list[tuple[Any, ...]]] = [[] for _ in range(statements)]
+        counts = [0] * statements
+        error: pg_errors.Error | None = None
+        for (index, prepares), result in zip(self.answers, results, strict=True):
+            status = result.status
+            if status == pq.ExecStatus.TUPLES_OK:
+                self.tx.set_pgresult(result)
+                rows[index] = self.tx.load_rows(0, result.ntuples, tuple)
+                counts[index] = result.ntuples
+            elif status != pq.ExecStatus.COMMAND_OK:
+                if error is None and status != pq.ExecStatus.PIPELINE_ABORTED:
+                    error = pg_errors.error_from_result(result, encoding=_encoding(self.raw))
+            elif prepares is not None:
+                self.prepared[prepares] = self.preparing[prepares]
+            else:
+                counts[index] = int(result.command_tuples or 0)
+        if error is not None:
+            raise error
+        return rows, counts
 
 
 def _encoding(raw: PgConnection[Any]) -> str:
