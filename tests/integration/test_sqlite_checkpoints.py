@@ -11,6 +11,7 @@ from pathlib import Path
 import revenipe
 from revenipe.bench import workload
 from revenipe.storage.database import SQLITE_CHECKPOINT_INTERVAL_S
+from revenipe.storage.sqlite_lock import SqliteWriterLock
 
 RUN_S = 2.0
 
@@ -70,3 +71,28 @@ def test_the_log_stays_bounded_under_nonstop_writes(tmp_path: Path) -> None:
     written = tracks * frames_per_track
     assert frames < 0.5 * written, (frames, tracks, frames_per_track)
     assert wal_size < 0.5 * written * page_size, (wal_size, tracks, frames_per_track)
+
+
+def test_the_restart_step_waits_for_other_processes_writers_at_their_lock(
+    tmp_path: Path,
+) -> None:
+    """The RESTART step takes the writers' file lock (docs/adr/0012, revised): it never
+    waits for another process's writer inside SQLite's busy handler while holding the
+    log's write lock, which stalled the other worker's writes for up to 100 ms."""
+    backend, app, _wal = _open(tmp_path)
+    _track(app, 0)
+    other = SqliteWriterLock(str(tmp_path / "wal.db"))  # as another process holds it
+    other.acquire()
+    done = threading.Event()
+    checkpointer = threading.Thread(
+        target=lambda: (backend.database.checkpoint(), done.set()), daemon=True
+    )
+    try:
+        checkpointer.start()
+        assert not done.wait(0.5), "the RESTART step ran while another writer held the lock"
+    finally:
+        other.release()
+    checkpointer.join(10)
+    assert done.is_set()
+    other.close()
+    backend.close()

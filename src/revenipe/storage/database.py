@@ -37,6 +37,7 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x7265_7665  # "reve": an advisory lock key of our own
 SQLITE_CHECKPOINT_INTERVAL_S = 0.2
+SQLITE_RESTART_WAIT_MS = 10  # every process's writers wait meanwhile (docs/adr/0012)
 POSTGRES_WRITE_LANES = 2
 """Group-commit transactions one process runs at once on PostgreSQL (SQLite: one) unless
 `open_database` says otherwise. Fewer, larger batches do more (docs/adr/0015)."""
@@ -350,17 +351,16 @@ class Database:
                 raise InvariantViolation("a checked-out connection has no DBAPI connection")
             # The bulk of the work, fsyncs included, while writers go on.
             raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            # Then what was appended meanwhile, between this process's writers: a log
-            # that is never fully copied at a moment without writers is never restarted
-            # and grows without end.
-            if not self._sqlite_writer.acquire(timeout=1):
-                return
-            try:
-                raw.execute("PRAGMA busy_timeout=100")
-                raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-            finally:
-                raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-                self._sqlite_writer.release()
+            # Then what was appended meanwhile, at a turn of every process's writers (a
+            # log never fully copied at a moment without writers is never restarted and
+            # grows without end), waiting for readers only SQLITE_RESTART_WAIT_MS.
+            with self._sqlite_turn(), self._file_turn() as lock:
+                lock.acquire()
+                raw.execute(f"PRAGMA busy_timeout={SQLITE_RESTART_WAIT_MS}")
+                try:
+                    raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                finally:
+                    raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
     def _start_checkpointer(self) -> None:
         """Checkpoint in a thread of our own rather than in the commit that crossed
@@ -380,13 +380,13 @@ class Database:
         if writer is not None:
             with self._sqlite_writer, contextlib.suppress(sqlite3.Error, DBAPIError):
                 writer.close()
-        if self._writer_lock is not None:
-            self._writer_lock.close()
         if self._checkpointer_stop is not None:
             self._checkpointer_stop.set()
             self._checkpointer_stop = None
             with contextlib.suppress(RevenipeError, sqlite3.Error, DBAPIError):
                 self.checkpoint()
+        if self._writer_lock is not None:
+            self._writer_lock.close()
         self.engine.dispose()
 
 
