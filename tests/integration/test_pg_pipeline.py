@@ -128,17 +128,39 @@ def test_a_pipelined_block_that_raises_sends_nothing(db: Database, table: str) -
             fetch_all(conn, Sql(f"SELECT id FROM {table}"), {})
 
 
-def test_past_the_bound_statements_run_unprepared(
-    db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_past_the_bound_statements_run_unprepared(db: Database) -> None:
     """Statements assembled at run time (IN lists of any length) must not pile up on the
-    server: past `MAX_PREPARED` a connection runs new ones unprepared."""
+    server: past its limit (`MAX_PREPARED`, set when it connects) a connection runs new
+    ones unprepared."""
     with db.write() as conn:
         raw = conn.connection.dbapi_connection
+        info = conn.connection.info
+        assert info[pg_pipeline.PREPARE_LIMIT] == pg_pipeline.MAX_PREPARED
         already = len(_our_prepared(raw))
-        monkeypatch.setattr(pg_pipeline, "MAX_PREPARED", already + 2)
-        for n in range(5):
-            sql = Sql(f"SELECT %(x)s::integer + {n}")
-            assert fetch_all(conn, sql, {"x": 1}) == [(1 + n,)]
-            assert fetch_all(conn, sql, {"x": 2}) == [(2 + n,)]
-        assert len(_our_prepared(raw)) == already + 2
+        info[pg_pipeline.PREPARE_LIMIT] = already + 2
+        try:
+            for n in range(5):
+                sql = Sql(f"SELECT %(x)s::integer + {n}")
+                assert fetch_all(conn, sql, {"x": 1}) == [(1 + n,)]
+                assert fetch_all(conn, sql, {"x": 2}) == [(2 + n,)]
+            assert len(_our_prepared(raw)) == already + 2
+        finally:
+            info[pg_pipeline.PREPARE_LIMIT] = pg_pipeline.MAX_PREPARED
+
+
+def test_with_prepare_off_nothing_is_prepared(postgres_url: str) -> None:
+    """`?prepare=off` (behind a pooler in transaction mode, storage/postgres_engine):
+    the same statements, the same values, nothing left prepared on the server."""
+    database = open_database(f"{postgres_url}?prepare=off")
+    try:
+        with database.write() as conn:
+            raw = conn.connection.dbapi_connection
+            cursor = raw.cursor()  # type: ignore[union-attr]
+            cursor.execute(SELECT_VALUES, VALUES)
+            expected = cursor.fetchall()
+            for _ in range(3):
+                assert fetch_all(conn, Sql(SELECT_VALUES), VALUES) == expected
+            assert _our_prepared(conn.connection.dbapi_connection) == []
+            assert conn.connection.info[pg_pipeline.PREPARE_LIMIT] == 0
+    finally:
+        database.close()

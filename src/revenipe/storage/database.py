@@ -22,7 +22,6 @@ from sqlalchemy.exc import DBAPIError
 from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.storage import tracks as track_store
 from revenipe.storage.group_commit import MAX_BATCH, GroupCommitter
-from revenipe.storage.plan_refresh import refresh_plans_now_and_then
 from revenipe.storage.sqlite_lock import SqliteWriterLock, begin_immediate, is_locked
 
 T = TypeVar("T")
@@ -494,6 +493,8 @@ def open_database(
 
     SQLite URLs may carry `?synchronous=full` to fsync every commit (durable across power
     loss); the default `normal` in WAL mode is durable across a killed process.
+    PostgreSQL URLs may carry `?prepare=off` (behind a pooler in transaction mode:
+    `storage.postgres_engine`).
     """
     url = normalize_url(url)
     parsed = make_url(url)
@@ -516,10 +517,9 @@ def open_database(
         on_file = bool(parsed.database) and parsed.database != ":memory:"
         _configure_sqlite(engine, synchronous, checkpoint_in_commits=not on_file)
     else:
-        # No pre-ping: it costs a round trip per transaction. A connection the server
-        # dropped fails its transaction (answered as an error) and is replaced.
-        engine = create_engine(parsed, pool_size=10, max_overflow=20, pool_recycle=3600)
-        refresh_plans_now_and_then(engine)
+        from revenipe.storage.postgres_engine import create_postgres_engine  # psycopg
+
+        engine = create_postgres_engine(parsed)
     database = Database(
         engine=engine, url=url, _sqlite_file=on_file, postgres_write_lanes=postgres_write_lanes
     )

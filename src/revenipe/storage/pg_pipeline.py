@@ -38,6 +38,11 @@ MAX_PREPARED = 256
 """Statements prepared per connection at most (the statements assembled at run time, such
 as IN lists of any length, must not fill the server's memory); the rest run unprepared."""
 
+PREPARE_LIMIT = "revenipe.prepare_limit"
+"""Key of the driver connection's `info`: how many statements it may prepare (set when it
+connects, `postgres_engine`: `MAX_PREPARED`, or 0 with the URL's `prepare=off`; absent:
+`MAX_PREPARED`)."""
+
 _PARAM = re.compile(r"%\((\w+)\)s|%%")
 _NAMES = itertools.count()
 
@@ -90,7 +95,7 @@ def _run(
     begun = not raw.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE
     if begun:
         statements = [("BEGIN", None), *statements]
-    commands = _Commands(raw, info.setdefault(PREPARED, {}))
+    commands = _Commands(raw, info.setdefault(PREPARED, {}), info.get(PREPARE_LIMIT, MAX_PREPARED))
     for index, (text, params) in enumerate(statements):
         commands.add(index, text, params)
     with raw.lock:
@@ -111,9 +116,10 @@ class _Commands:
     """The libpq commands that run a pipeline's statements, and how to read their
     results."""
 
-    def __init__(self, raw: PgConnection[Any], prepared: dict[bytes, bytes]) -> None:
+    def __init__(self, raw: PgConnection[Any], prepared: dict[bytes, bytes], limit: int) -> None:
         self.raw = raw
         self.prepared = prepared
+        self.limit = limit
         self.preparing: dict[bytes, bytes] = {}
         self.tx = Transformer.from_context(raw)
         self.sends: list[Callable[[], None]] = []
@@ -136,8 +142,8 @@ class _Commands:
         if names:
             values = self.tx.dump_sequence([params[n] for n in names], [PyFormat.TEXT] * len(names))
         name = self.prepared.get(query) or self.preparing.get(query)
-        if name is None and len(self.prepared) + len(self.preparing) >= MAX_PREPARED:
-            # A connection that ran this many statements runs the rest unprepared.
+        if name is None and len(self.prepared) + len(self.preparing) >= self.limit:
+            # A connection that prepared its limit runs the rest unprepared.
             self._send(index, None, pgconn.send_query_params, query, values)
             return
         if name is None:

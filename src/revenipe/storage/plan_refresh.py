@@ -39,14 +39,8 @@ _REFRESHED_AT = "revenipe_plans_at"
 
 
 def refresh_plans_now_and_then(engine: Engine) -> None:
-    """Install the refresh on `engine`'s pool (PostgreSQL)."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # revenipe prepares its own statements (`pg_pipeline`); psycopg must prepare
-        # none: with some of its own prepared, it answers every ROLLBACK it sees (a
-        # savepoint's included) with DEALLOCATE ALL, which drops ours too.
-        dbapi_connection.prepare_threshold = None
+    """Install the refresh on `engine`'s pool (PostgreSQL; `postgres_engine` does, when
+    revenipe prepares its statements)."""
 
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
