@@ -96,7 +96,7 @@ def _remaining(state: CustomerState) -> int:
 
 def test_the_floor_checkpoints_beside_its_commits_as_revenipe_does(tmp_path: Path) -> None:
     """A floor whose commits copied the log back (SQLite's default) would pay fsyncs that
-    revenipe's tracks never pay (`Database._start_checkpointer`)."""
+    revenipe's tracks never pay (`storage/sqlite_checkpoint.py`)."""
     url = f"sqlite:///{tmp_path / 'bench.db'}"
     with revenipe.open(url) as backend:
         app = backend.app(backend.create_app("bench", workload.catalog()).app.id)

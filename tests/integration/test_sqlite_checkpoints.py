@@ -8,12 +8,16 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 import revenipe
 from revenipe.bench import workload
-from revenipe.storage.database import SQLITE_CHECKPOINT_INTERVAL_S
+from revenipe.storage.database import Database
+from revenipe.storage.sqlite_checkpoint import INTERVAL_S as SQLITE_CHECKPOINT_INTERVAL_S
 from revenipe.storage.sqlite_lock import SqliteWriterLock
 
 RUN_S = 2.0
+CHECKPOINT_THREAD = "revenipe-sqlite-checkpoint"
 
 
 def _open(tmp_path: Path) -> tuple[revenipe.Backend, revenipe.App, Path]:
@@ -96,3 +100,38 @@ def test_the_restart_step_waits_for_other_processes_writers_at_their_lock(
     assert done.is_set()
     other.close()
     backend.close()
+
+
+def _open_descriptors_of(path: Path) -> int:
+    target = os.path.realpath(path)
+    found = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found += os.readlink(f"/proc/self/fd/{fd}") == target
+        except OSError:
+            continue  # closed meanwhile
+    return found
+
+
+def test_close_waits_for_a_checkpoint_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database closed while its checkpoint thread was checkpointing: the thread went
+    on after `close`, opened the writers' lock file again and left it open."""
+    backend, app, _wal = _open(tmp_path)
+    database = backend.database
+    entered = threading.Event()
+    checkpoint = type(database).checkpoint
+
+    def slow_checkpoint(self: Database) -> None:
+        if threading.current_thread().name == CHECKPOINT_THREAD and self is database:
+            entered.set()
+            time.sleep(0.3)
+        checkpoint(self)
+
+    monkeypatch.setattr(type(database), "checkpoint", slow_checkpoint)
+    _track(app, 0)  # something for the thread to checkpoint
+    assert entered.wait(5)
+    backend.close()
+    time.sleep(0.6)  # past the slow checkpoint, had `close` not waited for it
+    assert _open_descriptors_of(tmp_path / "wal.db-writer.lock") == 0

@@ -29,7 +29,8 @@ import psycopg
 from revenipe.bench.databases import libpq_url, sqlite_path
 from revenipe.services.context import new_id
 from revenipe.storage import plan_refresh
-from revenipe.storage.database import SQLITE_BUSY_TIMEOUT_MS, SQLITE_CHECKPOINT_INTERVAL_S
+from revenipe.storage.database import SQLITE_BUSY_TIMEOUT_MS
+from revenipe.storage.sqlite_checkpoint import INTERVAL_S as SQLITE_CHECKPOINT_INTERVAL_S
 
 ENTITLEMENTS = ("monthly_credits", "bonus_credits", "purchased_credits")
 """The bench's usage key `credits` draws these (bench/workload.py)."""
@@ -209,7 +210,7 @@ class _TrackStatements:
 class SqliteTrackStatements(_TrackStatements):
     """On SQLite: one connection, configured as revenipe configures its writer, and the
     write-ahead log copied back by a thread of its own between transactions, as
-    revenipe's storage does it (`Database._start_checkpointer`): a commit never waits
+    revenipe's storage does it (`storage/sqlite_checkpoint.py`): a commit never waits
     for a checkpoint's copy and fsyncs. Checkpointing inside the commits instead
     (SQLite's default) cost this floor a third of its throughput (docs/performance.md),
     which made it a floor of a design revenipe does not have."""

@@ -9,6 +9,8 @@
   is set to, the URL's `?prepare=off` for a pooler in transaction mode).
 - `plan_refresh`: PostgreSQL connections drop their cached plans now and then, so that
   plans made on nearly empty tables do not outlive them (docs/adr/0023).
+- `sqlite_checkpoint`: SQLite's write-ahead log copied back into the database file by a
+  thread of its own, never inside a commit (docs/adr/0012).
 - `sqlite_lock`: how an SQLite writer gets in: a file lock revenipe's writers of all
   processes take turns at, then SQLite's own lock (docs/adr/0022).
 - `driver_sql`: how queries run: hand-written SQL on the driver's cursor (SQLite) or

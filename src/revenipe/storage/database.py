@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import sqlite3
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.storage import tracks as track_store
 from revenipe.storage.group_commit import MAX_BATCH, GroupCommitter
+from revenipe.storage.sqlite_checkpoint import Checkpointer
 from revenipe.storage.sqlite_lock import SqliteWriterLock, begin_immediate, is_locked
 
 T = TypeVar("T")
@@ -35,7 +34,6 @@ DEFAULT_DATABASE_URL = "sqlite:///./revenipe.db"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x7265_7665  # "reve": an advisory lock key of our own
-SQLITE_CHECKPOINT_INTERVAL_S = 0.2
 SQLITE_RESTART_WAIT_MS = 10  # every process's writers wait meanwhile (docs/adr/0012)
 POSTGRES_WRITE_LANES = 2
 """Group-commit transactions one process runs at once on PostgreSQL (SQLite: one) unless
@@ -44,7 +42,6 @@ POSTGRES_MAX_BATCH = 32
 """Jobs per PostgreSQL batch: each job is a subtransaction (a savepoint), and past 64 of
 them in one transaction PostgreSQL's per-process cache of subtransaction ids overflows,
 which slows every other session's snapshots."""
-_log = logging.getLogger(__name__)
 
 
 def normalize_url(url: str) -> str:
@@ -79,7 +76,7 @@ class Database:
     # processes' writers take turns with this one at a file lock (`SqliteWriterLock`).
     _sqlite_writer: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _writes: int = field(default=0, repr=False)
-    _checkpointer_stop: threading.Event | None = field(default=None, repr=False)
+    _checkpointer: Checkpointer | None = field(default=None, repr=False)
     _sqlite_file: bool = field(default=False, repr=False)
     """SQLite on a file: writes go through one connection kept open (`_sqlite_write`)."""
     _sqlite_writer_conn: Connection | None = field(default=None, repr=False)
@@ -343,7 +340,7 @@ class Database:
 
     def checkpoint(self) -> None:
         """Copy SQLite's write-ahead log back into the database file, and let the next
-        writer start the log again from its beginning (see `_start_checkpointer`)."""
+        writer start the log again from its beginning (`storage.sqlite_checkpoint` runs it)."""
         with _busy_as_error(), self.engine.connect() as conn:
             raw = conn.connection.dbapi_connection
             if raw is None:
@@ -361,27 +358,19 @@ class Database:
                 finally:
                     raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
-    def _start_checkpointer(self) -> None:
-        """Checkpoint in a thread of our own rather than in the commit that crossed
-        SQLite's 1,000-page threshold: that commit waited for the copy and two fsyncs,
-        and one track in about a hundred took 15 to 35 ms instead of 0.8 ms (the p99)."""
-        stop = threading.Event()
-        self._checkpointer_stop = stop
-        threading.Thread(
-            target=_checkpoint_loop,
-            args=(weakref.ref(self), stop),
-            name="revenipe-sqlite-checkpoint",
-            daemon=True,
-        ).start()
+    def writes_so_far(self) -> int:
+        """How many write transactions this process began (the checkpoint thread's cue)."""
+        return self._writes
 
     def close(self) -> None:
         writer, self._sqlite_writer_conn = self._sqlite_writer_conn, None
         if writer is not None:
             with self._sqlite_writer, contextlib.suppress(sqlite3.Error, DBAPIError):
                 writer.close()
-        if self._checkpointer_stop is not None:
-            self._checkpointer_stop.set()
-            self._checkpointer_stop = None
+        if self._checkpointer is not None:
+            # A checkpoint under way ends first: after this, nothing reopens the lock.
+            self._checkpointer.stop(timeout_s=SQLITE_BUSY_TIMEOUT_MS / 1000)
+            self._checkpointer = None
             with contextlib.suppress(RevenipeError, sqlite3.Error, DBAPIError):
                 self.checkpoint()
         if self._writer_lock is not None:
@@ -401,23 +390,6 @@ def _failing_the_batch() -> Iterator[None]:
 
 class _JobFailed(Exception):
     """A job of a batch run together raised (its exception is the cause)."""
-
-
-def _checkpoint_loop(database_ref: weakref.ref[Database], stop: threading.Event) -> None:
-    checkpointed_at_writes = 0
-    while not stop.wait(SQLITE_CHECKPOINT_INTERVAL_S):
-        database = database_ref()
-        if database is None:
-            return
-        writes = database._writes
-        if writes != checkpointed_at_writes:
-            checkpointed_at_writes = writes
-            try:
-                database.checkpoint()
-            except (RevenipeError, sqlite3.Error, DBAPIError) as exc:
-                # Busy or failing now: the log waits for the next turn, nothing is lost.
-                _log.warning("SQLite checkpoint skipped: %s", exc)
-        del database
 
 
 def _sortable(key: OrderKey) -> tuple[str, ...]:
@@ -526,7 +498,7 @@ def open_database(
     if migrate:
         migrate_to_latest(database)
     if database.is_sqlite and on_file:
-        database._start_checkpointer()
+        database._checkpointer = Checkpointer(database)
     return database
 
 
