@@ -11,11 +11,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from sqlalchemy.engine import make_url
 
 from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
+from revenipe.storage.postgres_engine import PREPARE_OPTION, prepares
 
 START_POSTGRES_HINT = (
     "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, "
@@ -25,11 +27,22 @@ START_POSTGRES_HINT = (
 
 
 def libpq_url(url: str) -> str:
-    """A SQLAlchemy-style PostgreSQL URL as libpq (psycopg) takes it."""
-    for prefix in ("postgresql+psycopg://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql://" + url[len(prefix) :]
-    return url
+    """A SQLAlchemy-style PostgreSQL URL as libpq (psycopg) takes it, without revenipe's
+    own options (`?prepare=off`, which libpq would refuse)."""
+    parsed = make_url(url).difference_update_query([PREPARE_OPTION])
+    if parsed.drivername in ("postgresql+psycopg", "postgres"):
+        parsed = parsed.set(drivername="postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
+def libpq_connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+    """A psycopg connection for the bench's raw-SQL callers, preparing statements as
+    revenipe's own connections do: none with `?prepare=off` (behind a pooler in
+    transaction mode, where psycopg's prepared statements fail as revenipe's would)."""
+    conn = psycopg.connect(libpq_url(url), autocommit=autocommit)
+    if not prepares(make_url(url)):
+        conn.prepare_threshold = None
+    return conn
 
 
 @dataclass
@@ -56,7 +69,8 @@ class BenchDatabases:
         with self._admin() as admin:
             admin.execute(f'CREATE DATABASE "{database}"')
         self._created.append(database)
-        url = make_url(libpq_url(self.admin_url)).set(database=database)
+        # revenipe's own options stay: the bench's revenipe runs as the user's would.
+        url = make_url(self.admin_url).set(database=database)
         return url.render_as_string(hide_password=False)
 
     def version(self) -> str:

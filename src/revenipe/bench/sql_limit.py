@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from revenipe.bench.databases import libpq_url, sqlite_path
+from revenipe.bench.databases import libpq_connect, sqlite_path
 from revenipe.storage.database import SQLITE_BUSY_TIMEOUT_MS
 
 BALANCE = 1_000_000_000
@@ -59,7 +59,7 @@ def prepare(url: str, count: int) -> list[str]:
             conn.executemany("INSERT OR IGNORE INTO bench_balance VALUES (?, ?)", rows)
             conn.commit()
     else:
-        with psycopg.connect(libpq_url(url)) as pg:
+        with libpq_connect(url) as pg:
             for statement in _PG_SCHEMA:
                 pg.execute(statement)
             with pg.cursor() as cursor:
@@ -124,7 +124,7 @@ class PostgresTrack:
     """One caller's psycopg 3 connection (statements prepared after a few calls)."""
 
     def __init__(self, url: str) -> None:
-        self.conn: psycopg.Connection[Any] = psycopg.connect(libpq_url(url))
+        self.conn: psycopg.Connection[Any] = libpq_connect(url)
         self.cursor = self.conn.cursor()
 
     def call(self, balance_id: str, value: int, idempotency_key: str) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from revenipe.bench.databases import libpq_url, sqlite_path
+from revenipe.bench.databases import libpq_connect, sqlite_path
 from revenipe.services.context import new_id
 from revenipe.storage import plan_refresh
 from revenipe.storage.database import SQLITE_BUSY_TIMEOUT_MS
@@ -311,7 +311,7 @@ class PostgresTrackStatements(_TrackStatements):
 
     def __init__(self, url: str, app_id: str, tracked_id: str, batch: int) -> None:
         super().__init__(app_id, tracked_id, batch)
-        self.conn: psycopg.Connection[Any] = psycopg.connect(libpq_url(url), autocommit=True)
+        self.conn: psycopg.Connection[Any] = libpq_connect(url, autocommit=True)
         self.cursor = self.conn.cursor()
         for name, template in _TEMPLATES.items():
             setattr(self, name, _styled(template, "%%(%s)s"))

@@ -33,7 +33,7 @@ POOL_OVERFLOW = 20
 
 def create_postgres_engine(url: URL) -> Engine:
     """The engine of a PostgreSQL URL, `prepare` read and taken out of it."""
-    prepare = _prepare_option(url)
+    prepare = prepares(url)
     # No pre-ping: it costs a round trip per transaction. A connection the server
     # dropped fails its transaction (answered as an error) and is replaced.
     engine = create_engine(
@@ -59,7 +59,9 @@ def create_postgres_engine(url: URL) -> Engine:
     return engine
 
 
-def _prepare_option(url: URL) -> bool:
+def prepares(url: URL) -> bool:
+    """Whether revenipe prepares statements on this URL's connections (`prepare`; a
+    value other than on or off is refused)."""
     value = url.query.get(PREPARE_OPTION, "on")
     value = value.lower() if isinstance(value, str) else value  # a tuple: given twice
     if value not in ("on", "off"):
