@@ -19,7 +19,7 @@ import pytest
 
 import revenipe
 
-from support import DEMO_CATALOG, Clock
+from support import DEMO_CATALOG, Clock, unavailable
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "REVENIPE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -41,10 +41,7 @@ def _new_postgres_database() -> Iterator[str]:
     try:
         admin = psycopg.connect(_admin_conninfo(), autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        message = START_POSTGRES_HINT.format(url=POSTGRES_ADMIN_URL) + f"\n({exc})"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(START_POSTGRES_HINT.format(url=POSTGRES_ADMIN_URL) + f"\n({exc})")
     name = f"revenipe_test_{uuid.uuid4().hex[:12]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     base = _admin_conninfo().rsplit("/", 1)[0]

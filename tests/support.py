@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import calendar
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
@@ -183,3 +185,20 @@ def boundary(anchor: datetime, unit: str, index: int) -> datetime:
         return months_later(anchor, 12 * index)
     assert unit == "month"
     return months_later(anchor, index)
+
+
+def unavailable(message: str) -> NoReturn:
+    """Something the suite needs is missing: the test fails under CI (a missing install
+    step must not pass as green) and is skipped locally, with `message`."""
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def installed(program: str, *, also_in: str | None = None) -> str:
+    """The path of a program `scripts/setup --tests` installs (looked for on PATH, then
+    in `also_in`), or `unavailable`."""
+    path = shutil.which(program) or (shutil.which(program, path=also_in) if also_in else None)
+    if path is None:
+        unavailable(f"{program} is not installed: run scripts/setup --tests")
+    return path

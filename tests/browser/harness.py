@@ -3,18 +3,17 @@ path and flags, signing in through a one-time link."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 import revenipe
 from e2e.harness import Server
 from revenipe.services import operators as operator_service
+
+from support import installed
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -32,13 +31,7 @@ OPERATOR_PASSWORD = "a long operator password"
 
 
 def chromium_path() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        message = "chromium is not installed: run scripts/setup --tests (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
+    return installed("chromium")
 
 
 @dataclass

@@ -28,18 +28,10 @@ from revenipe.catalog import load_catalog
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.storage.pg_pipeline import PREPARE_LIMIT
 
+from support import installed
+
 CATALOG = "entitlements:\n  - {id: credits, name: Credits, type: metered}\n"
 SERVER_CONNECTIONS = 2
-
-
-def _pgbouncer() -> str:
-    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
-    if found is None:
-        message = "PgBouncer is not installed: bash scripts/setup --tests installs it"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return found
 
 
 def _free_port() -> int:
@@ -52,7 +44,7 @@ def _free_port() -> int:
 def bouncer(postgres_url: str) -> Iterator[str]:
     """A PgBouncer in transaction mode in front of the test database, at most
     `SERVER_CONNECTIONS` server connections; its URL (for revenipe, without options)."""
-    binary = _pgbouncer()
+    binary = installed("pgbouncer", also_in="/usr/sbin")
     target = make_url(postgres_url)
     port = _free_port()
     # Not under pytest's tmp_path: its parents are private to the user running the
