@@ -146,3 +146,21 @@ def test_settle_is_idempotent() -> None:
     twice, entries = settle(once, now)
     assert twice == once
     assert entries == []
+
+
+def test_settle_within_the_period_changes_nothing_up_to_the_boundary() -> None:
+    # Settling's shortcut (no boundary since the period began) against the full replay:
+    # unchanged up to the boundary's last microsecond, reset at the boundary itself.
+    rule = ResetRule(Interval.MONTH, T0)
+    g = replace(grant("m", 100, reset=rule), balance=30)
+    boundary = datetime(2026, 2, 28, 12, tzinfo=UTC)
+    for now in (T0, T0 + timedelta(days=10), boundary - timedelta(microseconds=1)):
+        assert settle(g, now) == (g, [])
+    settled, entries = settle(g, boundary)
+    assert (settled.balance, settled.period_start) == (100, boundary)
+    assert [(e.kind, e.amount) for e in entries] == [(EntryKind.RESET, 70)]
+    # A period begun off the grid (a trial's end before the anchor): its first boundary
+    # is the anchor.
+    trial = replace(g, period_start=T0 - timedelta(days=3))
+    assert settle(trial, T0 - timedelta(microseconds=1)) == (trial, [])
+    assert settle(trial, T0)[0].period_start == T0

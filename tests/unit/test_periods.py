@@ -8,6 +8,7 @@ from revenipe.engine.periods import (
     Duration,
     Interval,
     add_months,
+    next_boundary,
     parse_duration,
     period_index,
     period_start,
@@ -54,6 +55,26 @@ def test_period_index_brackets_the_moment(
     index = period_index(anchor, interval, moment)
     assert period_start(anchor, interval, index) <= moment
     assert moment < period_start(anchor, interval, index + 1)
+
+
+@given(
+    anchor=moments,
+    moment=moments,
+    later=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=800)),
+    interval=st.sampled_from(list(Interval)),
+)
+def test_next_boundary_ends_the_period_that_holds_the_moment(
+    anchor: datetime, moment: datetime, later: timedelta, interval: Interval
+) -> None:
+    # What settling's shortcut relies on: a later moment is in the same period exactly
+    # when it is before the boundary (the answer is cached, so ask twice).
+    boundary = next_boundary(anchor, interval, moment)
+    assert boundary == period_start(anchor, interval, period_index(anchor, interval, moment) + 1)
+    assert next_boundary(anchor, interval, moment) == boundary
+    same_period = period_index(anchor, interval, moment + later) == period_index(
+        anchor, interval, moment
+    )
+    assert same_period == (moment + later < boundary)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from revenipe.engine.errors import InvariantViolation
-from revenipe.engine.periods import Interval, period_index, period_start
+from revenipe.engine.periods import Interval, next_boundary, period_index, period_start
 
 
 class EntryKind(StrEnum):
@@ -101,8 +101,7 @@ class Grant:
         """End (exclusive) of the current period, or None when the grant never resets."""
         if self.reset is None:
             return None
-        index = period_index(self.reset.anchor, self.reset.interval, self.period_start)
-        return period_start(self.reset.anchor, self.reset.interval, index + 1)
+        return next_boundary(self.reset.anchor, self.reset.interval, self.period_start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +139,10 @@ def settle(grant: Grant, now: datetime) -> tuple[Grant, list[PendingEntry]]:
 
 
 def _apply_resets(grant: Grant, rule: ResetRule, now: datetime) -> tuple[Grant, list[PendingEntry]]:
+    if now < next_boundary(rule.anchor, rule.interval, grant.period_start):
+        # No boundary since the period began: what almost every track finds (the grant's
+        # period start stays the same for a whole period, so this is a cache hit).
+        return grant, []
     last_index = period_index(rule.anchor, rule.interval, now)
     if grant.expires_at is not None:
         # A boundary at or after expiry never happens: the grant is gone by then.

@@ -8,6 +8,7 @@ on the 28th/29th/30th in shorter months and comes back to the 31st afterwards.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -76,6 +77,16 @@ def period_index(anchor: datetime, interval: Interval, moment: datetime) -> int:
     while period_start(anchor, interval, index + 1) <= moment:
         index += 1
     return index
+
+
+@functools.lru_cache(maxsize=4096)
+def next_boundary(anchor: datetime, interval: Interval, moment: datetime) -> datetime:
+    """The first period boundary after `moment`: the end of the period that holds it.
+
+    Cached: settling a resetting grant asks it for the grant's period start on every
+    track, and that stays the same for a whole period; the calendar arithmetic of a
+    monthly period costs about 10 us a call, the cache 0.3."""
+    return period_start(anchor, interval, period_index(anchor, interval, moment) + 1)
 
 
 @dataclass(frozen=True, slots=True)
