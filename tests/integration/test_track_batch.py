@@ -328,3 +328,31 @@ def test_a_batch_reads_ahead_only_its_own_apps_customers(postgres_url: str) -> N
         assert {row.grant.id for row in grants[alice]} == {
             row.grant.id for row in alone[4].candidates or []
         }
+
+
+def test_a_batch_lock_keeps_its_plan_and_leaves_the_plan_mode_as_it_was(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL planned the batch's lock over arrays again on every batch (its generic
+    plan looks dearer than one made for a few requests): `map_track_locks` runs it with a
+    kept (generic) plan, and the session's `plan_cache_mode` is as before afterwards."""
+    with revenipe.open(postgres_url) as backend:
+        app = _new_app(backend, "plans")
+        customers = [app.login(name) for name in ("alice", "bob", "carol")]
+        requests = [
+            track_store.TrackLockRequest(app.app_id, customer, None, f"key-{i}")
+            for i, customer in enumerate(customers)
+        ]
+        with backend.database.write() as conn:
+            before = conn.execute(text("SHOW plan_cache_mode")).scalar_one()
+            for _ in range(8):
+                locks, _grants = track_store.map_track_locks(conn, requests)
+                assert [lock.customer_id for lock in locks.values() if lock] == customers
+            assert conn.execute(text("SHOW plan_cache_mode")).scalar_one() == before
+            plans = conn.execute(
+                text(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                    "WHERE statement LIKE '%WITH requested AS MATERIALIZED%'"
+                )
+            ).all()
+        assert [tuple(row) for row in plans] == [(8, 0)]

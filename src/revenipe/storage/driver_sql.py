@@ -103,15 +103,19 @@ def fetch_all(conn: Connection, sql: Sql, params: Mapping[str, Any]) -> list[tup
 
 
 def fetch_all_together(
-    conn: Connection, statements: Sequence[tuple[Sql, Mapping[str, Any]]], *, begin: bool = False
+    conn: Connection,
+    statements: Sequence[tuple[Sql, Mapping[str, Any] | None]],
+    *,
+    begin: bool = False,
 ) -> list[list[tuple[Any, ...]]]:
     """The rows of each query, in order. On PostgreSQL they are sent together
     (`pg_pipeline`) and run one after another on the server: one round trip for all. A query
     sees what the ones before it did (a lock taken, under READ COMMITTED a snapshot
     taken after it). `begin`: a `BEGIN` goes first, in the same round trip (a
-    connection in autocommit mode opening its transaction itself, `tracks.batched`)."""
+    connection in autocommit mode opening its transaction itself, `tracks.batched`).
+    Parameters None: a statement without any, sent unprepared (PostgreSQL only)."""
     if conn.dialect.name == "sqlite":
-        return [fetch_all(conn, sql, params) for sql, params in statements]
+        return [fetch_all(conn, sql, params or {}) for sql, params in statements]
     sent: list[tuple[str, Mapping[str, Any] | None]] = [("BEGIN", None)] if begin else []
     for sql, params in statements:
         _before_statement(conn)
@@ -120,6 +124,14 @@ def fetch_all_together(
         _driver(conn), conn.connection.info, sent
     )
     return rows[1:] if begin else rows
+
+
+def prepares(conn: Connection) -> bool:
+    """PostgreSQL: whether this connection prepares the statements it runs, and so keeps
+    their plans (not with the URL's `prepare=off`, `postgres_engine`)."""
+    pipeline = _pg_pipeline()
+    limit: int = conn.connection.info.get(pipeline.PREPARE_LIMIT, pipeline.MAX_PREPARED)
+    return limit > 0
 
 
 def fetch_each(

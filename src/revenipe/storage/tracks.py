@@ -42,6 +42,7 @@ from revenipe.storage.driver_sql import (
     own_transaction,
     pipelined,
     placeholders,
+    prepares,
     time_out,
 )
 from revenipe.storage.grants import GRANT_COLUMNS, GrantRow, save_balances, save_grant_states
@@ -312,6 +313,15 @@ its request's position; the customers are locked in id order (PostgreSQL locks t
 of `ORDER BY ... FOR UPDATE` in their sorted order)."""
 
 
+_GENERIC_PLAN = Sql("SET LOCAL plan_cache_mode = force_generic_plan")
+"""Sent before `_LOCK_MANY` (and `_PLANS_AS_BEFORE` after the batch's reads). Over arrays
+of a batch's few requests, PostgreSQL would otherwise plan `_LOCK_MANY` again on every
+batch: its generic plan assumes 100 rows a parameter array and looks dearer than a
+plan made for 5. Measured (EXPLAIN ANALYZE, 5 and 32 requests): planning 0.18-0.20 ms
+a batch, the plan kept 0.01-0.03, and it runs as fast or faster (0.07 against 0.10 ms)."""
+_PLANS_AS_BEFORE = Sql("RESET plan_cache_mode")
+
+
 def _lock_statement(request: TrackLockRequest) -> tuple[Sql, dict[str, Any]]:
     """`lock_for_track`'s statement for `request`, and its parameters."""
     by_id = request.customer_id is not None
@@ -334,7 +344,7 @@ def map_track_locks(
     batch's own transaction goes first in the same round trip (`own_transaction`)."""
     if len(requests) == 1:
         return _map_one_track_lock(conn, requests[0], begin=begin)
-    statements = [
+    statements: list[tuple[Sql, dict[str, Any] | None]] = [
         (
             _LOCK_MANY,
             {
@@ -350,7 +360,11 @@ def map_track_locks(
         statements.append(
             (_ACTIVE_OF_REQUESTED, {**_named(asking), "entitlement_ids": sorted(entitlement_ids)})
         )
-    rows, *grant_rows = fetch_all_together(conn, statements, begin=begin)
+    if prepares(conn):
+        planned = [(_GENERIC_PLAN, None), *statements, (_PLANS_AS_BEFORE, None)]
+        rows, *grant_rows = fetch_all_together(conn, planned, begin=begin)[1:-1]
+    else:
+        rows, *grant_rows = fetch_all_together(conn, statements, begin=begin)
     locks: dict[TrackLockRequest, TrackLock | None] = dict.fromkeys(requests)
     grants: dict[str, list[GrantRow]] = {}
     for row in rows:
