@@ -120,6 +120,35 @@ def test_targets_follow_issue_14_per_database() -> None:
     assert not TARGETS["http_p99_over_p50"].met("sqlite", 4.01)
 
 
+def test_the_group_ceiling_comes_from_a_track_s_own_statements() -> None:
+    def statements(throughput: float, cpu_us: float | None) -> dict[str, Any]:
+        figures = _figures(throughput)
+        if cpu_us is not None:
+            figures["machine_cpu_us_per_call"] = cpu_us
+        return figures
+
+    limit = {
+        "single": _figures(2_000),
+        "track_statements_16_a_commit": statements(1_600, 400.0),
+        "track_statements_16_a_commit_in_parallel": statements(2_200, 500.0),
+    }
+    report = _report({"sqlite": {"sql_limit": limit}, "postgresql": {"sql_limit": limit}})
+    # SQLite: one writer at a time, so the statements 16 a commit from one caller.
+    assert report["ratios"]["sqlite"]["group_vs_sql_single_ceiling"] == 0.8
+    # PostgreSQL: 2 cores at the cheaper CPU a track (400 us): 5,000/s, over 2,000/s.
+    assert report["ratios"]["postgresql"]["group_vs_sql_single_ceiling"] == 2.5
+    unmeasured = {**limit, "track_statements_16_a_commit": statements(1_600, None)}
+    unmeasured["track_statements_16_a_commit_in_parallel"] = statements(2_200, None)
+    report = _report({"postgresql": {"sql_limit": unmeasured}})
+    assert report["ratios"]["postgresql"]["group_vs_sql_single_ceiling"] is None
+
+
+def test_the_machine_s_cpu_a_call_is_reported_when_measured() -> None:
+    figures = summarize("x", [0.001] * 500, 2.0, callers=1, machine_cpu_s=0.5).to_json()
+    assert (figures["machine_cpu_pct"], figures["machine_cpu_us_per_call"]) == (25, 1000.0)
+    assert "machine_cpu_pct" not in summarize("x", [0.001], 1.0, callers=1).to_json()
+
+
 def test_failed_or_refused_calls_are_noted() -> None:
     hot = {**FULL_SQLITE["inprocess"]["group_16_threads_hot"], "errors": 0, "refused": 7}
     sqlite = {**FULL_SQLITE, "inprocess": {**FULL_SQLITE["inprocess"], "group_16_threads_hot": hot}}

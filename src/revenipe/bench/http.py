@@ -32,7 +32,7 @@ import httpx
 
 from revenipe.bench import loadgen, workload
 from revenipe.bench.plan import HTTP_TAIL_CONNECTIONS, Plan
-from revenipe.bench.stats import Measurement, combine, summarize
+from revenipe.bench.stats import Measurement, combine, machine_cpu_seconds, summarize
 from revenipe.engine.errors import InvariantViolation
 
 START_TIMEOUT_S = 60.0
@@ -485,16 +485,3 @@ def bench_http(
             "machine_cpu_pct": round(100 * machine_cpu[i] / combined.seconds),
         }
     return results
-
-
-def machine_cpu_seconds() -> float:
-    """CPU time the whole machine has spent working so far, all cores together (Linux
-    /proc/stat: user, nice, system, irq and softirq time; 0 elsewhere): in an HTTP run,
-    the server, the load generator, the database and everything else."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")

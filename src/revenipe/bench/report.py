@@ -107,7 +107,29 @@ def _times(value: Any, factor: int) -> Any:
     return value * factor if isinstance(value, int | float) else None
 
 
-def _ratios(db: dict[str, Any], cpus: int | None) -> dict[str, float | None]:
+def _group_ceiling(kind: str, db: dict[str, Any], cpus: int | None) -> float | None:
+    """The most `group_vs_sql_single` can reach on this machine, by a track's own
+    statements 16 a commit (bench/track_sql.py: revenipe's tables, no revenipe code).
+
+    SQLite writes one transaction at a time whatever the cores, so a batch's writer does
+    at most what those statements do from one caller. PostgreSQL's transactions run side
+    by side until the machine's cores are busy: every core over the CPU a track's
+    statements cost the whole machine (the callers and the server, from the cheaper of
+    their 1- and 2-caller runs). revenipe's own code around them costs more, never less."""
+    single = _get(db, "sql_limit", "single", "throughput_per_s")
+    if kind == "sqlite":
+        return _ratio(_get(db, "sql_limit", GROUPED_STATEMENTS, "throughput_per_s"), single)
+    per_call = [
+        _get(db, "sql_limit", name, "machine_cpu_us_per_call")
+        for name in (GROUPED_STATEMENTS, PARALLEL_STATEMENTS)
+    ]
+    known = [value for value in per_call if isinstance(value, int | float) and value > 0]
+    if not known or not cpus:
+        return None
+    return _ratio(cpus * 1e6 / min(known), single)
+
+
+def _ratios(kind: str, db: dict[str, Any], cpus: int | None) -> dict[str, float | None]:
     def tput(*path: str) -> Any:
         return _get(db, *path, "throughput_per_s")
 
@@ -137,6 +159,7 @@ def _ratios(db: dict[str, Any], cpus: int | None) -> dict[str, float | None]:
         ),
         "inprocess_vs_sql_hot": _ratio(tput("inprocess", "hot"), tput("sql_limit", "hot")),
         "group_vs_sql_single": _ratio(tput("inprocess", GROUP), tput("sql_limit", "single")),
+        "group_vs_sql_single_ceiling": _group_ceiling(kind, db, cpus),
         "hot_vs_random": _ratio(tput("inprocess", f"{GROUP}_hot"), tput("inprocess", GROUP)),
         # Tracks per second: a batch call answers BATCH_ITEMS of them.
         "batch_vs_single": _ratio(
@@ -187,7 +210,7 @@ def build_report(
     databases: dict[str, dict[str, Any]],
     http_setup: HttpSetup | None,
 ) -> dict[str, Any]:
-    ratios = {kind: _ratios(db, machine.get("cpu_count")) for kind, db in databases.items()}
+    ratios = {kind: _ratios(kind, db, machine.get("cpu_count")) for kind, db in databases.items()}
     p99 = {kind: _get(db, "inprocess", "concurrent", "p99_ms") for kind, db in databases.items()}
     targets: dict[str, dict[str, Any]] = {}
     for kind in databases:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from revenipe.bench.callers import CallerRun, CallerSpec, run_calls, run_thread_group
 from revenipe.bench.pool import WorkerPool
-from revenipe.bench.stats import Measurement, summarize
+from revenipe.bench.stats import Measurement, machine_cpu_seconds, summarize
 
 START_DELAY_S = 0.05
 
@@ -30,6 +30,9 @@ class Runs:
     errors: int = 0
     refused: int = 0
     first_error: str | None = None
+    machine_cpu_s: float | None = 0.0
+    """CPU time of the whole machine while the callers ran, summed; None when it could
+    not be read (not Linux)."""
 
     def add(self, other: Runs) -> None:
         self.latencies += other.latencies
@@ -37,6 +40,10 @@ class Runs:
         self.errors += other.errors
         self.refused += other.refused
         self.first_error = self.first_error or other.first_error
+        if self.machine_cpu_s is None or other.machine_cpu_s is None:
+            self.machine_cpu_s = None
+        else:
+            self.machine_cpu_s += other.machine_cpu_s
 
 
 def run_callers(
@@ -63,13 +70,16 @@ def run_callers(
         warm = [warm_sets[i % len(warm_sets)] for i in range(len(key_sets))]
         _run(pool, spec, warm, f"warm-{tag}", 0.0, None, warmup_calls, threads)
     start_at = time.monotonic() + START_DELAY_S
+    cpu_before = machine_cpu_seconds()
     runs = _run(pool, spec, key_sets, tag, start_at, duration, max_calls, threads)
+    cpu = machine_cpu_seconds() - cpu_before
     return Runs(
         latencies=[latency for run in runs for latency in run.latencies],
         window=max(run.ended for run in runs) - min(run.started for run in runs),
         errors=sum(run.errors for run in runs),
         refused=sum(run.refused for run in runs),
         first_error=next((run.first_error for run in runs if run.first_error), None),
+        machine_cpu_s=cpu if cpu > 0 else None,
     )
 
 
@@ -150,6 +160,7 @@ def measure_interleaved(
                 errors=total.errors,
                 refused=total.refused,
                 note=f"first error: {total.first_error}" if total.first_error else None,
+                machine_cpu_s=total.machine_cpu_s,
             )
         )
     return measurements

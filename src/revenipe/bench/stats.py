@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,9 @@ class Measurement:
     errors: int = 0
     refused: int = 0
     note: str | None = None
+    machine_cpu_s: float | None = None
+    """CPU time the whole machine spent while the callers ran (`machine_cpu_seconds`),
+    when measured: the callers, the database server, and anything else."""
 
     @property
     def throughput(self) -> float:
@@ -48,6 +52,9 @@ class Measurement:
             "errors": self.errors,
             "refused": self.refused,
         }
+        if self.machine_cpu_s is not None and self.seconds > 0 and self.calls:
+            result["machine_cpu_pct"] = round(100 * self.machine_cpu_s / self.seconds)
+            result["machine_cpu_us_per_call"] = round(1e6 * self.machine_cpu_s / self.calls, 1)
         if self.note:
             result["note"] = self.note
         return result
@@ -74,7 +81,14 @@ def combine(measurements: Sequence[Measurement]) -> Measurement:
         errors=sum(m.errors for m in measurements),
         refused=sum(m.refused for m in measurements),
         note=first.note,
+        machine_cpu_s=_sum_known([m.machine_cpu_s for m in measurements]),
     )
+
+
+def _sum_known(values: Sequence[float | None]) -> float | None:
+    """The sum, or None if any value is unknown."""
+    known = [v for v in values if v is not None]
+    return sum(known) if len(known) == len(values) else None
 
 
 def summarize(
@@ -86,6 +100,7 @@ def summarize(
     errors: int = 0,
     refused: int = 0,
     note: str | None = None,
+    machine_cpu_s: float | None = None,
 ) -> Measurement:
     """A `Measurement` from per-call latencies (seconds) over a window of `seconds`."""
     ordered = sorted(latencies_s)
@@ -101,4 +116,18 @@ def summarize(
         errors=errors,
         refused=refused,
         note=note,
+        machine_cpu_s=machine_cpu_s,
     )
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time the whole machine has spent working so far, all cores together (Linux
+    /proc/stat: user, nice, system, irq and softirq time; 0 elsewhere): in a run, the
+    callers (an HTTP server and its load generator), the database and everything else."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
