@@ -49,6 +49,11 @@ def test_a_caller_alone_runs_its_request_at_once_in_its_own_thread() -> None:
     assert committer.submit(4) == 40
     assert runner.batches == [[4]]
     assert runner.threads == [threading.get_ident()]
+    # Its own request's error is raised to it, and the lane is left idle.
+    with pytest.raises(ValueError, match="bad -1"):
+        committer.submit(-1)
+    assert not committer._lanes[0].busy and not committer._lanes[0].queue
+    assert committer.submit(5) == 50
 
 
 def test_requests_arriving_during_a_batch_form_the_next_batch_in_order() -> None:
