@@ -4,6 +4,7 @@ else reaches FastAPI's route with its body intact, and both answer alike."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
@@ -167,3 +168,45 @@ def test_a_customer_id_the_service_refuses_is_a_400_on_the_lean_path(
     body = json.dumps({"client_id": customer, "entitlement_id": "credits", "value": 1}).encode()
     answer = _post(world, "/v1/customer/track", body, world.a.as_customer("alice"))
     assert answer.status_code in (400, 403), answer.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id":"c","value":2}',
+        b'\xef\xbb\xbf{"id":"c","value":2}',  # a UTF-8 byte order mark
+        '{"id":"é","value":2}'.encode("utf-16"),
+        '{"id":"c","value":2}'.encode("utf-32-le"),
+        b'{"id":"\\ud800","value":2}',  # a lone surrogate, escaped
+        b'{"id":"\xed\xa0\x80"}',  # a lone surrogate, raw
+        b'{"id":"c","id":"d"}',
+        b"[1]",
+        b"\xff\xfe",
+        b"",
+        b'{"value":NaN}',
+    ],
+)
+def test_a_body_is_decoded_as_json_loads_decodes_it(body: bytes) -> None:
+    """The lean path keeps one decoder rather than making one per body (`json.loads`
+    with a hook does): the same values, the same refusals."""
+
+    request = SimpleNamespace(headers={"content-type": "application/json"})
+
+    def decoded(parse: Any) -> Any:
+        try:
+            return ("fields", parse())
+        except lean_track._NotPlain:
+            return ("not plain",)
+
+    def with_loads() -> Any:
+        try:
+            fields = json.loads(body, object_pairs_hook=lean_track._reject_duplicates)
+        except ValueError:
+            raise lean_track._NotPlain from None
+        if not isinstance(fields, dict):
+            raise lean_track._NotPlain
+        return fields
+
+    ours = decoded(lambda: lean_track._plain_json(request, body))  # type: ignore[arg-type]
+    theirs = decoded(with_loads)
+    assert repr(ours) == repr(theirs)  # repr: NaN is not equal to itself
