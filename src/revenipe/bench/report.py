@@ -115,7 +115,9 @@ def _group_ceiling(kind: str, db: dict[str, Any], cpus: int | None) -> float | N
     at most what those statements do from one caller. PostgreSQL's transactions run side
     by side until the machine's cores are busy: every core over the CPU a track's
     statements cost the whole machine (the callers and the server, from the cheaper of
-    their 1- and 2-caller runs). revenipe's own code around them costs more, never less."""
+    their 1- and 2-caller runs). An estimate from above: it assumes every core busy at
+    that cost, and a track through revenipe runs the same writes with more code around
+    them (its batch reads the locks of all its tracks in one statement instead)."""
     single = _get(db, "sql_limit", "single", "throughput_per_s")
     if kind == "sqlite":
         return _ratio(_get(db, "sql_limit", GROUPED_STATEMENTS, "throughput_per_s"), single)
