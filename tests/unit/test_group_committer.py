@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from revenipe.storage.group_commit import GroupCommitter
+from revenipe.storage.group_commit import GroupCommitter, _Signal
 
 
 class Recorder:
@@ -269,3 +269,24 @@ def test_a_blocked_caller_answered_returns_while_event_loop_callers_keep_coming(
     assert runner.threads[1] == caller_thread[0]
     assert runner.threads[2] != caller_thread[0]  # the lane's own thread ran 8's batch
     assert runner.threads[2] == runner.threads[0]
+
+
+def test_a_waiters_signal_wakes_it_once_and_refuses_a_second_set_before_a_wait() -> None:
+    signal = _Signal()
+    woke = threading.Event()
+
+    def wait() -> None:
+        signal.wait()
+        woke.set()
+
+    waiting = threading.Thread(target=wait)
+    waiting.start()
+    assert not woke.wait(0.05)  # blocked until set
+    signal.set()
+    assert woke.wait(5)
+    waiting.join(5)
+    # Set, then set again with no wait between: a protocol error, raised, never lost.
+    signal.set()
+    with pytest.raises(RuntimeError):
+        signal.set()
+    signal.wait()  # the first set is still there for the next wait

@@ -23,6 +23,7 @@ answer never precedes the commit that holds it (docs/adr/0014).
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import threading
@@ -40,16 +41,39 @@ MAX_BATCH = 256
 write lock, and on what one failed commit has to answer."""
 
 
-_LOOP_CALLER = threading.Event()
+class _Signal:
+    """How a blocked caller is woken: one lock, taken at birth, that `wait` takes again
+    and `set` gives back. The protocol never sets it twice without a `wait` between (a
+    caller is handed the lane only while it waits unanswered, and is answered once,
+    after which nothing signals it): `set` then fails loudly instead of being lost.
+
+    A `threading.Event` is a condition over locks: made, set and waited on, it took 16 %
+    of a 16-thread group of SQLite tracks' time under the GIL (py-spy). This lock does
+    the same for 8 % more tracks a second with 8 % less CPU a track (docs/adr/0015)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+
+    def wait(self) -> None:
+        """Block until `set`, and be ready to block again."""
+        self._lock.acquire()
+
+    def set(self) -> None:
+        self._lock.release()
+
+
+_LOOP_CALLER = _Signal()
 """The `done` of every event-loop caller's waiter: they await a future instead, and
-nothing ever waits on or sets this one (a new Event is a lock and a condition: about
-2 us, on every track request of the server)."""
+nothing ever waits on or sets this one."""
 
 
 @dataclass(eq=False, slots=True)
 class _Waiter(Generic[Request, Result]):
     request: Request
-    done: threading.Event = field(default_factory=threading.Event)
+    done: _Signal = field(default_factory=_Signal)
     """Set when a blocked caller is answered or handed the lane."""
     lead: bool = False
     """Set when the previous leader hands this waiter the lane: it runs the next batch."""
@@ -100,7 +124,6 @@ class GroupCommitter(Generic[Request, Result]):
             self._lead(lane, waiter)
         while not waiter.answered:
             waiter.done.wait()
-            waiter.done.clear()
             if waiter.lead and not waiter.answered:
                 self._lead(lane, waiter)
         return _outcome(waiter)
