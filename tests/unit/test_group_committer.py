@@ -290,3 +290,52 @@ def test_a_waiters_signal_wakes_it_once_and_refuses_a_second_set_before_a_wait()
     with pytest.raises(RuntimeError):
         signal.set()
     signal.wait()  # the first set is still there for the next wait
+
+
+@pytest.mark.parametrize("handed_the_lane", [False, True])
+def test_a_caller_interrupted_while_it_waits_leaves_the_lane_to_the_others(
+    handed_the_lane: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or a signal handler's exception) in a blocked caller: its request leaves
+    the queue, and a lane it had been handed goes on; without that, every later caller
+    of the lane waited for a leader that was gone."""
+    real_wait = _Signal.wait
+
+    def wait(self: _Signal) -> None:
+        if threading.current_thread().name == "interrupted":
+            if handed_the_lane:
+                real_wait(self)  # woken to lead, then interrupted
+            raise KeyboardInterrupt
+        real_wait(self)
+
+    monkeypatch.setattr(_Signal, "wait", wait)
+    runner = Recorder(hold_first=True)
+    committer: GroupCommitter[int, int] = GroupCommitter(runner)
+    answers: dict[int, object] = {}
+
+    def call(value: int) -> None:
+        try:
+            answers[value] = committer.submit(value)
+        except KeyboardInterrupt:
+            answers[value] = "interrupted"
+
+    first = threading.Thread(target=call, args=(1,))
+    first.start()
+    assert runner.entered.wait(5)
+    interrupted = threading.Thread(target=call, args=(2,), name="interrupted")
+    interrupted.start()
+    if handed_the_lane:
+        _queued(committer, 1)
+    else:
+        interrupted.join(5)  # it left before anyone could answer it or hand it the lane
+    runner.gate.set()
+    first.join(5)
+    interrupted.join(5)
+    later = threading.Thread(target=call, args=(3,))
+    later.start()
+    later.join(5)
+    assert not later.is_alive(), "the lane waits for a leader that is gone"
+    assert answers == {1: 10, 2: "interrupted", 3: 30}
+    assert [2] not in runner.batches and all(2 not in batch for batch in runner.batches)
+    lane = committer._lanes[0]
+    assert not lane.busy and not lane.queue

@@ -43,9 +43,10 @@ write lock, and on what one failed commit has to answer."""
 
 class _Signal:
     """How a blocked caller is woken: one lock, taken at birth, that `wait` takes again
-    and `set` gives back. The protocol never sets it twice without a `wait` between (a
-    caller is handed the lane only while it waits unanswered, and is answered once,
-    after which nothing signals it): `set` then fails loudly instead of being lost.
+    and `set` gives back (a `set` before the `wait` is kept). The protocol never sets it
+    twice without a `wait` between (a caller is handed the lane only while it is queued
+    unanswered, is answered once, and is never signalled after that): a second `set`
+    would fail loudly instead of being lost.
 
     A `threading.Event` is a condition over locks: made, set and waited on, it took 16 %
     of a 16-thread group of SQLite tracks' time under the GIL (py-spy). This lock does
@@ -123,10 +124,26 @@ class GroupCommitter(Generic[Request, Result]):
         if self._enqueue(lane, waiter):
             self._lead(lane, waiter)
         while not waiter.answered:
-            waiter.done.wait()
+            try:
+                waiter.done.wait()
+            except BaseException:  # KeyboardInterrupt, or a signal handler's exception
+                self._abandon(lane, waiter)
+                raise
             if waiter.lead and not waiter.answered:
                 self._lead(lane, waiter)
         return _outcome(waiter)
+
+    def _abandon(self, lane: _Lane[Request, Result], waiter: _Waiter[Request, Result]) -> None:
+        """A blocked caller leaves its wait with an exception: its request leaves the
+        queue unless a batch took it already (then it runs, and its answer is nobody's),
+        and if it had been handed the lane, the lane goes on to the next caller. Else
+        the lane would wait for a leader that is gone, and every later caller with it."""
+        with lane.lock:
+            if waiter in lane.queue:
+                lane.queue.remove(waiter)
+            handed = waiter.lead and not waiter.answered
+        if handed:
+            self._hand_on(lane, leading_for_loops=False)
 
     async def submit_async(self, request: Request, lane_key: Hashable = None) -> Result:
         """`submit` for a caller on an event loop: it awaits instead of blocking; the
@@ -177,7 +194,7 @@ class GroupCommitter(Generic[Request, Result]):
 
     def _run_alone(self, lane: _Lane[Request, Result], request: Request) -> Result:
         """A caller that found its lane idle: its request is a batch of its own, run
-        with no waiter and no event to wake (what a lone caller pays, every call: about
+        with no waiter and no signal to wake (what a lone caller pays, every call: about
         7% of a SQLite track, docs/performance.md); then the lane is handed on, as
         `_lead` hands it on, to whoever came meanwhile."""
         try:
