@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -80,16 +80,25 @@ def test_requests_arriving_during_a_batch_form_the_next_batch_in_order() -> None
     assert answers == {v: v * 10 for v in range(9)}
 
 
-def test_one_request_failing_fails_only_that_request() -> None:
-    runner = Recorder(hold_first=True)
-    committer: GroupCommitter[int, int] = GroupCommitter(runner)
-    answers: dict[int, object] = {}
+def _caller(
+    committer: GroupCommitter[int, int], answers: dict[int, object], caught: type[BaseException]
+) -> Callable[[int], None]:
+    """A thread's call: its answer, or what it raised of `caught` (as text), in `answers`."""
 
     def call(value: int) -> None:
         try:
             answers[value] = committer.submit(value)
-        except ValueError as exc:
-            answers[value] = str(exc)
+        except caught as exc:
+            answers[value] = str(exc) or type(exc).__name__
+
+    return call
+
+
+def test_one_request_failing_fails_only_that_request() -> None:
+    runner = Recorder(hold_first=True)
+    committer: GroupCommitter[int, int] = GroupCommitter(runner)
+    answers: dict[int, object] = {}
+    call = _caller(committer, answers, ValueError)
 
     threads = [threading.Thread(target=call, args=(v,)) for v in (0, 1, -2, 3)]
     threads[0].start()
@@ -312,12 +321,7 @@ def test_a_caller_interrupted_while_it_waits_leaves_the_lane_to_the_others(
     runner = Recorder(hold_first=True)
     committer: GroupCommitter[int, int] = GroupCommitter(runner)
     answers: dict[int, object] = {}
-
-    def call(value: int) -> None:
-        try:
-            answers[value] = committer.submit(value)
-        except KeyboardInterrupt:
-            answers[value] = "interrupted"
+    call = _caller(committer, answers, KeyboardInterrupt)
 
     first = threading.Thread(target=call, args=(1,))
     first.start()
@@ -335,7 +339,7 @@ def test_a_caller_interrupted_while_it_waits_leaves_the_lane_to_the_others(
     later.start()
     later.join(5)
     assert not later.is_alive(), "the lane waits for a leader that is gone"
-    assert answers == {1: 10, 2: "interrupted", 3: 30}
+    assert answers == {1: 10, 2: "KeyboardInterrupt", 3: 30}
     assert [2] not in runner.batches and all(2 not in batch for batch in runner.batches)
     lane = committer._lanes[0]
     assert not lane.busy and not lane.queue
