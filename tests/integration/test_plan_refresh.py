@@ -87,6 +87,7 @@ def test_revenipe_makes_plans_again_once_the_tables_grew(
         engine = backend.database.engine
 
         def flush() -> None:
+            backend.database.hand_back_lane_connections()  # to reach every connection
             with contextlib.ExitStack() as stack:
                 pooled = [
                     stack.enter_context(engine.connect()) for _ in range(engine.pool.checkedin())

@@ -5,6 +5,8 @@
   running migrations on first use.
 - `group_commit`: concurrent writes of one process run in shared transactions, each
   answered once its transaction committed (`Database.write_grouped`, docs/adr/0015).
+- `lane_connections`: on PostgreSQL, each group-commit lane keeps the connection its
+  batches run on, handed back to the pool now and then (docs/adr/0015).
 - `postgres_engine`: how revenipe connects to PostgreSQL (the pool, what a new connection
   is set to, the URL's `?prepare=off` for a pooler in transaction mode).
 - `plan_refresh`: PostgreSQL connections drop their cached plans now and then, so that

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.storage import tracks as track_store
 from revenipe.storage.group_commit import MAX_BATCH, GroupCommitter
+from revenipe.storage.lane_connections import LaneConnections
 from revenipe.storage.sqlite_checkpoint import Checkpointer
 from revenipe.storage.sqlite_lock import SqliteWriterLock, begin_immediate, is_locked
 
@@ -83,6 +84,8 @@ class Database:
     _group: GroupCommitter[GroupedJob, Any] | None = field(default=None, repr=False)
     _writer_lock: SqliteWriterLock | None = field(default=None, repr=False)
     postgres_write_lanes: int | None = None  # None: POSTGRES_WRITE_LANES
+    _lane_connections: LaneConnections | None = field(default=None, repr=False)
+    """PostgreSQL: the connection each group-commit lane keeps between its batches."""
 
     @property
     def dialect(self) -> str:
@@ -93,13 +96,21 @@ class Database:
         return self.dialect == "sqlite"
 
     @contextlib.contextmanager
-    def write(self, *, waited_ms: int = 0) -> Iterator[Connection]:
+    def write(self, *, waited_ms: int = 0, lane: int | None = None) -> Iterator[Connection]:
         """One read-write transaction, committed on success, rolled back on error.
 
         `waited_ms`: how long the caller already waited for it (in a group commit's
-        queue); it counts against SQLite's busy time-out."""
+        queue); it counts against SQLite's busy time-out. `lane`: the group-commit lane
+        running it, whose connection it runs on (PostgreSQL: `LaneConnections`)."""
         if self._sqlite_file:
             with self._sqlite_write(waited_ms) as conn:
+                yield conn
+            return
+        if lane is not None and not self.is_sqlite:
+            if self._lane_connections is None:
+                self._lane_connections = LaneConnections(self.engine)
+            self._writes += 1
+            with _busy_as_error(), self._lane_connections.transaction(lane) as conn:
                 yield conn
             return
         with contextlib.ExitStack() as stack:
@@ -164,16 +175,17 @@ class Database:
             handed_in = time.monotonic()
             chunk = [(job, key, handed_in) for job, key in jobs[start : start + size]]
             if len(chunk) > 1:
-                outcomes.extend(self._run_jobs(0, chunk))
+                outcomes.extend(self._run_jobs(None, chunk))
                 continue
             try:  # alone, `_run_jobs` raises the job's own error (or its commit's)
-                outcomes.extend(self._run_jobs(0, chunk))
+                outcomes.extend(self._run_jobs(None, chunk))
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes
 
-    def _run_jobs(self, lane: int, batch: Sequence[GroupedJob]) -> list[Any]:
-        """One transaction for a batch of jobs; see `write_grouped`."""
+    def _run_jobs(self, lane: int | None, batch: Sequence[GroupedJob]) -> list[Any]:
+        """One transaction for a batch of jobs; see `write_grouped`. `lane`: the
+        group-commit lane running it (None: a caller's own, `write_each`)."""
         # The oldest job's time in the queue counts against the busy time-out, so that
         # no caller waits for a locked database longer than the time-out in all.
         waited_ms = int((time.monotonic() - min(job[2] for job in batch)) * 1000)
@@ -182,16 +194,19 @@ class Database:
             # PostgreSQL track still in two round trips, as in a batch).
             job = batch[0][0]
             lock = None if self.is_sqlite else getattr(job, "track_lock", None)
-            with self.write(waited_ms=waited_ms) as conn, track_store.batched(conn, [lock]):
+            with (
+                self.write(waited_ms=waited_ms, lane=lane) as conn,
+                track_store.batched(conn, [lock]),
+            ):
                 return [job(conn)]
         order = sorted(range(len(batch)), key=lambda i: _sortable(batch[i][1]))
-        together = self._run_together(batch, order, waited_ms)
+        together = self._run_together(batch, order, waited_ms, lane)
         if together is not None:
             return together
         return self._run_each_behind_a_savepoint(batch, order)
 
     def _run_together(
-        self, batch: Sequence[GroupedJob], order: list[int], waited_ms: int
+        self, batch: Sequence[GroupedJob], order: list[int], waited_ms: int, lane: int | None
     ) -> list[Any] | None:
         """Every job of the batch in one transaction with nothing between them: what
         almost every batch is (refusals are answers, not errors). None, with everything
@@ -200,7 +215,7 @@ class Database:
         as much as the job's own reads."""
         outcomes: list[Any] = [None] * len(batch)
         try:
-            with self.write(waited_ms=waited_ms) as conn, _failing_the_batch():
+            with self.write(waited_ms=waited_ms, lane=lane) as conn, _failing_the_batch():
                 # PostgreSQL: the batch's tracks lock, read and write together.
                 tracks = (
                     contextlib.nullcontext()
@@ -362,7 +377,15 @@ class Database:
         """How many write transactions this process began (the checkpoint thread's cue)."""
         return self._writes
 
+    def hand_back_lane_connections(self) -> None:
+        """PostgreSQL: give the connections the write lanes keep back to the pool (a
+        lane's next batch checks one out again)."""
+        if self._lane_connections is not None:
+            self._lane_connections.hand_back()
+
     def close(self) -> None:
+        if self._lane_connections is not None:
+            self._lane_connections.close()
         writer, self._sqlite_writer_conn = self._sqlite_writer_conn, None
         if writer is not None:
             with self._sqlite_writer, contextlib.suppress(sqlite3.Error, DBAPIError):

@@ -1,0 +1,122 @@
+"""PostgreSQL: a group-commit lane keeps its connection between batches, and hands it
+back to the pool when its plans are due to be made again, when a batch fails, and when
+the database is closed (storage/lane_connections.py, docs/adr/0015)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import event
+
+import revenipe
+from revenipe.engine.errors import ErrorCode, RevenipeError
+from revenipe.storage import plan_refresh
+
+from support import DEMO_CATALOG
+
+
+@pytest.fixture
+def backend(postgres_url: str) -> Iterator[revenipe.Backend]:
+    with revenipe.open(postgres_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def app(backend: revenipe.Backend) -> revenipe.App:
+    created = backend.create_app("lanes", revenipe.load_catalog(DEMO_CATALOG))
+    app = backend.app(created.app.id)
+    app.grant_entitlement("alice", "monthly_credits", 1_000)
+    return app
+
+
+def _checkouts(backend: revenipe.Backend) -> list[int]:
+    """Counts the pool's checkouts from now on (one element each)."""
+    seen: list[int] = []
+    event.listen(backend.database.engine, "checkout", lambda *_: seen.append(1))
+    return seen
+
+
+def _checked_out(backend: revenipe.Backend) -> int:
+    return int(backend.database.engine.pool.checkedout())  # type: ignore[attr-defined]
+
+
+def test_a_lane_keeps_its_connection_between_batches(
+    backend: revenipe.Backend, app: revenipe.App
+) -> None:
+    app.track("alice", "monthly_credits", 1)  # the lane checks its connection out
+    checkouts = _checkouts(backend)
+    for n in range(10):
+        assert app.track("alice", "monthly_credits", 1, idempotency_key=f"k{n}").success
+        assert _checked_out(backend) == 1  # kept, idle, between batches
+    assert checkouts == []
+    backend.database.hand_back_lane_connections()
+    assert _checked_out(backend) == 0
+
+
+def test_a_lane_checks_out_again_when_plans_are_due(
+    backend: revenipe.Backend, app: revenipe.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app.track("alice", "monthly_credits", 1)
+    checkouts = _checkouts(backend)
+    monkeypatch.setattr(plan_refresh, "PLAN_REFRESH_S", 0.0)
+    for n in range(5):
+        assert app.track("alice", "monthly_credits", 1, idempotency_key=f"k{n}").success
+    assert len(checkouts) == 5
+    assert _checked_out(backend) == 1
+
+
+def test_a_failed_batch_hands_its_connection_back(
+    backend: revenipe.Backend, app: revenipe.App
+) -> None:
+    first = app.track("alice", "monthly_credits", 1, idempotency_key="once")
+    with pytest.raises(RevenipeError) as raised:
+        app.track("alice", "monthly_credits", 2, idempotency_key="once")
+    assert raised.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
+    assert _checked_out(backend) == 0
+    after = app.track("alice", "monthly_credits", 1, idempotency_key="after")
+    assert after.success
+    assert after.remaining == first.remaining - 1
+    assert app.track("alice", "monthly_credits", 1, idempotency_key="once").replayed
+
+
+def test_a_kept_connection_the_server_dropped_fails_one_batch_then_is_replaced(
+    backend: revenipe.Backend, app: revenipe.App, postgres_url: str
+) -> None:
+    """As a pooled connection did before (no pre-ping, docs/adr/0023): the batch on the
+    dropped connection fails as `database_unavailable`, the next one runs on another."""
+    before = app.track("alice", "monthly_credits", 1, idempotency_key="before")
+    kept_pid = backend.database.write_grouped(  # on the lane of alice's tracks
+        lambda conn: conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one(),
+        key=(app.app_id, None, "alice"),
+    )
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (kept_pid,))
+    with pytest.raises(RevenipeError) as raised:
+        app.track("alice", "monthly_credits", 1, idempotency_key="dropped")
+    assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE
+    assert _checked_out(backend) == 0
+    after = app.track("alice", "monthly_credits", 1, idempotency_key="dropped")
+    assert after.success
+    assert not after.replayed  # the dropped batch wrote nothing
+    assert after.remaining == before.remaining - 1
+
+
+def test_closing_hands_back_the_connection_a_batch_is_using(
+    backend: revenipe.Backend, app: revenipe.App
+) -> None:
+    """A lane that ends its batch after the database was closed keeps nothing."""
+    app.track("alice", "monthly_credits", 1)
+    lanes = backend.database._lane_connections  # what `Database.close` closes first
+    assert lanes is not None
+    in_use: list[int] = []
+
+    def job(_conn: object) -> int:
+        lanes.close()
+        in_use.append(_checked_out(backend))
+        return 1
+
+    assert backend.database.write_grouped(job) == 1
+    assert in_use == [1]  # the batch's own
+    assert _checked_out(backend) == 0
