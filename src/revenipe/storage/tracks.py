@@ -64,13 +64,21 @@ before any join, gives PostgreSQL one plan whatever it knows of the table: a joi
 every customer of the database (a batch's cost grew with the customers; docs/adr/0015)."""
 
 _ACTIVE_OF_REQUESTED = Sql(
-    f"SELECT customer_id, {GRANT_COLUMNS.select} FROM grants "
-    f"WHERE customer_id IN (SELECT {_CUSTOMER_OF_REQUEST} FROM unnest(%(app_ids)s::text[], "
-    "%(customer_ids)s::text[], %(external_ids)s::text[]) AS r(app_id, customer_id, external_id)) "
-    "AND status = 'active' AND entitlement_id = ANY(%(entitlement_ids)s::text[])"
+    f"SELECT q.customer_id, {GRANT_COLUMNS.select_as('g')} "
+    f"FROM (SELECT DISTINCT {_CUSTOMER_OF_REQUEST} AS customer_id "
+    "FROM unnest(%(app_ids)s::text[], %(customer_ids)s::text[], %(external_ids)s::text[]) "
+    "AS r(app_id, customer_id, external_id)) q "
+    f"CROSS JOIN LATERAL (SELECT {GRANT_COLUMNS.select} FROM grants "
+    "WHERE customer_id = q.customer_id AND status = 'active' "
+    "AND entitlement_id = ANY(%(entitlement_ids)s::text[]) OFFSET 0) g"
 )
 """`list_active_grants` of the customers of many track requests at once, each row with
-its customer's id (`map_track_locks`)."""
+its customer's id (`map_track_locks`). Each customer's grants are read by index, one
+customer after another, whatever PostgreSQL knows of the table: written as
+`customer_id IN (...)`, without statistics (a server without autovacuum) it was
+planned as a hash join over a scan of every grant of the database, 2.6 ms for a batch
+of 5 customers at 640 (EXPLAIN ANALYZE) and growing with them. `OFFSET 0` keeps the
+lateral subquery from being pulled up into a join PostgreSQL may plan that way again."""
 
 
 @dataclass(frozen=True, slots=True)
