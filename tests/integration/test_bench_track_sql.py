@@ -36,36 +36,45 @@ def _traced(conn: sqlite3.Connection, run: Callable[[], object]) -> list[str]:
 
 
 def test_the_floor_runs_a_real_tracks_statements(tmp_path: Path) -> None:
+    """A process's first track of a customer looks it up by external id, the later ones
+    by the id it remembered (`services.context.CustomerIds`): the floor does both."""
     url = f"sqlite:///{tmp_path / 'bench.db'}"
     with revenipe.open(url) as backend:
         app = backend.app(backend.create_app("bench", workload.catalog()).app.id)
         real_customer, floor_customer = workload.add_customers(app, ["real", "floor"])
-        # Past the plan and bonus grants: from the 4th track on, both draw from the pack.
-        for n in range(4):
-            app.track(
-                real_customer, workload.TRACKED_ID, workload.TRACK_VALUE, idempotency_key=f"w{n}"
-            )
         writer = backend.database._sqlite_writer_conn
         assert writer is not None
         raw = writer.connection.dbapi_connection
         assert isinstance(raw, sqlite3.Connection)
-        real = _traced(
-            raw,
-            lambda: app.track(
-                real_customer, workload.TRACKED_ID, workload.TRACK_VALUE, idempotency_key="k"
-            ),
-        )
+
+        def track(key: str) -> Callable[[], object]:
+            return lambda: app.track(
+                real_customer, workload.TRACKED_ID, workload.TRACK_VALUE, idempotency_key=key
+            )
+
+        # The first track draws on the plan's grant alone, as the floor's first call does.
+        real_first = _traced(raw, track("w0"))
+        # Past the plan and bonus grants: from the 4th track on, it draws from the pack.
+        for n in range(1, 4):
+            track(f"w{n}")()
+        real_later = _traced(raw, track("k"))
     floor = track_sql.open_caller(url, app.app_id, workload.TRACKED_ID)
     try:
         caller = floor
         assert isinstance(caller, track_sql.SqliteTrackStatements)
-        statements = _traced(
+        floor_first = _traced(
+            caller.conn, lambda: caller.call(floor_customer, workload.TRACK_VALUE, "w0")
+        )
+        floor_later = _traced(
             caller.conn, lambda: caller.call(floor_customer, workload.TRACK_VALUE, "k")
         )
     finally:
         floor.close()
-    assert len(real) == 5
-    assert statements == real
+    assert len(real_first) == len(real_later) == 5
+    assert "c.external_id = ?" in real_first[0]
+    assert "c.id = ?" in real_later[0]
+    assert floor_first == real_first
+    assert floor_later == real_later
 
 
 def test_the_grouped_floor_commits_every_batch_and_what_is_left(tmp_path: Path) -> None:

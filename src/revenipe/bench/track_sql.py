@@ -51,6 +51,9 @@ _LOCK = (
     "LEFT JOIN usage_events u ON u.customer_id = c.id AND u.idempotency_key = {key} "
     "WHERE c.app_id = {app_id} AND c.external_id = {customer}"
 )
+_LOCK_BY_ID = _LOCK.replace("c.external_id = {customer}", "c.id = {customer_id}")
+"""A track's lock once its process knows the customer's id (`services.context.CustomerIds`):
+every track of a customer but its process's first."""
 _GRANTS = (
     f"SELECT {_GRANT_COLUMNS} FROM grants WHERE customer_id = {{customer_id}} "
     "AND status = 'active' AND entitlement_id IN ({e0}, {e1}, {e2})"
@@ -101,6 +104,7 @@ class _TrackStatements:
     """One track's statements on a driver cursor; `begin`/`commit` differ per database."""
 
     lock: str
+    lock_by_id: str
     grants: str
     insert_event: str
     save_grant: str
@@ -112,6 +116,8 @@ class _TrackStatements:
         self.batch = batch
         self.pending = 0
         """Calls of the open transaction (batch > 1)."""
+        self.ids: dict[str, str] = {}
+        """Customer ids by external id, as a process remembers them after a track."""
 
     def begin(self) -> None:
         raise NotImplementedError
@@ -152,13 +158,16 @@ class _TrackStatements:
             # and on PostgreSQL log a full image of each such page after a checkpoint.
             "id": new_id("use"),
         }
+        known = self.ids.get(customer)
+        if known is not None:
+            params["customer_id"] = known
         if self.pending == 0:
             self.begin()
         try:
             locked, grant_rows = self.lock_and_read(params)
             if locked is None:
                 raise LookupError(f"no customer {customer!r} in the bench app")
-            params["customer_id"] = locked[0]
+            params["customer_id"] = self.ids[customer] = locked[0]
             payer = next((row for row in grant_rows if row[4] >= value), None)
             if payer is None:
                 self._end_call(ok=False)
@@ -178,7 +187,7 @@ class _TrackStatements:
 
     def lock_and_read(self, params: dict[str, Any]) -> tuple[Any, list[Any]]:
         """Lock the customer, then read its candidate grants: two round trips."""
-        self.cursor.execute(self.lock, params)
+        self.cursor.execute(self.lock_by_id if "customer_id" in params else self.lock, params)
         locked = self.cursor.fetchone()
         if locked is None:
             return None, []
@@ -316,6 +325,7 @@ class PostgresTrackStatements(_TrackStatements):
         for name, template in _TEMPLATES.items():
             setattr(self, name, _styled(template, "%%(%s)s"))
         self.lock += " FOR UPDATE OF c"
+        self.lock_by_id += " FOR UPDATE OF c"
         self.grants_ahead = _styled(_GRANTS_AHEAD, "%%(%s)s")
         self.plans_at = time.monotonic()
         self.to_begin = False
@@ -366,8 +376,12 @@ class PostgresTrackStatements(_TrackStatements):
             if self.to_begin:
                 self.conn.execute("BEGIN")
                 self.to_begin = False
-            self.cursor.execute(self.lock, params)
-            grants.execute(self.grants_ahead, params)
+            if "customer_id" in params:
+                self.cursor.execute(self.lock_by_id, params)
+                grants.execute(self.grants, params)
+            else:
+                self.cursor.execute(self.lock, params)
+                grants.execute(self.grants_ahead, params)
         locked = self.cursor.fetchone()
         rows = list(grants.fetchall())
         grants.close()
@@ -379,6 +393,7 @@ class PostgresTrackStatements(_TrackStatements):
 
 _TEMPLATES = {
     "lock": _LOCK,
+    "lock_by_id": _LOCK_BY_ID,
     "grants": _GRANTS,
     "insert_event": _INSERT_EVENT,
     "save_grant": _SAVE_GRANT,

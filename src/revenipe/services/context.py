@@ -36,6 +36,31 @@ def app_time(server_now: datetime, clock_offset_seconds: int) -> datetime:
 
 
 @dataclass
+class CustomerIds:
+    """Customer ids by app and external id, as tracks found them (`services.usage.track`):
+    a track naming its customer by external id locks it by id once this process knows
+    it, a primary-key lookup instead of one on (app, external id). A customer's external
+    id never changes and customers are never deleted, so an entry holds for as long as
+    its database does; a lock by id that finds nobody (a database replaced under a
+    running process) falls back to the external id, and the entry is replaced. At most
+    `limit` entries: when full, it starts again empty; a limit of 0 remembers nothing."""
+
+    limit: int = 100_000
+    _ids: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def get(self, app_id: str, external_id: str) -> str | None:
+        return self._ids.get((app_id, external_id))
+
+    def remember(self, app_id: str, external_id: str, customer_id: str) -> None:
+        if self.limit <= 0:
+            return
+        ids = self._ids
+        if len(ids) >= self.limit and (app_id, external_id) not in ids:
+            ids.clear()
+        ids[(app_id, external_id)] = customer_id
+
+
+@dataclass
 class CatalogCache:
     """Parsed catalogs by (app id, version). Versions are immutable, so never stale."""
 
@@ -82,6 +107,7 @@ class ServiceContext:
     db: Database
     clock: Callable[[], datetime] = utc_now
     catalogs: CatalogCache = field(default_factory=CatalogCache)
+    customer_ids: CustomerIds = field(default_factory=CustomerIds)
     stripe: StripeClients = field(default_factory=StripeClients)
 
     def now(self) -> datetime:

@@ -309,12 +309,15 @@ def _track_job(
     (`storage.track_batch`)."""
     app_key = app_id if isinstance(app_id, str) else ""
     guess = None if ctx.db.is_sqlite else ctx.catalogs.newest(app_id)
+    # Locked by id once this process knows the id of the external id (`CustomerIds`).
+    known = None if ref.external_id is None else ctx.customer_ids.get(app_key, ref.external_id)
+    locks = ref if known is None else CustomerRef(customer_id=known)
     lock_request = track_store.TrackLockRequest(
         app_key,
-        customer_id=ref.customer_id,
-        external_id=ref.external_id,
+        customer_id=locks.customer_id,
+        external_id=locks.external_id,
         idempotency_key=request.idempotency_key,
-        candidates=_candidates_ahead(guess, app_id, ref, request) if guess is not None else None,
+        candidates=_candidates_ahead(guess, app_id, locks, request) if guess is not None else None,
     )
 
     def job(conn: Connection) -> TrackResult:
@@ -339,6 +342,8 @@ def _track_in(
     # catalog version and clock, and any usage event already under this key.
     lock = track_store.lock_for_track(conn, lock_request)
     if lock is None:
+        # No such customer yet (or, named by a remembered id, no longer: a database
+        # replaced under this process): found or created by the name the caller gave.
         app = ctx.require_app(conn, app_id)
         customer = locked_customer(
             ctx, conn, app, ref, create=create_customer, now=ctx.now_for(app)
@@ -356,6 +361,8 @@ def _track_in(
             raise InvariantViolation(
                 f"customer {customer.id}: no track lock once the customer exists"
             )
+    if ref.external_id is not None:
+        ctx.customer_ids.remember(app_id, ref.external_id, lock.customer_id)
     if lock.previous is not None:
         return _replay(lock.previous, request)
     now = app_time(ctx.now(), lock.clock_offset_seconds)
