@@ -43,8 +43,9 @@ def _checked_out(backend: revenipe.Backend) -> int:
 
 
 def test_a_lane_keeps_its_connection_between_batches(
-    backend: revenipe.Backend, app: revenipe.App
+    backend: revenipe.Backend, app: revenipe.App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(plan_refresh, "PLAN_REFRESH_S", 3600.0)  # never due here
     app.track("alice", "monthly_credits", 1)  # the lane checks its connection out
     checkouts = _checkouts(backend)
     for n in range(10):
@@ -120,3 +121,66 @@ def test_closing_hands_back_the_connection_a_batch_is_using(
     assert backend.database.write_grouped(job) == 1
     assert in_use == [1]  # the batch's own
     assert _checked_out(backend) == 0
+
+
+def _lanes_of_two_customers(backend: revenipe.Backend, app: revenipe.App) -> tuple[str, str]:
+    """Two customers whose tracks run in different lanes (lanes are chosen by hash)."""
+    committer = backend.database._committer()
+    names = [f"lane-{n}" for n in range(64)]
+    first = names[0]
+    lane = committer._lane((app.app_id, None, first))
+    other = next(n for n in names if committer._lane((app.app_id, None, n)) is not lane)
+    return first, other
+
+
+def test_after_the_server_dropped_every_connection_no_lane_keeps_a_dead_one(
+    backend: revenipe.Backend, app: revenipe.App, postgres_url: str
+) -> None:
+    """A restart drops every connection. The first batch to meet it fails, and hands back
+    with its own the connections the other lanes keep idle: from then on they are pooled
+    connections like any other, each of which fails the one transaction that meets it
+    (no pre-ping, docs/adr/0023) and is replaced. Nothing is charged twice."""
+    one, two = _lanes_of_two_customers(backend, app)
+    before = {}
+    for name in (one, two):
+        app.grant_entitlement(name, "monthly_credits", 10)
+        before[name] = app.track(name, "monthly_credits", 1).remaining  # each lane keeps one
+    assert _checked_out(backend) == 2
+    opened = backend.database.engine.pool.checkedin() + 2  # type: ignore[attr-defined]
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    with pytest.raises(RevenipeError) as raised:
+        app.track(one, "monthly_credits", 1, idempotency_key="one")
+    assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE
+    assert _checked_out(backend) == 0  # the other lane's went back too
+    for name in (two, one):
+        for _attempt in range(opened):
+            try:
+                result = app.track(name, "monthly_credits", 1, idempotency_key=name)
+                break
+            except RevenipeError as error:
+                assert error.code is ErrorCode.DATABASE_UNAVAILABLE
+        else:
+            raise AssertionError(f"{name}: still failing after {opened} attempts")
+        assert result.success
+        assert result.remaining == before[name] - 1  # the failed track charged nothing
+        assert app.track(name, "monthly_credits", 1, idempotency_key=name).replayed
+
+
+def test_a_lane_hands_its_connection_back_once_its_plans_are_due(
+    backend: revenipe.Backend, app: revenipe.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Due by when the connection last dropped its plans, not by when the lane took it:
+    a connection checked out just before its refresh fell due is not kept for another
+    whole interval."""
+    monkeypatch.setattr(plan_refresh, "PLAN_REFRESH_S", 3600.0)
+    app.track("alice", "monthly_credits", 1)
+    (kept,) = backend.database._lane_connections._kept.values()  # type: ignore[union-attr]
+    conn, _ = kept
+    conn.connection.info[plan_refresh._REFRESHED_AT] -= 3600.0  # dropped an hour ago
+    checkouts = _checkouts(backend)
+    app.track("alice", "monthly_credits", 1)
+    assert len(checkouts) == 1

@@ -87,6 +87,10 @@ class Database:
     _lane_connections: LaneConnections | None = field(default=None, repr=False)
     """PostgreSQL: the connection each group-commit lane keeps between its batches."""
 
+    def __post_init__(self) -> None:
+        if not self.is_sqlite:
+            self._lane_connections = LaneConnections(self.engine)
+
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
@@ -106,9 +110,7 @@ class Database:
             with self._sqlite_write(waited_ms) as conn:
                 yield conn
             return
-        if lane is not None and not self.is_sqlite:
-            if self._lane_connections is None:
-                self._lane_connections = LaneConnections(self.engine)
+        if lane is not None and self._lane_connections is not None:
             self._writes += 1
             with _busy_as_error(), self._lane_connections.transaction(lane) as conn:
                 yield conn

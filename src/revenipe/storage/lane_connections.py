@@ -6,11 +6,15 @@ for every batch cost a lone in-process track about a tenth of the process's CPU 
 checkout, the reset on return, a new `Connection`); SQLite's writer keeps its one
 connection for the same reason (`Database._sqlite_write`).
 
-A lane keeps its connection for at most `plan_refresh.PLAN_REFRESH_S`, then hands it
-back to the pool and checks one out again. Everything the pool does at a checkout
-still happens as often as before: plans made again (`plan_refresh`), a connection the
-server dropped replaced, an old one recycled. A batch that raises hands its connection
-back at once: the pool resets it, or throws it away if it is broken.
+A lane hands its connection back to the pool and checks one out again once the
+connection's plans are due to be made again (`plan_refresh.PLAN_REFRESH_S` after they
+last were; without prepared statements, that long after the lane checked it out).
+Everything the pool does at a checkout so still happens as often as before: plans made
+again, a connection the server dropped replaced, an old one recycled. A batch that
+raises hands its connection back at once (the pool resets it, or throws it away if it
+is broken), and the connections the other lanes keep idle with it: after a restart no
+lane keeps a dead connection past the first failure; each dead connection then fails
+the one transaction that meets it and is replaced, as any pooled one (no pre-ping).
 """
 
 from __future__ import annotations
@@ -46,19 +50,21 @@ class LaneConnections:
             conn.commit()
         except BaseException:
             # The error raised is the batch's (or the commit's), not one of a rollback
-            # on a connection the server dropped; the pool resets the connection it is
-            # handed back, or throws it away.
-            with contextlib.suppress(Exception):
-                conn.rollback()
-            with contextlib.suppress(Exception):
-                conn.close()
+            # on a connection the server dropped.
+            try:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                self.hand_back()
             raise
         self._keep(lane, conn, checked_out_at)
 
     def hand_back(self) -> None:
-        """Give every idle kept connection back to the pool (`Database.close`; a test
-        that runs something on each pooled connection). A lane's next batch checks one
-        out again."""
+        """Give every idle kept connection back to the pool (a failed batch;
+        `Database.close`; a test that runs something on each pooled connection). A
+        lane's next batch checks one out again."""
         with self._lock:
             kept, self._kept = self._kept, {}
         for conn, _ in kept.values():
@@ -76,7 +82,8 @@ class LaneConnections:
         now = time.monotonic()
         if kept is not None:
             conn, checked_out_at = kept
-            if now - checked_out_at < plan_refresh.PLAN_REFRESH_S and not conn.invalidated:
+            made_at = plan_refresh.plans_made_at(conn.connection.info, checked_out_at)
+            if now - made_at < plan_refresh.PLAN_REFRESH_S and not conn.invalidated:
                 return conn, checked_out_at
             with contextlib.suppress(Exception):
                 conn.close()
@@ -87,4 +94,5 @@ class LaneConnections:
             if not self._closed:
                 self._kept[lane] = (conn, checked_out_at)
                 return
-        conn.close()
+        with contextlib.suppress(Exception):
+            conn.close()

@@ -38,6 +38,14 @@ _REFRESHED_AT = "revenipe_plans_at"
 """`ConnectionPoolEntry.info` key: when the connection's plans were last dropped."""
 
 
+def plans_made_at(info: dict[Any, Any], default: float) -> float:
+    """When a pooled connection last dropped its plans (`time.monotonic()`), from its
+    pool entry's `info`; `default` if it never did (no refresh installed: statements are
+    not prepared)."""
+    made_at: float = info.get(_REFRESHED_AT, default)
+    return made_at
+
+
 def refresh_plans_now_and_then(engine: Engine) -> None:
     """Install the refresh on `engine`'s pool (PostgreSQL; `postgres_engine` does, when
     revenipe prepares its statements)."""
