@@ -119,8 +119,8 @@ def test_a_write_whose_turn_came_after_its_deadline_changes_nothing(
         app = backend.app(backend.create_app("a", revenipe.load_catalog(DEMO_CATALOG)).app.id)
         holder = _hold(database)
         monkeypatch.setattr(database_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+        started = time.monotonic()  # before the timer: it lets go 0.6 s after this or later
         threading.Timer(0.6, _let_go, args=(holder,)).start()
-        started = time.monotonic()
         with pytest.raises(RevenipeError) as raised:
             app.track("alice", "credits", 1, idempotency_key="late")
         assert raised.value.code.value == "database_busy"

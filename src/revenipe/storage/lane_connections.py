@@ -82,9 +82,10 @@ class LaneConnections:
         now = time.monotonic()
         if kept is not None:
             conn, checked_out_at = kept
-            made_at = plan_refresh.plans_made_at(conn.connection.info, checked_out_at)
-            if now - made_at < plan_refresh.PLAN_REFRESH_S and not conn.invalidated:
-                return conn, checked_out_at
+            if not conn.invalidated:  # (only a committed batch's connection is kept)
+                made_at = plan_refresh.plans_made_at(conn.connection.info, checked_out_at)
+                if now - made_at < plan_refresh.PLAN_REFRESH_S:
+                    return conn, checked_out_at
             with contextlib.suppress(Exception):
                 conn.close()
         return self._engine.connect(), now
