@@ -4,7 +4,7 @@ the database is closed (storage/lane_connections.py, docs/adr/0015)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -42,6 +42,24 @@ def _checked_out(backend: revenipe.Backend) -> int:
     return int(backend.database.engine.pool.checkedout())  # type: ignore[attr-defined]
 
 
+def _charges_one(app: revenipe.App, key: str, remaining_before: int) -> revenipe.TrackResult:
+    """A track of one of alice's credits under `key` succeeds, and charges exactly one."""
+    result = app.track("alice", "monthly_credits", 1, idempotency_key=key)
+    assert result.success
+    assert result.remaining == remaining_before - 1
+    return result
+
+
+def _fails_keeping_nothing(
+    backend: revenipe.Backend, code: ErrorCode, call: Callable[[], object]
+) -> None:
+    """`call` fails with `code`, and no lane keeps a connection after it."""
+    with pytest.raises(RevenipeError) as raised:
+        call()
+    assert raised.value.code is code
+    assert _checked_out(backend) == 0
+
+
 def test_a_lane_keeps_its_connection_between_batches(
     backend: revenipe.Backend, app: revenipe.App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -72,13 +90,12 @@ def test_a_failed_batch_hands_its_connection_back(
     backend: revenipe.Backend, app: revenipe.App
 ) -> None:
     first = app.track("alice", "monthly_credits", 1, idempotency_key="once")
-    with pytest.raises(RevenipeError) as raised:
-        app.track("alice", "monthly_credits", 2, idempotency_key="once")
-    assert raised.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
-    assert _checked_out(backend) == 0
-    after = app.track("alice", "monthly_credits", 1, idempotency_key="after")
-    assert after.success
-    assert after.remaining == first.remaining - 1
+    _fails_keeping_nothing(
+        backend,
+        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        lambda: app.track("alice", "monthly_credits", 2, idempotency_key="once"),
+    )
+    _charges_one(app, "after", first.remaining)
     assert app.track("alice", "monthly_credits", 1, idempotency_key="once").replayed
 
 
@@ -94,14 +111,12 @@ def test_a_kept_connection_the_server_dropped_fails_one_batch_then_is_replaced(
     )
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (kept_pid,))
-    with pytest.raises(RevenipeError) as raised:
-        app.track("alice", "monthly_credits", 1, idempotency_key="dropped")
-    assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE
-    assert _checked_out(backend) == 0
-    after = app.track("alice", "monthly_credits", 1, idempotency_key="dropped")
-    assert after.success
-    assert not after.replayed  # the dropped batch wrote nothing
-    assert after.remaining == before.remaining - 1
+    _fails_keeping_nothing(
+        backend,
+        ErrorCode.DATABASE_UNAVAILABLE,
+        lambda: app.track("alice", "monthly_credits", 1, idempotency_key="dropped"),
+    )
+    assert not _charges_one(app, "dropped", before.remaining).replayed  # nothing written
 
 
 def test_closing_hands_back_the_connection_a_batch_is_using(
@@ -152,10 +167,11 @@ def test_after_the_server_dropped_every_connection_no_lane_keeps_a_dead_one(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-    with pytest.raises(RevenipeError) as raised:
-        app.track(one, "monthly_credits", 1, idempotency_key="one")
-    assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE
-    assert _checked_out(backend) == 0  # the other lane's went back too
+    _fails_keeping_nothing(
+        backend,
+        ErrorCode.DATABASE_UNAVAILABLE,
+        lambda: app.track(one, "monthly_credits", 1, idempotency_key="one"),
+    )  # the other lane's went back too
     for name in (two, one):
         for _attempt in range(opened):
             try:
