@@ -122,7 +122,7 @@ def run_in_one_batch(
     holds the only write lane while the calls are handed in one after another, then
     lets go. Returns what each call returned and the size of every batch run."""
     monkeypatch.setattr(database_module, "POSTGRES_WRITE_LANES", 1)
-    database._group = None  # a fresh committer: one lane, and the spy below
+    monkeypatch.setattr(database, "postgres_write_lanes", None)
     batches: list[int] = []
     run_jobs = database._run_jobs
 
@@ -131,6 +131,8 @@ def run_in_one_batch(
         return run_jobs(lane, batch)
 
     monkeypatch.setattr(database, "_run_jobs", spy)
+    # A fresh committer: one lane, running its batches through the spy.
+    monkeypatch.setattr(database, "_group", database._new_committer())
     gate = threading.Event()
     holder = threading.Thread(
         target=database.write_grouped, args=(lambda conn: gate.wait(10),), kwargs={"key": hold_key}

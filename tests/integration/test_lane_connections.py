@@ -4,6 +4,7 @@ the database is closed (storage/lane_connections.py, docs/adr/0015)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -148,20 +149,30 @@ def _lanes_of_two_customers(backend: revenipe.Backend, app: revenipe.App) -> tup
     return first, other
 
 
-def test_after_the_server_dropped_every_connection_no_lane_keeps_a_dead_one(
-    backend: revenipe.Backend, app: revenipe.App, postgres_url: str
+def _pool_idle(backend: revenipe.Backend, count: int) -> None:
+    """Leave `count` connections idle in the pool (taken at once, given back)."""
+    with contextlib.ExitStack() as stack:
+        for _ in range(count):
+            stack.enter_context(backend.database.read()).exec_driver_sql("SELECT 1")
+    assert backend.database.engine.pool.checkedin() >= count  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("first", ["track", "read"])
+def test_after_the_server_dropped_every_connection_only_the_first_transaction_fails(
+    backend: revenipe.Backend, app: revenipe.App, postgres_url: str, first: str
 ) -> None:
-    """A restart drops every connection. The first batch to meet it fails, and hands back
-    with its own the connections the other lanes keep idle: from then on they are pooled
-    connections like any other, each of which fails the one transaction that meets it
-    (no pre-ping, docs/adr/0023) and is replaced. Nothing is charged twice."""
+    """A restart drops every connection: the lanes' kept ones and the pool's idle ones.
+    The first transaction to meet a dead one fails (no pre-ping, docs/adr/0023), and
+    every connection made before is thrown away with it (`Database._connection_lost`):
+    the transactions after it, tracks in both lanes and reads, run on new connections
+    at their first attempt. Nothing is charged twice."""
     one, two = _lanes_of_two_customers(backend, app)
     before = {}
     for name in (one, two):
         app.grant_entitlement(name, "monthly_credits", 10)
         before[name] = app.track(name, "monthly_credits", 1).remaining  # each lane keeps one
     assert _checked_out(backend) == 2
-    opened = backend.database.engine.pool.checkedin() + 2  # type: ignore[attr-defined]
+    _pool_idle(backend, 4)
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -170,20 +181,17 @@ def test_after_the_server_dropped_every_connection_no_lane_keeps_a_dead_one(
     _fails_keeping_nothing(
         backend,
         ErrorCode.DATABASE_UNAVAILABLE,
-        lambda: app.track(one, "monthly_credits", 1, idempotency_key="one"),
-    )  # the other lane's went back too
+        (lambda: app.track(one, "monthly_credits", 1, idempotency_key=one))
+        if first == "track"
+        else (lambda: app.state(one)),
+    )
     for name in (two, one):
-        for _attempt in range(opened):
-            try:
-                result = app.track(name, "monthly_credits", 1, idempotency_key=name)
-                break
-            except RevenipeError as error:
-                assert error.code is ErrorCode.DATABASE_UNAVAILABLE
-        else:
-            raise AssertionError(f"{name}: still failing after {opened} attempts")
+        result = app.track(name, "monthly_credits", 1, idempotency_key=name)
         assert result.success
         assert result.remaining == before[name] - 1  # the failed track charged nothing
         assert app.track(name, "monthly_credits", 1, idempotency_key=name).replayed
+    for _ in range(6):  # more reads than there were idle connections
+        assert app.state(one).entitlements
 
 
 def test_a_lane_hands_its_connection_back_once_its_plans_are_due(

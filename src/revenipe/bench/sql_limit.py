@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from revenipe.bench.databases import libpq_connect, sqlite_path
-from revenipe.storage.database import SQLITE_BUSY_TIMEOUT_MS
+from revenipe.storage.faults import SQLITE_BUSY_TIMEOUT_MS
 
 BALANCE = 1_000_000_000
 

@@ -29,7 +29,7 @@ import psycopg
 from revenipe.bench.databases import libpq_connect, sqlite_path
 from revenipe.services.context import new_id
 from revenipe.storage import plan_refresh
-from revenipe.storage.database import SQLITE_BUSY_TIMEOUT_MS
+from revenipe.storage.faults import SQLITE_BUSY_TIMEOUT_MS
 from revenipe.storage.sqlite_checkpoint import INTERVAL_S as SQLITE_CHECKPOINT_INTERVAL_S
 
 ENTITLEMENTS = ("monthly_credits", "bonus_credits", "purchased_credits")

@@ -3,6 +3,8 @@
 - `schema`: table definitions (the single source the migrations are written from).
 - `database`: opening a database from a URL, connection settings, transactions,
   running migrations on first use.
+- `faults`: database faults as the errors callers expect (`database_busy`,
+  `database_unavailable`), and what a dropped connection throws away (docs/adr/0009).
 - `group_commit`: concurrent writes of one process run in shared transactions, each
   answered once its transaction committed (`Database.write_grouped`, docs/adr/0015).
 - `lane_connections`: on PostgreSQL, each group-commit lane keeps the connection its

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,10 +18,11 @@ from sqlalchemy.exc import DBAPIError
 
 from revenipe.engine.errors import ErrorCode, InvariantViolation, RevenipeError
 from revenipe.storage import tracks as track_store
+from revenipe.storage.faults import SQLITE_BUSY_TIMEOUT_MS, busy_error, expected_errors, is_deadlock
 from revenipe.storage.group_commit import MAX_BATCH, GroupCommitter
 from revenipe.storage.lane_connections import LaneConnections
 from revenipe.storage.sqlite_checkpoint import Checkpointer
-from revenipe.storage.sqlite_lock import SqliteWriterLock, begin_immediate, is_locked
+from revenipe.storage.sqlite_lock import SqliteWriterLock, begin_immediate
 
 T = TypeVar("T")
 Job = Callable[[Connection], Any]
@@ -32,7 +32,6 @@ GroupedJob = tuple[Job, OrderKey, float]
 """A job, what it locks, and when it was handed in (`time.monotonic()`)."""
 
 DEFAULT_DATABASE_URL = "sqlite:///./revenipe.db"
-SQLITE_BUSY_TIMEOUT_MS = 10_000
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x7265_7665  # "reve": an advisory lock key of our own
 SQLITE_RESTART_WAIT_MS = 10  # every process's writers wait meanwhile (docs/adr/0012)
@@ -90,6 +89,9 @@ class Database:
     def __post_init__(self) -> None:
         if not self.is_sqlite:
             self._lane_connections = LaneConnections(self.engine)
+        # Made here, not on first use: two threads' first grouped writes would each
+        # make one, and so two writers of lane 0.
+        self._group = self._new_committer()
 
     @property
     def dialect(self) -> str:
@@ -112,13 +114,13 @@ class Database:
             return
         if lane is not None and self._lane_connections is not None:
             self._writes += 1
-            with _busy_as_error(), self._lane_connections.transaction(lane) as conn:
+            with self._faults(), self._lane_connections.transaction(lane) as conn:
                 yield conn
             return
         with contextlib.ExitStack() as stack:
             waited_ms = stack.enter_context(self._sqlite_turn()) if self.is_sqlite else 0
             self._writes += 1
-            stack.enter_context(_busy_as_error())
+            stack.enter_context(self._faults())
             conn = stack.enter_context(self.engine.connect())
             if self.is_sqlite:  # in memory: this process is the only writer
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -154,12 +156,29 @@ class Database:
 
     def _committer(self) -> GroupCommitter[GroupedJob, Any]:
         if self._group is None:
-            self._group = GroupCommitter(
-                self._run_jobs,
-                lanes=1 if self.is_sqlite else self.postgres_write_lanes or POSTGRES_WRITE_LANES,
-                max_batch=MAX_BATCH if self.is_sqlite else POSTGRES_MAX_BATCH,
-            )
+            raise InvariantViolation("a database without its group committer")
         return self._group
+
+    def _new_committer(self) -> GroupCommitter[GroupedJob, Any]:
+        return GroupCommitter(
+            self._run_jobs,
+            lanes=1 if self.is_sqlite else self.postgres_write_lanes or POSTGRES_WRITE_LANES,
+            max_batch=MAX_BATCH if self.is_sqlite else POSTGRES_MAX_BATCH,
+        )
+
+    def _faults(self) -> contextlib.AbstractContextManager[None]:
+        """Database faults raised in the block as the errors callers expect (`faults`)."""
+        return expected_errors(self._connection_lost)
+
+    def _connection_lost(self) -> None:
+        """PostgreSQL dropped a connection (restarted, most likely): every connection
+        made before is thrown away when next taken, not each one failing a transaction
+        of its own first (SQLAlchemy does this itself for the errors it sees; most
+        statements run below it, `driver_sql`). The pool's idle connections go with the
+        old pool, the ones in use when they are given back, the lanes' kept ones now."""
+        self.engine.dispose(close=False)
+        if self._lane_connections is not None:
+            self._lane_connections.hand_back()
 
     def write_each(
         self, jobs: Sequence[tuple[Callable[[Connection], T], OrderKey]]
@@ -247,12 +266,12 @@ class Database:
             for index in order:
                 raw.execute("SAVEPOINT job")
                 try:
-                    with _busy_as_error():
+                    with self._faults():
                         outcomes[index] = batch[index][0](conn)
                 except Exception as exc:
                     raw.execute("ROLLBACK TO SAVEPOINT job")
                     outcomes[index] = exc
-                    if _is_deadlock(exc):
+                    if is_deadlock(exc):
                         retry.append(index)
                 raw.execute("RELEASE SAVEPOINT job")
         for index in retry:
@@ -273,19 +292,19 @@ class Database:
         processes' writers are waited for at a file lock, other programs' by
         `begin_immediate`). No pool checkout, no PRAGMAs, no reset per
         write: about a tenth of a track's time on SQLite (docs/adr/0015)."""
-        with self._sqlite_turn() as waited_ms, _busy_as_error(), self._file_turn() as lock:
+        with self._sqlite_turn() as waited_ms, self._faults(), self._file_turn() as lock:
             waited_s = (queued_ms + waited_ms) / 1000
             deadline = time.monotonic() + max(0.0, SQLITE_BUSY_TIMEOUT_MS / 1000 - waited_s)
             lock.acquire()  # other revenipe processes' turns (docs/adr/0022)
             if time.monotonic() >= deadline:
-                raise _busy_error()
+                raise busy_error()
             self._writes += 1
             conn = self._writer_connection()
             raw = conn.connection.dbapi_connection
             if raw is None:
                 raise InvariantViolation("the writer connection has no DBAPI connection")
             if not begin_immediate(raw, deadline):  # another program's writer
-                raise _busy_error()
+                raise busy_error()
             try:
                 yield conn
             except BaseException:
@@ -336,7 +355,7 @@ class Database:
         """This process's turn to write; yields the milliseconds it waited for it."""
         started = time.monotonic()
         if not self._sqlite_writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
-            raise _busy_error()
+            raise busy_error()
         try:
             yield int((time.monotonic() - started) * 1000)
         finally:
@@ -345,7 +364,7 @@ class Database:
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         """One read-only transaction (a consistent snapshot on both dialects)."""
-        with _busy_as_error(), self.engine.connect() as conn:
+        with self._faults(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.exec_driver_sql("BEGIN")
             else:
@@ -358,7 +377,7 @@ class Database:
     def checkpoint(self) -> None:
         """Copy SQLite's write-ahead log back into the database file, and let the next
         writer start the log again from its beginning (`storage.sqlite_checkpoint` runs it)."""
-        with _busy_as_error(), self.engine.connect() as conn:
+        with self._faults(), self.engine.connect() as conn:
             raw = conn.connection.dbapi_connection
             if raw is None:
                 raise InvariantViolation("a checked-out connection has no DBAPI connection")
@@ -419,65 +438,6 @@ class _JobFailed(Exception):
 
 def _sortable(key: OrderKey) -> tuple[str, ...]:
     return tuple(part or "" for part in key)
-
-
-def _is_deadlock(error: BaseException) -> bool:
-    """PostgreSQL broke a deadlock by failing this statement (sqlstate 40P01)."""
-    cause: BaseException | None = error.orig if isinstance(error, DBAPIError) else error
-    while cause is not None:
-        if getattr(cause, "sqlstate", None) == "40P01":
-            return True
-        cause = cause.__cause__
-    return False
-
-
-@contextlib.contextmanager
-def _busy_as_error() -> Iterator[None]:
-    """Database faults as the expected errors they are: a lock held too long (SQLite),
-    a database that cannot be reached or that dropped the connection (PostgreSQL)."""
-    try:
-        yield
-    except Exception as exc:
-        if not isinstance(exc, (DBAPIError, sqlite3.OperationalError, *_postgres_errors("Error"))):
-            raise
-        cause = exc.orig if isinstance(exc, DBAPIError) else exc
-        if is_locked(cause):
-            raise _busy_error() from exc
-        if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or _lost_connection(cause):
-            raise RevenipeError(
-                ErrorCode.DATABASE_UNAVAILABLE,
-                "the database could not be reached or dropped the connection; the operation "
-                "was rolled back or, if the connection dropped while committing, may have "
-                "been applied: retry it (with the same idempotency key)",
-            ) from exc
-        raise
-
-
-def _busy_error() -> RevenipeError:
-    return RevenipeError(
-        ErrorCode.DATABASE_BUSY,
-        f"the database stayed locked by another writer for more than "
-        f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s; nothing was changed, retry later",
-    )
-
-
-def _lost_connection(error: object) -> bool:
-    """A PostgreSQL error that says the connection, not the statement, failed: no
-    connection at all, a connection closed or broken, or the server shutting down."""
-    if isinstance(error, _postgres_errors("InterfaceError")):
-        return True
-    if not isinstance(error, _postgres_errors("OperationalError")):
-        return False
-    state = getattr(error, "sqlstate", None)
-    return state is None or state.startswith(("08", "57P"))
-
-
-def _postgres_errors(name: str) -> tuple[type[BaseException], ...]:
-    """psycopg's error class `name`, or none while psycopg is not loaded: a process on
-    SQLite never loads it (0.1 s of every CLI command's start), and an error cannot
-    come from a driver that was never imported."""
-    psycopg = sys.modules.get("psycopg")
-    return (getattr(psycopg, name),) if psycopg is not None else ()
 
 
 def open_database(

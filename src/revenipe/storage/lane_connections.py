@@ -12,9 +12,10 @@ last were; without prepared statements, that long after the lane checked it out)
 Everything the pool does at a checkout so still happens as often as before: plans made
 again, a connection the server dropped replaced, an old one recycled. A batch that
 raises hands its connection back at once (the pool resets it, or throws it away if it
-is broken), and the connections the other lanes keep idle with it: after a restart no
-lane keeps a dead connection past the first failure; each dead connection then fails
-the one transaction that meets it and is replaced, as any pooled one (no pre-ping).
+is broken), and the connections the other lanes keep idle with it. A dropped
+connection met anywhere also throws away every pooled one made before it
+(`Database._connection_lost`): after a restart, the first transaction to meet a dead
+connection fails, and the ones after it run on new connections.
 """
 
 from __future__ import annotations
