@@ -240,9 +240,16 @@ def redeliver(ctx: ServiceContext, app_id: str, delivery_id: Any) -> None:
 def list_events(
     ctx: ServiceContext, app_id: str, *, after: int, limit: int
 ) -> list[outbox.OutboundEventRow]:
-    """The app's events after a cursor (an event's `seq`), oldest first."""
+    """The app's events after a cursor (an event's `seq`), oldest first, none of them
+    with an earlier event still to come (`outbox.final_seq`): a reader that pages from
+    the last cursor it saw misses none. The page is read in a transaction begun once
+    they are final, whatever the database's isolation level."""
     with ctx.db.read() as conn:
-        return outbox.list_events(conn, app_id, after=after, limit=limit)
+        final = outbox.final_seq(conn, app_id)
+    if final is None or final <= after:
+        return []
+    with ctx.db.read() as conn:
+        return outbox.list_events(conn, app_id, after=after, final=final, limit=limit)
 
 
 def failing_for(row: endpoint_store.WebhookEndpointRow, now: datetime) -> timedelta | None:
