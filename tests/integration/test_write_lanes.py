@@ -5,7 +5,6 @@ or what `REVENIPE_POSTGRES_WRITE_LANES` says."""
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -70,26 +69,15 @@ def test_a_database_runs_the_lanes_it_was_given(
         database.close()
 
 
-def test_threads_first_writing_at_once_share_one_committer(postgres_url: str) -> None:
-    """The committer is made with the database: two threads' first grouped writes
-    making one each would run two writers of the same lane."""
+def test_the_committer_is_made_with_the_database(postgres_url: str) -> None:
+    """Not by the first grouped write: two threads' first writes at once each made one,
+    and so two writers of the same lane (no test reproduces that race reliably; this
+    one fails on the lazy version)."""
     database = open_database(postgres_url)
     try:
         committer = database._group
         assert committer is not None  # before any write
-        barrier = threading.Barrier(8)
-        seen: list[object] = []
-
-        def first_write() -> None:
-            barrier.wait()
-            database.write_grouped(lambda _conn: None)
-            seen.append(database._committer())
-
-        threads = [threading.Thread(target=first_write) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert seen == [committer] * 8
+        database.write_grouped(lambda _conn: None)
+        assert database._committer() is committer
     finally:
         database.close()

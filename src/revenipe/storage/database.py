@@ -171,12 +171,17 @@ class Database:
         return expected_errors(self._connection_lost)
 
     def _connection_lost(self) -> None:
-        """PostgreSQL dropped a connection (restarted, most likely): every connection
-        made before is thrown away when next taken, not each one failing a transaction
-        of its own first (SQLAlchemy does this itself for the errors it sees; most
-        statements run below it, `driver_sql`). The pool's idle connections go with the
-        old pool, the ones in use when they are given back, the lanes' kept ones now."""
-        self.engine.dispose(close=False)
+        """PostgreSQL dropped a connection (restarted, most likely): every pooled
+        connection made before is closed and replaced when next taken, instead of each
+        one failing a transaction of its own first; the lanes give theirs back now.
+
+        This is what SQLAlchemy does itself when it sees a dropped connection (its
+        `Connection._handle_dbapi_exception` calls the same pool method); most of our
+        statements run below it (`driver_sql`), where it cannot see one. The pool stays
+        the same: replacing it (`Engine.dispose`) left the old one's connections open
+        on the server until garbage collection, and after a healthy server dropped one
+        idle connection (`idle_session_timeout`), every other one with them."""
+        self.engine.pool._invalidate(None)  # type: ignore[arg-type]
         if self._lane_connections is not None:
             self._lane_connections.hand_back()
 

@@ -40,7 +40,7 @@ def expected_errors(on_lost: Callable[[], None] | None = None) -> Iterator[None]
         if is_locked(cause):
             raise busy_error() from exc
         if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or lost_connection(cause):
-            if on_lost is not None:
+            if on_lost is not None and connection_dropped(cause):
                 on_lost()
             raise RevenipeError(
                 ErrorCode.DATABASE_UNAVAILABLE,
@@ -71,9 +71,17 @@ def is_deadlock(error: BaseException) -> bool:
 
 def lost_connection(error: object) -> bool:
     """A PostgreSQL error that says the connection, not the statement, failed: no
-    connection at all, a connection closed or broken, or the server shutting down."""
-    if isinstance(error, postgres_errors("InterfaceError")):
-        return True
+    connection at all, a connection closed or broken, or the server shutting down
+    (`connection_dropped`); or psycopg's `InterfaceError`, which it also raises for a
+    cursor or connection used in a state it cannot be (docs/adr/0009)."""
+    return isinstance(error, postgres_errors("InterfaceError")) or connection_dropped(error)
+
+
+def connection_dropped(error: object) -> bool:
+    """The server is gone or dropped the connection (psycopg's `OperationalError` with
+    no SQLSTATE, or one of class 08, connection exception, or 57P, shut down): what
+    makes `expected_errors` call `on_lost`. Not `InterfaceError`, which a programming
+    error raises too: it must not cost every pooled connection."""
     if not isinstance(error, postgres_errors("OperationalError")):
         return False
     state = getattr(error, "sqlstate", None)
