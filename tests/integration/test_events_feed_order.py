@@ -1,5 +1,5 @@
 """PostgreSQL: `GET /v1/events` never lets a reader page past an event that commits
-after a later one (storage.outbound_events.final_seq, docs/adr/0019).
+after a later one (storage.outbound_events.events_in_flight, docs/adr/0019).
 
 The events here are written by plain transactions of other connections, held open as a
 slow track's transaction would be: the order of their commits is the test's to choose."""
@@ -17,7 +17,6 @@ import pytest
 import revenipe
 from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.services.outbound import endpoints as endpoint_service
-from revenipe.storage import outbound_events
 
 from support import DEMO_CATALOG
 
@@ -84,7 +83,7 @@ def test_a_transaction_left_open_too_long_makes_the_reader_retry(
     app: revenipe.App, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`database_busy` (a 503 to retry), never a page that skips the open event."""
-    monkeypatch.setattr(outbound_events, "FINAL_WAIT_S", 0.2)
+    monkeypatch.setattr(endpoint_service, "EVENTS_FINAL_WAIT_S", 0.2)
     with (
         psycopg.connect(postgres_url) as slow,
         psycopg.connect(postgres_url, autocommit=True) as fast,
@@ -103,7 +102,7 @@ def test_a_transaction_left_open_too_long_makes_the_reader_retry(
 def test_a_rolled_back_event_leaves_a_gap_that_stops_nothing(
     app: revenipe.App, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(outbound_events, "FINAL_WAIT_S", 0.2)
+    monkeypatch.setattr(endpoint_service, "EVENTS_FINAL_WAIT_S", 0.2)
     with psycopg.connect(postgres_url) as conn:
         _write_event(conn, app.app_id, "gone")
         conn.rollback()
@@ -117,7 +116,7 @@ def test_open_transactions_that_write_no_events_are_not_waited_for(
 ) -> None:
     """Only transactions holding the events table for writing can still commit an event
     before the newest one; a long transaction elsewhere delays no reader."""
-    monkeypatch.setattr(outbound_events, "FINAL_WAIT_S", 0.2)
+    monkeypatch.setattr(endpoint_service, "EVENTS_FINAL_WAIT_S", 0.2)
     app.grant_entitlement("alice", "monthly_credits", 5)
     with psycopg.connect(postgres_url, autocommit=True) as fast:
         committed = _write_event(fast, app.app_id, "committed")

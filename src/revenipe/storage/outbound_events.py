@@ -11,7 +11,6 @@ lease, commits, sends, and records the outcome.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from revenipe.engine.errors import ErrorCode, RevenipeError
 from revenipe.storage.driver_sql import (
     Columns,
     Sql,
@@ -130,7 +128,7 @@ _LAST_SEQ = Sql("SELECT MAX(seq) FROM outbound_events WHERE app_id = %(app_id)s"
 _EVENT_WRITERS = Sql(
     "SELECT DISTINCT virtualtransaction FROM pg_locks "
     "WHERE relation = 'outbound_events'::regclass AND mode = 'RowExclusiveLock' "
-    "AND pid <> pg_backend_pid()"
+    "AND pid IS DISTINCT FROM pg_backend_pid()"
 )
 _GET_EVENT_BY_SEQ = Sql(f"SELECT {_EVENT.select} FROM outbound_events WHERE seq = %(seq)s")
 _INSERT_DELIVERY = _DELIVERY.insert()
@@ -225,53 +223,47 @@ def insert_event(
     return int(row[0])
 
 
-FINAL_WAIT_S = 2.0
-"""How long `list_events` waits on PostgreSQL for the transactions that were writing
-events when it began, before it answers `database_busy`."""
-
-
 def list_events(
     conn: Connection, app_id: str, *, after: int, final: int, limit: int
 ) -> list[OutboundEventRow]:
-    """The app's events after the cursor `after` up to `final` (`final_seq`, read in an
-    earlier transaction), oldest first."""
+    """The app's events after the cursor `after` up to `final` (`events_in_flight`, in
+    an earlier transaction), oldest first."""
     params = {"app_id": app_id, "after": after, "final": final, "limit": limit}
     return [OutboundEventRow(**_EVENT.read(r)) for r in fetch_all(conn, _LIST_EVENTS, params)]
 
 
-def final_seq(conn: Connection, app_id: str) -> int | None:
-    """The app's newest event no event can come in before any more (None: no events).
+def events_in_flight(conn: Connection, app_id: str) -> tuple[int | None, set[str]]:
+    """The app's newest event visible now (None: no events), and the transactions
+    writing events at this moment (PostgreSQL; SQLite: none).
 
-    `seq` is handed out at insert, so on PostgreSQL a transaction can commit an event
-    after another transaction committed one with a higher `seq`: a reader between the
-    two commits would see the higher one, page past the lower one, and never see it.
-    So: the newest `seq` visible now, and the transactions writing events at this
-    moment (those holding `outbound_events` for writing, which they took before their
-    insert drew a `seq`); once each of those has ended, every `seq` up to that newest
-    one is committed or never will be, and a transaction begun after this one sees all
-    of them. A transaction that begins writing events after that draws higher `seq`s
-    only.
+    `seq` is drawn at insert, so on PostgreSQL a transaction can commit an event after
+    another one committed a higher `seq`: a reader between the two commits would page
+    past the lower one and never see it. Once every transaction returned here has
+    ended (`event_writers_left`), every `seq` up to the newest one is committed or
+    never will be, and a transaction begun after that sees all of them:
+    - an insert takes `outbound_events` for writing (`RowExclusiveLock`, held to the
+      end of its transaction) before its column default draws a `seq`; a transaction
+      that still holds a lower `seq` than the newest visible one holds that lock;
+    - the newest `seq` is read first, the lock holders after it (the other way round,
+      a writer could draw a lower `seq` between the two reads and be missed);
+    - a transaction that takes the lock later draws higher `seq`s only (the sequence
+      hands them out in order: it caches none, `CACHE 1`, its default);
+    - a prepared transaction (two-phase commit) holds its locks with no `pid`.
 
     SQLite commits one writer at a time, each `seq` drawn inside its writer's turn: its
     events are always committed in `seq` order."""
     last = fetch_scalar(conn, _LAST_SEQ, {"app_id": app_id})
-    if last is None or conn.dialect.name == "sqlite":
-        return None if last is None else int(last)
-    writers = {row[0] for row in fetch_all(conn, _EVENT_WRITERS, {})}
-    deadline = time.monotonic() + FINAL_WAIT_S
-    pause = 0.001
-    while writers:
-        if time.monotonic() >= deadline:
-            raise RevenipeError(
-                ErrorCode.DATABASE_BUSY,
-                f"a transaction writing events has been open for more than {FINAL_WAIT_S:g} s; "
-                "the events after this cursor cannot be listed in order until it ends "
-                "(none was skipped): retry",
-            )
-        time.sleep(pause)
-        pause = min(pause * 2, 0.05)
-        writers &= {row[0] for row in fetch_all(conn, _EVENT_WRITERS, {})}
-    return int(last)
+    if last is None:
+        return None, set()
+    return int(last), event_writers_left(conn, None)
+
+
+def event_writers_left(conn: Connection, writers: set[str] | None) -> set[str]:
+    """Which of `writers` (virtual transaction ids; None: any) still write events."""
+    if conn.dialect.name == "sqlite" or writers == set():
+        return set()
+    now = {row[0] for row in fetch_all(conn, _EVENT_WRITERS, {})}
+    return now if writers is None else writers & now
 
 
 def get_event_by_seq(conn: Connection, seq: int) -> OutboundEventRow | None:

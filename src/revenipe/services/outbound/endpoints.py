@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,9 @@ from revenipe.storage import webhook_endpoints as endpoint_store
 MAX_ENDPOINTS_PER_APP = 20
 MAX_DESCRIPTION_LENGTH = 500
 ROTATION_OVERLAP = timedelta(hours=24)
+EVENTS_FINAL_WAIT_S = 2.0
+"""How long listing events waits for the transactions that were writing events when it
+began (PostgreSQL), before it answers `database_busy`."""
 """How long the previous secret keeps signing (beside the new one) after a rotation."""
 
 
@@ -241,13 +245,32 @@ def list_events(
     ctx: ServiceContext, app_id: str, *, after: int, limit: int
 ) -> list[outbox.OutboundEventRow]:
     """The app's events after a cursor (an event's `seq`), oldest first, none of them
-    with an earlier event still to come (`outbox.final_seq`): a reader that pages from
-    the last cursor it saw misses none. The page is read in a transaction begun once
-    they are final, whatever the database's isolation level."""
+    with an earlier event still to come: a reader that pages from the last cursor it saw
+    misses none (docs/adr/0019).
+
+    Up to the newest event visible now, once the transactions writing events at this
+    moment have ended (`outbox.events_in_flight`): a batch of tracks, milliseconds. Each
+    look is a short transaction of its own, the connection given back while waiting; one
+    still writing after `EVENTS_FINAL_WAIT_S` answers `database_busy` (retry). The page
+    is read in a transaction begun after that, whatever the isolation level."""
     with ctx.db.read() as conn:
-        final = outbox.final_seq(conn, app_id)
+        final, writers = outbox.events_in_flight(conn, app_id)
     if final is None or final <= after:
         return []
+    deadline = time.monotonic() + EVENTS_FINAL_WAIT_S
+    pause = 0.001
+    while writers:
+        if time.monotonic() >= deadline:
+            raise RevenipeError(
+                ErrorCode.DATABASE_BUSY,
+                f"a transaction writing events has been open for more than "
+                f"{EVENTS_FINAL_WAIT_S:g} s; the events after this cursor cannot be listed "
+                "in order until it ends (none was skipped): retry",
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+        with ctx.db.read() as conn:
+            writers = outbox.event_writers_left(conn, writers)
     with ctx.db.read() as conn:
         return outbox.list_events(conn, app_id, after=after, final=final, limit=limit)
 
