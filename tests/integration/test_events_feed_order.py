@@ -127,3 +127,30 @@ def test_open_transactions_that_write_no_events_are_not_waited_for(
         other.execute("SELECT 1 FROM outbound_events LIMIT 1")  # reading them is no write
         assert _listed(app) == [committed]
         other.rollback()
+
+
+def test_writers_in_another_database_of_the_server_are_not_waited_for(
+    empty_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database copied from a template that held the tables has the same relation ids:
+    `pg_locks` must be read for this database's writers only."""
+    monkeypatch.setattr(endpoint_service, "EVENTS_FINAL_WAIT_S", 0.2)
+    with revenipe.open(empty_postgres_url) as backend:
+        app_id = backend.create_app("feed", revenipe.load_catalog(DEMO_CATALOG)).app.id
+    base, template = empty_postgres_url.rsplit("/", 1)
+    sibling = f"{template}_copy"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{sibling}" TEMPLATE "{template}"')
+        try:
+            with (
+                psycopg.connect(f"{base}/{sibling}") as elsewhere,
+                revenipe.open(empty_postgres_url) as backend,
+            ):
+                _write_event(elsewhere, app_id, "sibling")  # left open
+                app = backend.app(app_id)
+                with psycopg.connect(empty_postgres_url, autocommit=True) as here:
+                    committed = _write_event(here, app_id, "here")
+                assert _listed(app) == [committed]
+                elsewhere.rollback()
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{sibling}" WITH (FORCE)')

@@ -128,7 +128,10 @@ _LAST_SEQ = Sql("SELECT MAX(seq) FROM outbound_events WHERE app_id = %(app_id)s"
 _EVENT_WRITERS = Sql(
     "SELECT DISTINCT virtualtransaction FROM pg_locks "
     "WHERE relation = 'outbound_events'::regclass AND mode = 'RowExclusiveLock' "
-    "AND pid IS DISTINCT FROM pg_backend_pid()"
+    "AND pid IS DISTINCT FROM pg_backend_pid() "
+    # Relation ids are unique per database only: a database made from a template that
+    # held the tables shares them with its siblings on the same server.
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
 _GET_EVENT_BY_SEQ = Sql(f"SELECT {_EVENT.select} FROM outbound_events WHERE seq = %(seq)s")
 _INSERT_DELIVERY = _DELIVERY.insert()

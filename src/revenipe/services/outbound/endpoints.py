@@ -20,10 +20,10 @@ from revenipe.storage import webhook_endpoints as endpoint_store
 MAX_ENDPOINTS_PER_APP = 20
 MAX_DESCRIPTION_LENGTH = 500
 ROTATION_OVERLAP = timedelta(hours=24)
+"""How long the previous secret keeps signing (beside the new one) after a rotation."""
 EVENTS_FINAL_WAIT_S = 2.0
 """How long listing events waits for the transactions that were writing events when it
 began (PostgreSQL), before it answers `database_busy`."""
-"""How long the previous secret keeps signing (beside the new one) after a rotation."""
 
 
 @dataclass(frozen=True, slots=True)
