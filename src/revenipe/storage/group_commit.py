@@ -19,6 +19,14 @@ order they were submitted, so one customer's tracks are decided one after anothe
 that request alone raised; an exception out of `run_batch` itself (the commit failed)
 is every request's answer. A request is answered only after its batch returned, so an
 answer never precedes the commit that holds it (docs/adr/0014).
+
+A caller's thread can be interrupted anywhere (Ctrl-C, or a signal handler that raises:
+a time-out by `SIGALRM`, say), also while it leads. Whoever holds a lane is named in it
+(`_Lane.leader`), and every step that gives the lane away first checks that it still
+holds it, so an interrupted leader can always finish what it left: the waiters of a
+batch it had not started go back to the head of the queue, those of a batch it had
+started are answered, and the lane goes on to the next caller (`_give_back`). Without
+that, every later caller of the lane waited for a leader that was gone.
 """
 
 from __future__ import annotations
@@ -43,10 +51,11 @@ write lock, and on what one failed commit has to answer."""
 
 class _Signal:
     """How a blocked caller is woken: one lock, taken at birth, that `wait` takes again
-    and `set` gives back (a `set` before the `wait` is kept). The protocol never sets it
-    twice without a `wait` between (a caller is handed the lane only while it is queued
-    unanswered, is answered once, and is never signalled after that): a second `set`
-    would fail loudly instead of being lost.
+    and `set` gives back (a `set` before the `wait` is kept). A `set` while one is kept
+    changes nothing: a caller always looks at its state (answered? handed the lane?)
+    after a wake-up, and one wake-up shows it everything set before it. Only the lane's
+    leader sets, one at a time, so the check and the release cannot race; repeating a
+    wake-up is what lets an interrupted leader finish a hand-over safely.
 
     A `threading.Event` is a condition over locks: made, set and waited on, it took 16 %
     of a 16-thread group of SQLite tracks' time under the GIL (py-spy). This lock does
@@ -63,7 +72,8 @@ class _Signal:
         self._lock.acquire()
 
     def set(self) -> None:
-        self._lock.release()
+        if self._lock.locked():
+            self._lock.release()
 
 
 _LOOP_CALLER = _Signal()
@@ -71,13 +81,15 @@ _LOOP_CALLER = _Signal()
 nothing ever waits on or sets this one."""
 
 
+_LANE_THREAD = object()
+"""What holds a lane (`_Lane.leader`) while the lane's own thread leads it."""
+
+
 @dataclass(eq=False, slots=True)
 class _Waiter(Generic[Request, Result]):
     request: Request
     done: _Signal = field(default_factory=_Signal)
     """Set when a blocked caller is answered or handed the lane."""
-    lead: bool = False
-    """Set when the previous leader hands this waiter the lane: it runs the next batch."""
     result: Result | None = None
     error: BaseException | None = None
     answered: bool = False
@@ -85,12 +97,24 @@ class _Waiter(Generic[Request, Result]):
     """An event-loop caller's: resolved when answered (the waiter never leads)."""
 
 
+@dataclass(eq=False, slots=True)
+class _Batch(Generic[Request, Result]):
+    """The waiters a leader took from the queue, and how far it got with them."""
+
+    waiters: list[_Waiter[Request, Result]] = field(default_factory=list)
+    started: bool = False
+    """`run_batch` was (about to be) called: the requests may have been written."""
+    outcomes: Sequence[Result | BaseException] | None = None
+
+
 class _Lane(Generic[Request, Result]):
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.queue: list[_Waiter[Request, Result]] = []
-        self.busy = False
-        """A batch of this lane runs, or its leader is about to take the next one."""
+        self.leader: object | None = None
+        """Who holds the lane (runs its batches, or is about to): a blocked caller's
+        waiter, a caller alone's token, `_LANE_THREAD`; None when idle. Changed under
+        `lock`, and only by whoever holds the lane (or takes it idle)."""
         self.wake_leader: threading.Condition | None = None
         """The lane's own leader thread waits on it (event-loop callers; under `lock`)."""
         self.leader_called = False
@@ -113,37 +137,87 @@ class GroupCommitter(Generic[Request, Result]):
         self._max_batch = max_batch
 
     def submit(self, request: Request, lane_key: Hashable = None) -> Result:
-        """Run `request` in the next batch of its lane; its result once committed."""
+        """Run `request` in the next batch of its lane; its result once committed.
+
+        A caller that finds its lane idle runs its request as a batch of its own, with
+        no waiter and no signal to wake (what a lone caller pays, every call: about 7%
+        of a SQLite track, docs/performance.md); then it hands the lane on, as `_lead`
+        does, to whoever came meanwhile."""
         lane = self._lane(lane_key)
-        with lane.lock:
-            alone = not lane.busy  # then nobody waits either: see `_enqueue`
-            lane.busy = True
-        if alone:
-            return self._run_alone(lane, request)
+        alone: object | None = object()
+        try:
+            with lane.lock:
+                if lane.leader is None:
+                    lane.leader = alone
+            if lane.leader is alone:
+                outcomes = self._run_batch(self._lanes.index(lane), [request])
+                self._hand_on(lane, alone, leading_for_loops=False)
+            else:
+                alone = None
+        except BaseException:
+            if alone is not None:
+                self._give_back(lane, alone)
+            raise
+        if alone is None:
+            return self._wait(lane, request)
+        if len(outcomes) != 1:
+            raise InvariantViolation(f"a batch of 1 request got {len(outcomes)} answers")
+        if isinstance(outcomes[0], BaseException):
+            raise outcomes[0]
+        return outcomes[0]
+
+    def _wait(self, lane: _Lane[Request, Result], request: Request) -> Result:
+        """Queue `request` behind a running batch, and wait for its answer; or, handed
+        the lane meanwhile, lead."""
         waiter: _Waiter[Request, Result] = _Waiter(request)
-        if self._enqueue(lane, waiter):
-            self._lead(lane, waiter)
-        while not waiter.answered:
-            try:
-                waiter.done.wait()
-            except BaseException:  # KeyboardInterrupt, or a signal handler's exception
-                self._abandon(lane, waiter)
-                raise
-            if waiter.lead and not waiter.answered:
+        try:
+            if self._enqueue(lane, waiter, waiter):
                 self._lead(lane, waiter)
+            while not waiter.answered:
+                waiter.done.wait()
+                if lane.leader is waiter and not waiter.answered:
+                    self._lead(lane, waiter)
+        except BaseException:  # KeyboardInterrupt, or a signal handler's exception
+            self._abandon(lane, waiter)
+            raise
         return _outcome(waiter)
 
     def _abandon(self, lane: _Lane[Request, Result], waiter: _Waiter[Request, Result]) -> None:
-        """A blocked caller leaves its wait with an exception: its request leaves the
-        queue unless a batch took it already (then it runs, and its answer is nobody's),
-        and if it had been handed the lane, the lane goes on to the next caller. Else
-        the lane would wait for a leader that is gone, and every later caller with it."""
+        """A blocked caller leaves with an exception: its request leaves the queue unless
+        a batch took it already (then it runs, and its answer is nobody's), and a lane it
+        held goes on to the next caller."""
         with lane.lock:
             if waiter in lane.queue:
                 lane.queue.remove(waiter)
-            handed = waiter.lead and not waiter.answered
-        if handed:
-            self._hand_on(lane, leading_for_loops=False)
+        self._give_back(lane, waiter)
+
+    def _give_back(self, lane: _Lane[Request, Result], me: object) -> None:
+        """`me` leaves on an exception: if it holds the lane, the lane goes on; if it
+        does not, whoever holds it is woken again, in case `me` was interrupted handing
+        it over (a wake-up too many is harmless: `_Signal`). Done to the end even if
+        interrupted again, then that exception is raised."""
+        interrupted: BaseException | None = None
+        while True:
+            try:
+                with lane.lock:
+                    held = lane.leader is me  # nobody else can give it to `me` now
+                if held:
+                    self._hand_on(lane, me, leading_for_loops=False)
+                else:
+                    self._wake_holder(lane)
+                break
+            except BaseException as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+
+    def _wake_holder(self, lane: _Lane[Request, Result]) -> None:
+        with lane.lock:
+            holder = lane.leader
+        if holder is _LANE_THREAD:
+            self._call_leader(lane)
+        elif isinstance(holder, _Waiter) and not holder.answered:
+            holder.done.set()
 
     async def submit_async(self, request: Request, lane_key: Hashable = None) -> Result:
         """`submit` for a caller on an event loop: it awaits instead of blocking; the
@@ -151,13 +225,13 @@ class GroupCommitter(Generic[Request, Result]):
         lane = self._lane(lane_key)
         waiter: _Waiter[Request, Result] = _Waiter(request, _LOOP_CALLER)
         waiter.future = asyncio.get_running_loop().create_future()
-        if self._enqueue(lane, waiter):
+        if self._enqueue(lane, waiter, _LANE_THREAD):
             self._call_leader(lane)
         await waiter.future
         return _outcome(waiter)
 
     def _call_leader(self, lane: _Lane[Request, Result]) -> None:
-        """Have the lane's own thread lead (the lane is busy: the caller took it)."""
+        """Have the lane's own thread lead (it holds the lane: `_LANE_THREAD`)."""
         with lane.lock:
             if lane.wake_leader is None:
                 lane.wake_leader = threading.Condition(lane.lock)
@@ -183,46 +257,36 @@ class GroupCommitter(Generic[Request, Result]):
             return self._lanes[0]
         return self._lanes[hash(lane_key) % len(self._lanes)]
 
-    def _enqueue(self, lane: _Lane[Request, Result], waiter: _Waiter[Request, Result]) -> bool:
-        """Queue `waiter`; True when the caller must lead (no batch was running)."""
+    def _enqueue(
+        self, lane: _Lane[Request, Result], waiter: _Waiter[Request, Result], leader: object
+    ) -> bool:
+        """Queue `waiter`; True when the lane was idle, and is now held by `leader`."""
         with lane.lock:
             lane.queue.append(waiter)
-            if lane.busy:
+            if lane.leader is not None:
                 return False
-            lane.busy = True
+            lane.leader = leader
             return True
 
-    def _run_alone(self, lane: _Lane[Request, Result], request: Request) -> Result:
-        """A caller that found its lane idle: its request is a batch of its own, run
-        with no waiter and no signal to wake (what a lone caller pays, every call: about
-        7% of a SQLite track, docs/performance.md); then the lane is handed on, as
-        `_lead` hands it on, to whoever came meanwhile."""
-        try:
-            outcomes = self._run_batch(self._lanes.index(lane), [request])
-        finally:
-            self._hand_on(lane, leading_for_loops=False)
-        if len(outcomes) != 1:
-            raise InvariantViolation(f"a batch of 1 request got {len(outcomes)} answers")
-        if isinstance(outcomes[0], BaseException):
-            raise outcomes[0]
-        return outcomes[0]
-
-    def _hand_on(self, lane: _Lane[Request, Result], *, leading_for_loops: bool) -> bool:
-        """After a leader's own request was answered (or, for the lane's own thread,
-        after each batch): hand the lane to the oldest blocked caller waiting, or to the
-        lane's own thread if only event-loop callers wait, or leave it idle. True when
-        the lane's own thread (`leading_for_loops`) should lead on instead."""
+    def _hand_on(
+        self, lane: _Lane[Request, Result], me: object, *, leading_for_loops: bool
+    ) -> bool:
+        """If `me` holds the lane (else nothing, and False): hand it to the oldest blocked
+        caller waiting, or to the lane's own thread if only event-loop callers wait, or
+        leave it idle. True when the lane's own thread (`leading_for_loops`) should lead
+        on instead."""
         with lane.lock:
+            if lane.leader is not me:
+                return False
             successor = next((w for w in lane.queue if w.future is None), None)
             if successor is None and not lane.queue:
-                lane.busy = False
+                lane.leader = None
                 return False
             if successor is None and leading_for_loops:
                 return True  # only event-loop callers wait: keep leading for them
-            if successor is not None:
-                successor.lead = True
+            lane.leader = _LANE_THREAD if successor is None else successor
         if successor is None:
-            self._call_leader(lane)  # the lane stays busy: its thread leads next
+            self._call_leader(lane)
         else:
             successor.done.set()
         return False
@@ -233,36 +297,75 @@ class GroupCommitter(Generic[Request, Result]):
         or leave it idle. Event-loop callers never lead: someone leads for them. A
         blocked caller answered while only event-loop callers wait hands the lane to
         the lane's own thread and returns: under a steady flow of event-loop callers
-        it would otherwise lead on, its own answer held back until the flow stopped."""
-        if own is not None:
-            own.lead = False
+        it would otherwise lead on, its own answer held back until the flow stopped.
+        Nothing, if the lane is not (or no longer) `own`'s (the lane's own thread,
+        called once too often)."""
+        me = _LANE_THREAD if own is None else own
         while True:
-            with lane.lock:
-                batch = lane.queue[: self._max_batch]
-                del lane.queue[: len(batch)]
-                if not batch:
-                    lane.busy = False
-                    return
-            self._run(lane, batch)
+            batch: _Batch[Request, Result] = _Batch()
+            try:
+                with lane.lock:
+                    if lane.leader is not me:
+                        return
+                    batch.waiters = lane.queue[: self._max_batch]
+                    del lane.queue[: len(batch.waiters)]
+                    if not batch.waiters:
+                        lane.leader = None
+                        return
+                self._run(lane, batch)
+            except BaseException as exc:
+                self._finish(lane, batch, exc)
+                raise
             if own is None or own.answered:
-                if self._hand_on(lane, leading_for_loops=own is None):
+                if self._hand_on(lane, me, leading_for_loops=own is None):
                     continue
                 return
 
-    def _run(self, lane: _Lane[Request, Result], batch: list[_Waiter[Request, Result]]) -> None:
+    def _finish(
+        self, lane: _Lane[Request, Result], batch: _Batch[Request, Result], exc: BaseException
+    ) -> None:
+        """A leader interrupted by `exc` with `batch` in hand: a batch not started goes
+        back to the head of the queue (nothing of it ran); every waiter of a started
+        one is answered, with its outcome if the batch returned, else with `exc` (its
+        transaction may or may not have committed). Done to the end even if
+        interrupted again."""
+        while True:
+            try:
+                if not batch.started:
+                    with lane.lock:
+                        back = [w for w in batch.waiters if w not in lane.queue]
+                        lane.queue[:0] = back
+                else:
+                    outcomes = batch.outcomes
+                    self._answer(batch.waiters, outcomes or [exc] * len(batch.waiters))
+                return
+            except BaseException:  # interrupted again: finish first
+                continue
+
+    def _run(self, lane: _Lane[Request, Result], batch: _Batch[Request, Result]) -> None:
         index = self._lanes.index(lane)
+        waiters = batch.waiters
+        batch.started = True
         try:
             outcomes: Sequence[Result | BaseException] = self._run_batch(
-                index, [w.request for w in batch]
+                index, [w.request for w in waiters]
             )
-            if len(outcomes) != len(batch):
+            if len(outcomes) != len(waiters):
                 raise InvariantViolation(
-                    f"a batch of {len(batch)} requests got {len(outcomes)} answers"
+                    f"a batch of {len(waiters)} requests got {len(outcomes)} answers"
                 )
         except BaseException as exc:  # the whole batch failed: each request's answer
-            outcomes = [exc] * len(batch)
+            outcomes = [exc] * len(waiters)
+        batch.outcomes = outcomes
+        self._answer(waiters, outcomes)
+
+    def _answer(
+        self, waiters: list[_Waiter[Request, Result]], outcomes: Sequence[Result | BaseException]
+    ) -> None:
+        """Give each waiter its outcome and wake it. Safe to repeat (`_finish`): the same
+        outcomes again, a wake-up too many."""
         by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-        for waiter, outcome in zip(batch, outcomes, strict=True):
+        for waiter, outcome in zip(waiters, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 waiter.error = outcome
             else:
