@@ -2,14 +2,21 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
+from urllib.parse import quote
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from revenipe.storage.database import _MIGRATIONS_DIR, LATEST_REVISION, open_database
+from revenipe.storage.database import (
+    _MIGRATIONS_DIR,
+    LATEST_REVISION,
+    _migration_lock,
+    open_database,
+)
 from revenipe.storage.schema import metadata
 
 
@@ -71,3 +78,24 @@ def test_an_up_to_date_sqlite_database_opens_without_alembic_or_psycopg(tmp_path
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def test_the_migration_lock_is_held_outside_any_transaction(empty_postgres_url: str) -> None:
+    """The lock is held on a connection of its own for as long as the migration runs:
+    idle in a transaction, it was ended by a server whose
+    `idle_in_transaction_session_timeout` is shorter than the migration (the first open
+    of a new database failed), and a lock can be held without one."""
+    open_database(empty_postgres_url).close()  # migrated: what follows only takes the lock
+    options = quote("-c idle_in_transaction_session_timeout=300")
+    db = open_database(f"{empty_postgres_url}?options={options}")
+    try:
+        with _migration_lock(db):
+            with db.engine.connect() as conn:
+                holders = conn.exec_driver_sql(
+                    "SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted"
+                ).all()
+            time.sleep(0.6)  # longer than the server lets a transaction idle
+        assert holders == [("idle",)]
+    finally:
+        db.close()

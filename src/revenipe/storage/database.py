@@ -553,10 +553,13 @@ def _migration_lock(database: Database) -> Iterator[None]:
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
         return
+    # A session's lock, taken outside any transaction: the connection waits through the
+    # whole migration, and idle in a transaction it would be ended by a server's
+    # `idle_in_transaction_session_timeout` shorter than the migration.
     with database.engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
         try:
             yield
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_MIGRATION_LOCK})
-            conn.commit()

@@ -69,12 +69,25 @@ def is_deadlock(error: BaseException) -> bool:
     return False
 
 
+SESSION_TIME_OUTS = ("25P03", "25P04")
+"""PostgreSQL ended this one session: a transaction stayed idle, or open, longer than
+`idle_in_transaction_session_timeout` or `transaction_timeout` allow. psycopg raises them
+as `InternalError`s, and the connection is gone with them."""
+
+
 def lost_connection(error: object) -> bool:
     """A PostgreSQL error that says the connection, not the statement, failed: no
     connection at all, a connection closed or broken, or the server shutting down
-    (`connection_dropped`); or psycopg's `InterfaceError`, which it also raises for a
-    cursor or connection used in a state it cannot be (docs/adr/0009)."""
-    return isinstance(error, postgres_errors("InterfaceError")) or connection_dropped(error)
+    (`connection_dropped`); the server ending the session on a time-out
+    (`SESSION_TIME_OUTS`, this connection only: the pool drops it when it comes back
+    broken); or psycopg's `InterfaceError`, which it also raises for a cursor or
+    connection used in a state it cannot be (docs/adr/0009)."""
+    if isinstance(error, postgres_errors("InterfaceError")) or connection_dropped(error):
+        return True
+    return (
+        isinstance(error, postgres_errors("InternalError"))
+        and getattr(error, "sqlstate", None) in SESSION_TIME_OUTS
+    )
 
 
 def connection_dropped(error: object) -> bool:
