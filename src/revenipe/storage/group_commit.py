@@ -53,9 +53,9 @@ class _Signal:
     """How a blocked caller is woken: one lock, taken at birth, that `wait` takes again
     and `set` gives back (a `set` before the `wait` is kept). A `set` while one is kept
     changes nothing: a caller always looks at its state (answered? handed the lane?)
-    after a wake-up, and one wake-up shows it everything set before it. Only the lane's
-    leader sets, one at a time, so the check and the release cannot race; repeating a
-    wake-up is what lets an interrupted leader finish a hand-over safely.
+    after a wake-up, and one wake-up shows it everything set before it. Repeating a
+    wake-up is what lets an interrupted leader finish a hand-over safely (it may then
+    set a signal at the same time as the lane's new holder: one of them releases).
 
     A `threading.Event` is a condition over locks: made, set and waited on, it took 16 %
     of a 16-thread group of SQLite tracks' time under the GIL (py-spy). This lock does
@@ -73,7 +73,9 @@ class _Signal:
 
     def set(self) -> None:
         if self._lock.locked():
-            self._lock.release()
+            # Released by another setter between these two lines: one wake-up it is.
+            with contextlib.suppress(RuntimeError):
+                self._lock.release()
 
 
 _LOOP_CALLER = _Signal()
