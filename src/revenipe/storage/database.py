@@ -521,9 +521,23 @@ def migrate_to_latest(database: Database) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS_DIR))
-    with _migration_lock(database), database.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+    postgres = not database.is_sqlite
+    with _migration_lock(database), database.engine.connect() as conn:
+        if postgres:
+            # Read committed whatever the server's default: a process that waited for
+            # the lock below must see the revision the one before it committed.
+            conn.execution_options(isolation_level="READ COMMITTED")
+        with conn.begin():
+            if postgres:
+                # Held by the migration's own transaction, taken before Alembic reads the
+                # revision: no connection waits idle in a transaction beside the migration
+                # (a server's `idle_in_transaction_session_timeout` ended such a one), and
+                # a pooler in transaction mode keeps the lock and the migration on one
+                # server connection (a session's lock could stay behind on another).
+                lock = text("SELECT pg_advisory_xact_lock(:key)")
+                conn.execute(lock, {"key": _PG_MIGRATION_LOCK})
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
 
 
 def _current_revision(database: Database) -> str | None:
@@ -539,27 +553,17 @@ def _current_revision(database: Database) -> str | None:
 
 @contextlib.contextmanager
 def _migration_lock(database: Database) -> Iterator[None]:
-    if database.is_sqlite:
-        path = database.engine.url.database
-        if not path or path == ":memory:":
-            yield
-            return
-        # A lock file of its own: opening and closing the database file itself would
-        # drop the POSIX locks SQLite holds on it in this process (see fcntl(2)).
-        with open(f"{path}.lock", "a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
+    """SQLite: one migration at a time, by a lock file of the database's own.
+    (PostgreSQL: the migration's transaction takes an advisory lock, `migrate_to_latest`.)"""
+    path = database.engine.url.database if database.is_sqlite else None
+    if not path or path == ":memory:":
+        yield
         return
-    # A session's lock, taken outside any transaction: the connection waits through the
-    # whole migration, and idle in a transaction it would be ended by a server's
-    # `idle_in_transaction_session_timeout` shorter than the migration.
-    with database.engine.connect() as conn:
-        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+    # A lock file of its own: opening and closing the database file itself would drop
+    # the POSIX locks SQLite holds on it in this process (see fcntl(2)).
+    with open(f"{path}.lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_MIGRATION_LOCK})
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
