@@ -442,7 +442,13 @@ def test_a_caller_interrupted_anywhere_in_group_commit_leaves_the_lane_going(rol
     """Interrupted at each line it runs in turn, from entering `submit` to leaving it
     (while it waits, runs a batch, answers it or hands the lane on): every other caller
     gets an answer, the lane goes on to later callers, and no request runs twice (a
-    request answered with a result ran once; the interrupted one ran at most once)."""
+    request answered with a result ran once; the interrupted one ran at most once).
+
+    Another caller is answered with the interruption only where the batch it was in
+    had started: its transaction may have committed. A batch taken but not started
+    goes back to the queue, and runs; only the last two lines before `run_batch` is
+    called (`try:` and the call) answer a batch that did not run."""
+    failed_unrun: set[int] = set()
     at = 0
     while True:
         at += 1
@@ -455,9 +461,11 @@ def test_a_caller_interrupted_anywhere_in_group_commit_leaves_the_lane_going(rol
                 assert value in ran, f"{at=}: {value} answered but never run"
             else:
                 assert answers[value] == "KeyboardInterrupt", f"{at=}: {answers}"
-                assert value == role or runner.batches, f"{at=}: {answers}"
+                if value != role and value not in ran:
+                    failed_unrun.add(at)
         assert answers[5] == 50, f"{at=}: the caller after the interruption: {answers}"
         if not happened:
             assert all(answers[v] == v * 10 for v in (1, 2, 3, 4, 5))
             break
     assert at > 20  # it went through the whole path, not a few lines of it
+    assert len(failed_unrun) <= 2, f"others failed without running, at lines {failed_unrun}"

@@ -73,9 +73,11 @@ class _Signal:
 
     def set(self) -> None:
         if self._lock.locked():
-            # Released by another setter between these two lines: one wake-up it is.
-            with contextlib.suppress(RuntimeError):
+            # Not `contextlib.suppress`: its two calls, on every wake-up.
+            try:  # noqa: SIM105
                 self._lock.release()
+            except RuntimeError:  # another setter released it first
+                pass
 
 
 _LOOP_CALLER = _Signal()
@@ -196,8 +198,9 @@ class GroupCommitter(Generic[Request, Result]):
     def _give_back(self, lane: _Lane[Request, Result], me: object) -> None:
         """`me` leaves on an exception: if it holds the lane, the lane goes on; if it
         does not, whoever holds it is woken again, in case `me` was interrupted handing
-        it over (a wake-up too many is harmless: `_Signal`). Done to the end even if
-        interrupted again, then that exception is raised."""
+        it over (a wake-up too many is harmless: `_Signal`). Begun again if interrupted
+        again while it works, then that exception is raised (a second interrupt before
+        it starts, a double Ctrl-C, is not covered)."""
         interrupted: BaseException | None = None
         while True:
             try:
@@ -227,8 +230,12 @@ class GroupCommitter(Generic[Request, Result]):
         lane = self._lane(lane_key)
         waiter: _Waiter[Request, Result] = _Waiter(request, _LOOP_CALLER)
         waiter.future = asyncio.get_running_loop().create_future()
-        if self._enqueue(lane, waiter, _LANE_THREAD):
-            self._call_leader(lane)
+        try:
+            if self._enqueue(lane, waiter, _LANE_THREAD):
+                self._call_leader(lane)
+        except BaseException:  # interrupted between taking the lane and calling its thread
+            self._wake_holder(lane)
+            raise
         await waiter.future
         return _outcome(waiter)
 
@@ -236,13 +243,16 @@ class GroupCommitter(Generic[Request, Result]):
         """Have the lane's own thread lead (it holds the lane: `_LANE_THREAD`)."""
         with lane.lock:
             if lane.wake_leader is None:
-                lane.wake_leader = threading.Condition(lane.lock)
+                wake = threading.Condition(lane.lock)
                 threading.Thread(
                     target=self._leader_thread,
-                    args=(lane, lane.wake_leader),
+                    args=(lane, wake),
                     name="revenipe-group-commit",
                     daemon=True,
                 ).start()
+                # Named once its thread runs: a start cut short by an interrupt leaves
+                # the next call to start one, not a condition nobody waits on.
+                lane.wake_leader = wake
             lane.leader_called = True
             lane.wake_leader.notify()
 
@@ -329,8 +339,8 @@ class GroupCommitter(Generic[Request, Result]):
         """A leader interrupted by `exc` with `batch` in hand: a batch not started goes
         back to the head of the queue (nothing of it ran); every waiter of a started
         one is answered, with its outcome if the batch returned, else with `exc` (its
-        transaction may or may not have committed). Done to the end even if
-        interrupted again."""
+        transaction may or may not have committed). Begun again if interrupted again
+        while it works."""
         while True:
             try:
                 if not batch.started:
@@ -347,11 +357,10 @@ class GroupCommitter(Generic[Request, Result]):
     def _run(self, lane: _Lane[Request, Result], batch: _Batch[Request, Result]) -> None:
         index = self._lanes.index(lane)
         waiters = batch.waiters
-        batch.started = True
+        requests = [w.request for w in waiters]
+        batch.started = True  # as late as can be: an interrupt before goes back to the queue
         try:
-            outcomes: Sequence[Result | BaseException] = self._run_batch(
-                index, [w.request for w in waiters]
-            )
+            outcomes: Sequence[Result | BaseException] = self._run_batch(index, requests)
             if len(outcomes) != len(waiters):
                 raise InvariantViolation(
                     f"a batch of {len(waiters)} requests got {len(outcomes)} answers"
