@@ -18,7 +18,9 @@ from revenipe.bench import plan, scale
 from revenipe.bench.databases import BenchDatabases
 from revenipe.bench.plan import (
     BATCH_ITEMS,
+    DECIDED_STATEMENTS,
     GROUP_THREADS,
+    GROUPED_DECIDED_STATEMENTS,
     GROUPED_STATEMENTS,
     HTTP_TAIL_CONNECTIONS,
     PARALLEL_STATEMENTS,
@@ -96,6 +98,8 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
         "hot",
         "track_statements",
         GROUPED_STATEMENTS,
+        DECIDED_STATEMENTS,
+        GROUPED_DECIDED_STATEMENTS,
     } | ({PARALLEL_STATEMENTS} if kind == "postgresql" else set())
     assert set(measured["inprocess"]) == {
         "single",
@@ -120,6 +124,8 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
     for floor in ("track_sql_vs_sql_single", "inprocess_vs_track_sql"):
         assert ratios[floor] > 0
     for floor in ("track_sql_grouped_vs_sql_single", "group_vs_track_sql_grouped"):
+        assert ratios[floor] > 0
+    for floor in ("track_sql_decided_vs_sql_single", "track_sql_decided_grouped_vs_sql_single"):
         assert ratios[floor] > 0
     parallel = ratios["track_sql_parallel_vs_sql_single"]
     assert parallel > 0 if kind == "postgresql" else parallel is None

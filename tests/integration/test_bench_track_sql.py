@@ -132,3 +132,61 @@ def test_the_floor_checkpoints_beside_its_commits_as_revenipe_does(tmp_path: Pat
     # The log started again from its beginning: it holds the last call's pages (or fewer,
     # if the thread checkpointed again), not the 21 calls' hundreds.
     assert log_frames < 50
+
+
+def test_the_decided_floor_writes_what_real_tracks_write(tmp_path: Path) -> None:
+    """With `decide`, the engine picks the grants: a customer's 2nd track draws on the
+    plan's grant and the bonus, its 4th on the bonus and the pack, as a real track's do;
+    statement for statement, and the same rows (the bench's ceiling of a track that keeps
+    its rules in the engine)."""
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    keys = [f"k{n}" for n in range(6)]
+    with revenipe.open(url) as backend:
+        app = backend.app(backend.create_app("bench", workload.catalog()).app.id)
+        real_customer, floor_customer = workload.add_customers(app, ["real", "floor"])
+        writer = backend.database._sqlite_writer_conn
+        assert writer is not None
+        raw = writer.connection.dbapi_connection
+        assert isinstance(raw, sqlite3.Connection)
+        real = [
+            _traced(
+                raw,
+                lambda key=key: app.track(
+                    real_customer, workload.TRACKED_ID, workload.TRACK_VALUE, idempotency_key=key
+                ),
+            )
+            for key in keys
+        ]
+    floor = track_sql.open_caller(url, app.app_id, workload.TRACKED_ID, decide=True)
+    try:
+        assert isinstance(floor, track_sql.SqliteTrackStatements)
+        caller = floor
+        decided = [
+            _traced(
+                caller.conn,
+                lambda key=key: caller.call(floor_customer, workload.TRACK_VALUE, key),
+            )
+            for key in keys
+        ]
+    finally:
+        floor.close()
+    assert [len(statements) for statements in real] == [5, 7, 5, 7, 5, 5]
+    assert decided == real
+    with revenipe.open(url) as backend, backend.database.engine.connect() as conn:
+
+        def written(external_id: str) -> list[tuple[object, ...]]:
+            return [
+                tuple(row)
+                for row in conn.exec_driver_sql(
+                    "SELECT g.entitlement_id, l.kind, l.amount, l.balance_after, "
+                    "u.idempotency_key, u.requested, u.consumed, u.remaining, u.success "
+                    "FROM ledger_entries l JOIN grants g ON g.id = l.grant_id "
+                    "JOIN usage_events u ON u.id = l.usage_event_id "
+                    "JOIN customers c ON c.id = u.customer_id "
+                    "WHERE c.external_id = ? ORDER BY l.id",
+                    (external_id,),
+                )
+            ]
+
+        assert written(floor_customer) == written(real_customer)
+        assert len(written(real_customer)) == 8

@@ -1,11 +1,11 @@
 """What runs inside a bench worker process: one caller calling in a loop.
 
 A caller is the raw-SQL limit (`sql`), a track's own statements without revenipe
-(`track_sql`), a track through the embedded API (`track`), or a batch track of
-`batch_items` tracks of one customer (`batch`); a thread group is several threads of one
-process tracking through one shared `Backend`. Connections and backends are opened on
-first use and kept in the worker process for the next jobs. Every call carries a fresh
-idempotency key (every batch item its own).
+(`track_sql`; with `decide`, decided by the engine), a track through the embedded API
+(`track`), or a batch track of `batch_items` tracks of one customer (`batch`); a thread
+group is several threads of one process tracking through one shared `Backend`.
+Connections and backends are opened on first use and kept in the worker process for the
+next jobs. Every call carries a fresh idempotency key (every batch item its own).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ class CallerSpec:
     value: int = 1
     per_commit: int = 1
     """`track_sql` only: calls per transaction."""
+    decide: bool = False
+    """`track_sql` only: the engine decides which grants pay (`track_sql.open_caller`)."""
     batch_items: int = 1
     """Items per call of a `batch` caller."""
 
@@ -91,7 +93,8 @@ class _BatchCaller(_TrackCaller):
 
 def _caller(spec: CallerSpec) -> _Caller:
     cache_key = (
-        f"caller:{spec.kind}:{spec.per_commit}:{spec.batch_items}:{spec.url}:{spec.app_id}:"
+        f"caller:{spec.kind}:{spec.per_commit}:{spec.decide}:{spec.batch_items}:{spec.url}:"
+        f"{spec.app_id}:"
         f"{spec.tracked_id}"
     )
     cached: _Caller | None = worker_state.get(cache_key)
@@ -101,7 +104,9 @@ def _caller(spec: CallerSpec) -> _Caller:
     if spec.kind == "sql":
         caller = sql_limit.open_caller(spec.url)
     elif spec.kind == "track_sql":
-        caller = track_sql.open_caller(spec.url, spec.app_id, spec.tracked_id, spec.per_commit)
+        caller = track_sql.open_caller(
+            spec.url, spec.app_id, spec.tracked_id, spec.per_commit, decide=spec.decide
+        )
     elif spec.kind == "batch":
         caller = _BatchCaller(spec)
     else:

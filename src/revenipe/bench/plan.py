@@ -19,6 +19,11 @@ PARALLEL_STATEMENTS = f"track_statements_{GROUP_THREADS}_a_commit_in_parallel"
 """The same from several callers at once, as many as the bench's concurrency and at
 most group commit's write lanes (`sql_limit.track_statements_16_a_commit_in_parallel`;
 PostgreSQL only, SQLite has one writer): the database's ceiling for group commit."""
+DECIDED_STATEMENTS = "track_statements_decided"
+"""A track's own statements, decided by the engine (`sql_limit.track_statements_decided`,
+bench/track_sql.py): the ceiling of a track that keeps its rules in the engine."""
+GROUPED_DECIDED_STATEMENTS = f"{DECIDED_STATEMENTS}_{GROUP_THREADS}_a_commit"
+"""The same, as many tracks a transaction as the thread group has threads."""
 HTTP_TAIL_CONNECTIONS = 64
 """Connections of the HTTP run that measures the tail (`http.workers_1.track_64`)."""
 

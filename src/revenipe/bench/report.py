@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from revenipe.bench.plan import (
     BATCH_ITEMS,
+    DECIDED_STATEMENTS,
     GROUP_THREADS,
+    GROUPED_DECIDED_STATEMENTS,
     GROUPED_STATEMENTS,
     HTTP_TAIL_CONNECTIONS,
     PARALLEL_STATEMENTS,
@@ -153,6 +155,12 @@ def _ratios(kind: str, db: dict[str, Any], cpus: int | None) -> dict[str, float 
         "track_sql_grouped_vs_sql_single": _ratio(
             tput("sql_limit", GROUPED_STATEMENTS), tput("sql_limit", "single")
         ),
+        "track_sql_decided_vs_sql_single": _ratio(
+            tput("sql_limit", DECIDED_STATEMENTS), tput("sql_limit", "single")
+        ),
+        "track_sql_decided_grouped_vs_sql_single": _ratio(
+            tput("sql_limit", GROUPED_DECIDED_STATEMENTS), tput("sql_limit", "single")
+        ),
         "track_sql_parallel_vs_sql_single": _ratio(
             tput("sql_limit", PARALLEL_STATEMENTS), tput("sql_limit", "single")
         ),
@@ -294,6 +302,8 @@ _ROWS = (
     ("sql_limit", "track_statements", "a track's statements"),
     ("sql_limit", GROUPED_STATEMENTS, "a track's statements"),
     ("sql_limit", PARALLEL_STATEMENTS, "a track's statements"),
+    ("sql_limit", DECIDED_STATEMENTS, "a track's statements"),
+    ("sql_limit", GROUPED_DECIDED_STATEMENTS, "a track's statements"),
     ("inprocess", "single", "in-process track"),
     ("inprocess", f"batch_{BATCH_ITEMS}", "in-process batch track"),
     ("inprocess", "concurrent", "in-process track"),

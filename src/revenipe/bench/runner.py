@@ -20,8 +20,10 @@ from revenipe.bench.databases import BenchDatabases, settle
 from revenipe.bench.plan import (
     BATCH_ITEMS,
     DATABASES,
+    DECIDED_STATEMENTS,
     DEFAULT_POSTGRES_ADMIN_URL,
     GROUP_THREADS,
+    GROUPED_DECIDED_STATEMENTS,
     GROUPED_STATEMENTS,
     PARALLEL_STATEMENTS,
     PARTS,
@@ -201,6 +203,12 @@ def _limit_and_inprocess(
         say(f"{kind}: sql_limit: setting up {plan.customers} customers for a track's statements")
         floor = workload.add_customers(app, workload.customer_names("statements", plan.customers))
         grouped = dataclasses.replace(statements, per_commit=GROUP_THREADS)
+        # The same, decided by the engine: the ceiling of a track that keeps its rules
+        # there. On customers of their own: their draws cross grants as real tracks'.
+        decided = dataclasses.replace(statements, decide=True)
+        decided_floor = workload.add_customers(
+            app, workload.customer_names("decided", plan.customers)
+        )
         sets["single"] += [
             (
                 "sql_limit",
@@ -211,6 +219,20 @@ def _limit_and_inprocess(
                 "sql_limit",
                 GROUPED_STATEMENTS,
                 Scenario(f"1 caller, {GROUP_THREADS} tracks a commit", grouped, [floor]),
+            ),
+            (
+                "sql_limit",
+                DECIDED_STATEMENTS,
+                Scenario("1 caller, many customers, decided", decided, [decided_floor]),
+            ),
+            (
+                "sql_limit",
+                GROUPED_DECIDED_STATEMENTS,
+                Scenario(
+                    f"1 caller, {GROUP_THREADS} tracks a commit, decided",
+                    dataclasses.replace(decided, per_commit=GROUP_THREADS),
+                    [decided_floor],
+                ),
             ),
         ]
         if kind == "postgresql":

@@ -12,6 +12,14 @@ ceiling of any implementation of a track on this schema and driver, and
 `track_sql_vs_sql_single` shows how much of the gap to the raw-SQL limit is the
 schema's. tests/integration/test_bench_track_sql.py keeps the statements in step with
 what a real track runs.
+
+With `decide`, the same caller also does what no implementation of the product's rules
+can skip: it reads the grant rows into the engine's objects (`GrantRow.read`), settles
+them at the call's instant and lets the engine decide (`engine.usage.decide_track`: the
+burn order across the three grants), then writes what the decision says (a grant and a
+ledger entry per grant drawn, as a real track does). Still no validation, catalog,
+group commit, answer object, alerts or webhooks: its throughput is the ceiling of a
+track that keeps its rules in the engine, on this schema, driver and interpreter.
 """
 
 from __future__ import annotations
@@ -27,9 +35,12 @@ from typing import Any
 import psycopg
 
 from revenipe.bench.databases import libpq_connect, sqlite_path
+from revenipe.engine.grants import settle
+from revenipe.engine.usage import decide_track
 from revenipe.services.context import new_id
 from revenipe.storage import plan_refresh
 from revenipe.storage.faults import SQLITE_BUSY_TIMEOUT_MS
+from revenipe.storage.grants import GrantRow
 from revenipe.storage.sqlite_checkpoint import INTERVAL_S as SQLITE_CHECKPOINT_INTERVAL_S
 
 ENTITLEMENTS = ("monthly_credits", "bonus_credits", "purchased_credits")
@@ -110,10 +121,12 @@ class _TrackStatements:
     save_grant: str
     insert_entry: str
 
-    def __init__(self, app_id: str, tracked_id: str, batch: int) -> None:
+    def __init__(self, app_id: str, tracked_id: str, batch: int, decide: bool) -> None:
         self.app_id = app_id
         self.tracked_id = tracked_id
         self.batch = batch
+        self.decide = decide
+        """The engine decides which grants pay (see the module's docstring)."""
         self.pending = 0
         """Calls of the open transaction (batch > 1)."""
         self.ids: dict[str, str] = {}
@@ -128,7 +141,8 @@ class _TrackStatements:
     def rollback(self) -> None:
         raise NotImplementedError
 
-    def now(self) -> Any:
+    def stored(self, moment: datetime) -> Any:
+        """A time as the driver takes it for a time column."""
         raise NotImplementedError
 
     def writes(self) -> contextlib.AbstractContextManager[Any]:
@@ -140,6 +154,7 @@ class _TrackStatements:
     def call(self, customer: str, value: int, idempotency_key: str) -> bool:
         cursor = self.cursor
         e0, e1, e2 = ENTITLEMENTS
+        moment = datetime.now(UTC)
         # Every statement takes its parameters by name from this one mapping.
         params: dict[str, Any] = {
             "app_id": self.app_id,
@@ -152,7 +167,7 @@ class _TrackStatements:
             "value": value,
             "amount": -value,
             "success": True,
-            "now": self.now(),
+            "now": self.stored(moment),
             # Made as a real track makes it: ids that sort by time append to the end of
             # the primary key's index; random ones (uuid4) would touch a page anywhere,
             # and on PostgreSQL log a full image of each such page after a checkpoint.
@@ -168,16 +183,25 @@ class _TrackStatements:
             if locked is None:
                 raise LookupError(f"no customer {customer!r} in the bench app")
             params["customer_id"] = self.ids[customer] = locked[0]
-            payer = next((row for row in grant_rows if row[4] >= value), None)
-            if payer is None:
+            if self.decide:
+                decided = _decided(grant_rows, value, moment, self.tracked_id)
+            else:
+                decided = _first_payer(grant_rows, value)
+            if decided is None:
                 self._end_call(ok=False)
                 return False
-            params["grant_id"] = payer[0]
-            params["balance"] = params["remaining"] = payer[4] - value
+            draws, params["remaining"] = decided
             with self.writes():
                 cursor.execute(self.insert_event, params)
-                cursor.execute(self.save_grant, params)
-                cursor.execute(self.insert_entry, params)
+                for grant_id, _amount, balance in draws:
+                    cursor.execute(
+                        self.save_grant, {**params, "grant_id": grant_id, "balance": balance}
+                    )
+                for grant_id, amount, balance in draws:
+                    cursor.execute(
+                        self.insert_entry,
+                        {**params, "grant_id": grant_id, "amount": amount, "balance": balance},
+                    )
         except BaseException:
             self.pending = 0
             self.rollback()
@@ -186,7 +210,7 @@ class _TrackStatements:
         return True
 
     def lock_and_read(self, params: dict[str, Any]) -> tuple[Any, list[Any]]:
-        """Lock the customer, then read its candidate grants: two round trips."""
+        """Lock the customer, then read its candidate grants: two statements."""
         self.cursor.execute(self.lock_by_id if "customer_id" in params else self.lock, params)
         locked = self.cursor.fetchone()
         if locked is None:
@@ -224,8 +248,8 @@ class SqliteTrackStatements(_TrackStatements):
     (SQLite's default) cost this floor a third of its throughput (docs/performance.md),
     which made it a floor of a design revenipe does not have."""
 
-    def __init__(self, url: str, app_id: str, tracked_id: str, batch: int) -> None:
-        super().__init__(app_id, tracked_id, batch)
+    def __init__(self, url: str, app_id: str, tracked_id: str, batch: int, decide: bool) -> None:
+        super().__init__(app_id, tracked_id, batch, decide)
         path = sqlite_path(url)
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         cursor = self.conn.cursor()
@@ -265,8 +289,8 @@ class SqliteTrackStatements(_TrackStatements):
         if self.turn.locked():
             self.turn.release()
 
-    def now(self) -> Any:
-        return datetime.now(UTC).isoformat(" ", "microseconds")[:26]
+    def stored(self, moment: datetime) -> Any:
+        return moment.isoformat(" ", "microseconds")[:26]
 
     def close(self) -> None:
         self.checkpointer.stop()
@@ -318,8 +342,8 @@ class PostgresTrackStatements(_TrackStatements):
       made on the nearly empty tables scans every usage event, and the floor fell to a
       third of the real track's throughput in full runs."""
 
-    def __init__(self, url: str, app_id: str, tracked_id: str, batch: int) -> None:
-        super().__init__(app_id, tracked_id, batch)
+    def __init__(self, url: str, app_id: str, tracked_id: str, batch: int, decide: bool) -> None:
+        super().__init__(app_id, tracked_id, batch, decide)
         self.conn: psycopg.Connection[Any] = libpq_connect(url, autocommit=True)
         self.cursor = self.conn.cursor()
         for name, template in _TEMPLATES.items():
@@ -354,8 +378,8 @@ class PostgresTrackStatements(_TrackStatements):
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self.conn.execute("ROLLBACK")
 
-    def now(self) -> Any:
-        return datetime.now(UTC)
+    def stored(self, moment: datetime) -> Any:
+        return moment
 
     @contextlib.contextmanager
     def writes(self) -> Iterator[None]:
@@ -401,8 +425,47 @@ _TEMPLATES = {
 }
 
 
-def open_caller(url: str, app_id: str, tracked_id: str, batch: int = 1) -> _TrackStatements:
-    """A caller running a track's statements, committing every `batch` calls."""
+Draws = tuple[list[tuple[str, int, int]], int]
+"""What a call writes: (grant id, signed amount, balance after) per grant drawn, and
+what the usage event records as remaining."""
+
+
+def _first_payer(rows: list[Any], value: int) -> Draws | None:
+    """The first candidate grant that can pay all of `value` pays it (no burn order)."""
+    payer = next((row for row in rows if row[4] >= value), None)
+    if payer is None:
+        return None
+    balance = payer[4] - value
+    return [(payer[0], -value, balance)], balance
+
+
+def _decided(rows: list[Any], value: int, moment: datetime, tracked_id: str) -> Draws | None:
+    """The engine's decision on the candidate grants, settled at `moment`. A reset that
+    falls due is settled but not written: the bench's plan resets once a month."""
+    settled = [settle(GrantRow.read(row).grant, moment)[0] for row in rows]
+    decision = decide_track(
+        settled,
+        value,
+        moment,
+        tracked_id=tracked_id,
+        entitlement_order=ENTITLEMENTS,
+        access_source_id=None,
+        held_before=bool(settled),
+    )
+    if not decision.success:
+        return None
+    draws = [
+        (grant.id, entry.amount, grant.balance)
+        for grant, entry in zip(decision.grants, decision.entries, strict=True)
+    ]
+    return draws, decision.remaining
+
+
+def open_caller(
+    url: str, app_id: str, tracked_id: str, batch: int = 1, *, decide: bool = False
+) -> _TrackStatements:
+    """A caller running a track's statements, committing every `batch` calls; with
+    `decide`, the engine decides what they write (see the module's docstring)."""
     if url.startswith("sqlite"):
-        return SqliteTrackStatements(url, app_id, tracked_id, batch)
-    return PostgresTrackStatements(url, app_id, tracked_id, batch)
+        return SqliteTrackStatements(url, app_id, tracked_id, batch, decide)
+    return PostgresTrackStatements(url, app_id, tracked_id, batch, decide)
