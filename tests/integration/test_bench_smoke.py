@@ -23,6 +23,7 @@ from revenipe.bench.plan import (
     GROUPED_DECIDED_STATEMENTS,
     GROUPED_STATEMENTS,
     HTTP_TAIL_CONNECTIONS,
+    KEPT_GRANTS_STATEMENTS,
     PARALLEL_STATEMENTS,
     QUICK,
 )
@@ -100,7 +101,7 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
         GROUPED_STATEMENTS,
         DECIDED_STATEMENTS,
         GROUPED_DECIDED_STATEMENTS,
-    } | ({PARALLEL_STATEMENTS} if kind == "postgresql" else set())
+    } | ({PARALLEL_STATEMENTS} if kind == "postgresql" else {KEPT_GRANTS_STATEMENTS})
     assert set(measured["inprocess"]) == {
         "single",
         "concurrent",
@@ -129,6 +130,8 @@ def test_inprocess_and_sql_limit_report_every_figure(database_url: str, pool: Wo
         assert ratios[floor] > 0
     parallel = ratios["track_sql_parallel_vs_sql_single"]
     assert parallel > 0 if kind == "postgresql" else parallel is None
+    kept = ratios["track_sql_decided_kept_grants_vs_sql_single"]
+    assert kept > 0 if kind == "sqlite" else kept is None
     assert ratios["batch_vs_single"] > 0  # items/s in batches of 100 over single tracks/s
     assert ratios["http_vs_noop"] is None  # not run
     assert report["p99_ms"][kind] == measured["inprocess"]["concurrent"]["p99_ms"] > 0

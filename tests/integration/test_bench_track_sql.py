@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import revenipe
 from revenipe.bench import track_sql, workload
 from revenipe.services.customers import CustomerState
@@ -134,11 +136,13 @@ def test_the_floor_checkpoints_beside_its_commits_as_revenipe_does(tmp_path: Pat
     assert log_frames < 50
 
 
-def test_the_decided_floor_writes_what_real_tracks_write(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keep_grants", [False, True], ids=["decided", "grants_kept"])
+def test_the_decided_floor_writes_what_real_tracks_write(tmp_path: Path, keep_grants: bool) -> None:
     """With `decide`, the engine picks the grants: a customer's 2nd track draws on the
     plan's grant and the bonus, its 4th on the bonus and the pack, as a real track's do;
     statement for statement, and the same rows (the bench's ceiling of a track that keeps
-    its rules in the engine)."""
+    its rules in the engine). With `keep_grants`, the same rows without reading the grants
+    after the first call."""
     url = f"sqlite:///{tmp_path / 'bench.db'}"
     keys = [f"k{n}" for n in range(6)]
     with revenipe.open(url) as backend:
@@ -157,7 +161,9 @@ def test_the_decided_floor_writes_what_real_tracks_write(tmp_path: Path) -> None
             )
             for key in keys
         ]
-    floor = track_sql.open_caller(url, app.app_id, workload.TRACKED_ID, decide=True)
+    floor = track_sql.open_caller(
+        url, app.app_id, workload.TRACKED_ID, decide=True, keep_grants=keep_grants
+    )
     try:
         assert isinstance(floor, track_sql.SqliteTrackStatements)
         caller = floor
@@ -171,6 +177,12 @@ def test_the_decided_floor_writes_what_real_tracks_write(tmp_path: Path) -> None
     finally:
         floor.close()
     assert [len(statements) for statements in real] == [5, 7, 5, 7, 5, 5]
+    if keep_grants:
+        # After the first call: the same statements less the grants' read.
+        grants_read = real[0][1]
+        assert grants_read.startswith("SELECT id, entitlement_id,")
+        real = real[:1] + [[s for s in statements if s != grants_read] for statements in real[1:]]
+        assert [len(statements) for statements in real] == [5, 6, 4, 6, 4, 4]
     assert decided == real
     with revenipe.open(url) as backend, backend.database.engine.connect() as conn:
 

@@ -32,6 +32,8 @@ class CallerSpec:
     """`track_sql` only: calls per transaction."""
     decide: bool = False
     """`track_sql` only: the engine decides which grants pay (`track_sql.open_caller`)."""
+    keep_grants: bool = False
+    """`track_sql` only, SQLite: decided on grants kept in memory (`track_sql.open_caller`)."""
     batch_items: int = 1
     """Items per call of a `batch` caller."""
 
@@ -93,7 +95,8 @@ class _BatchCaller(_TrackCaller):
 
 def _caller(spec: CallerSpec) -> _Caller:
     cache_key = (
-        f"caller:{spec.kind}:{spec.per_commit}:{spec.decide}:{spec.batch_items}:{spec.url}:"
+        f"caller:{spec.kind}:{spec.per_commit}:{spec.decide}:{spec.keep_grants}:"
+        f"{spec.batch_items}:{spec.url}:"
         f"{spec.app_id}:"
         f"{spec.tracked_id}"
     )
@@ -105,7 +108,12 @@ def _caller(spec: CallerSpec) -> _Caller:
         caller = sql_limit.open_caller(spec.url)
     elif spec.kind == "track_sql":
         caller = track_sql.open_caller(
-            spec.url, spec.app_id, spec.tracked_id, spec.per_commit, decide=spec.decide
+            spec.url,
+            spec.app_id,
+            spec.tracked_id,
+            spec.per_commit,
+            decide=spec.decide,
+            keep_grants=spec.keep_grants,
         )
     elif spec.kind == "batch":
         caller = _BatchCaller(spec)

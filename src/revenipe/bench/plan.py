@@ -24,6 +24,9 @@ DECIDED_STATEMENTS = "track_statements_decided"
 bench/track_sql.py): the ceiling of a track that keeps its rules in the engine."""
 GROUPED_DECIDED_STATEMENTS = f"{DECIDED_STATEMENTS}_{GROUP_THREADS}_a_commit"
 """The same, as many tracks a transaction as the thread group has threads."""
+KEPT_GRANTS_STATEMENTS = f"{DECIDED_STATEMENTS}_kept_grants"
+"""SQLite only: decided on each customer's grants kept in memory after its first call:
+the ceiling of a design that caches grants in the process."""
 HTTP_TAIL_CONNECTIONS = 64
 """Connections of the HTTP run that measures the tail (`http.workers_1.track_64`)."""
 

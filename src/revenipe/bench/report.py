@@ -13,6 +13,7 @@ from revenipe.bench.plan import (
     GROUPED_DECIDED_STATEMENTS,
     GROUPED_STATEMENTS,
     HTTP_TAIL_CONNECTIONS,
+    KEPT_GRANTS_STATEMENTS,
     PARALLEL_STATEMENTS,
     Plan,
 )
@@ -161,6 +162,9 @@ def _ratios(kind: str, db: dict[str, Any], cpus: int | None) -> dict[str, float 
         "track_sql_decided_grouped_vs_sql_single": _ratio(
             tput("sql_limit", GROUPED_DECIDED_STATEMENTS), tput("sql_limit", "single")
         ),
+        "track_sql_decided_kept_grants_vs_sql_single": _ratio(
+            tput("sql_limit", KEPT_GRANTS_STATEMENTS), tput("sql_limit", "single")
+        ),
         "track_sql_parallel_vs_sql_single": _ratio(
             tput("sql_limit", PARALLEL_STATEMENTS), tput("sql_limit", "single")
         ),
@@ -304,6 +308,7 @@ _ROWS = (
     ("sql_limit", PARALLEL_STATEMENTS, "a track's statements"),
     ("sql_limit", DECIDED_STATEMENTS, "a track's statements"),
     ("sql_limit", GROUPED_DECIDED_STATEMENTS, "a track's statements"),
+    ("sql_limit", KEPT_GRANTS_STATEMENTS, "a track's statements"),
     ("inprocess", "single", "in-process track"),
     ("inprocess", f"batch_{BATCH_ITEMS}", "in-process batch track"),
     ("inprocess", "concurrent", "in-process track"),

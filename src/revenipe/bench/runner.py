@@ -25,6 +25,7 @@ from revenipe.bench.plan import (
     GROUP_THREADS,
     GROUPED_DECIDED_STATEMENTS,
     GROUPED_STATEMENTS,
+    KEPT_GRANTS_STATEMENTS,
     PARALLEL_STATEMENTS,
     PARTS,
     Plan,
@@ -235,6 +236,20 @@ def _limit_and_inprocess(
                 ),
             ),
         ]
+        if kind == "sqlite":
+            # Customers of its own, which nothing else writes: the one caller keeping
+            # their grants (always the pool's first process) sees every change to them.
+            kept = dataclasses.replace(decided, keep_grants=True)
+            kept_floor = workload.add_customers(
+                app, workload.customer_names("kept", plan.customers)
+            )
+            sets["single"].append(
+                (
+                    "sql_limit",
+                    KEPT_GRANTS_STATEMENTS,
+                    Scenario("1 caller, many customers, decided, grants kept", kept, [kept_floor]),
+                )
+            )
         if kind == "postgresql":
             # As many callers as the bench has processes (its concurrency: the cores),
             # at most as many as group commit has write lanes.

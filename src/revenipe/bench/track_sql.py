@@ -20,6 +20,10 @@ burn order across the three grants), then writes what the decision says (a grant
 ledger entry per grant drawn, as a real track does). Still no validation, catalog,
 group commit, answer object, alerts or webhooks: its throughput is the ceiling of a
 track that keeps its rules in the engine, on this schema, driver and interpreter.
+With `keep_grants` as well (SQLite), each customer's grants are read once and then kept
+in memory as the engine left them, so later calls run no grants statement and convert
+no row: the ceiling of a design that caches grants in the process (which revenipe does
+not do: it would have to know of every other writer, docs/adr/0015).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any
 import psycopg
 
 from revenipe.bench.databases import libpq_connect, sqlite_path
-from revenipe.engine.grants import settle
+from revenipe.engine.grants import Grant, settle
 from revenipe.engine.usage import decide_track
 from revenipe.services.context import new_id
 from revenipe.storage import plan_refresh
@@ -121,12 +125,16 @@ class _TrackStatements:
     save_grant: str
     insert_entry: str
 
-    def __init__(self, app_id: str, tracked_id: str, batch: int, decide: bool) -> None:
+    def __init__(
+        self, app_id: str, tracked_id: str, batch: int, decide: bool, keep_grants: bool = False
+    ) -> None:
         self.app_id = app_id
         self.tracked_id = tracked_id
         self.batch = batch
-        self.decide = decide
+        self.decide = decide or keep_grants
         """The engine decides which grants pay (see the module's docstring)."""
+        self.kept: dict[str, list[Grant]] | None = {} if keep_grants else None
+        """`keep_grants`: each customer's candidate grants as the last call left them."""
         self.pending = 0
         """Calls of the open transaction (batch > 1)."""
         self.ids: dict[str, str] = {}
@@ -179,12 +187,19 @@ class _TrackStatements:
         if self.pending == 0:
             self.begin()
         try:
-            locked, grant_rows = self.lock_and_read(params)
+            kept = None if self.kept is None else self.kept.get(customer)
+            if kept is None:
+                locked, grant_rows = self.lock_and_read(params)
+            else:
+                locked, grant_rows = self.lock_only(params), []
             if locked is None:
                 raise LookupError(f"no customer {customer!r} in the bench app")
             params["customer_id"] = self.ids[customer] = locked[0]
             if self.decide:
-                decided = _decided(grant_rows, value, moment, self.tracked_id)
+                grants = kept if kept is not None else [GrantRow.read(r).grant for r in grant_rows]
+                decided, after = _decided(grants, value, moment, self.tracked_id)
+                if self.kept is not None:
+                    self.kept[customer] = after
             else:
                 decided = _first_payer(grant_rows, value)
             if decided is None:
@@ -208,6 +223,10 @@ class _TrackStatements:
             raise
         self._end_call(ok=True)
         return True
+
+    def lock_only(self, params: dict[str, Any]) -> Any:
+        """Lock the customer by its id (`keep_grants`, SQLite only)."""
+        raise NotImplementedError
 
     def lock_and_read(self, params: dict[str, Any]) -> tuple[Any, list[Any]]:
         """Lock the customer, then read its candidate grants: two statements."""
@@ -248,8 +267,10 @@ class SqliteTrackStatements(_TrackStatements):
     (SQLite's default) cost this floor a third of its throughput (docs/performance.md),
     which made it a floor of a design revenipe does not have."""
 
-    def __init__(self, url: str, app_id: str, tracked_id: str, batch: int, decide: bool) -> None:
-        super().__init__(app_id, tracked_id, batch, decide)
+    def __init__(
+        self, url: str, app_id: str, tracked_id: str, batch: int, decide: bool, keep_grants: bool
+    ) -> None:
+        super().__init__(app_id, tracked_id, batch, decide, keep_grants)
         path = sqlite_path(url)
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         cursor = self.conn.cursor()
@@ -291,6 +312,10 @@ class SqliteTrackStatements(_TrackStatements):
 
     def stored(self, moment: datetime) -> Any:
         return moment.isoformat(" ", "microseconds")[:26]
+
+    def lock_only(self, params: dict[str, Any]) -> Any:
+        self.cursor.execute(self.lock_by_id, params)
+        return self.cursor.fetchone()
 
     def close(self) -> None:
         self.checkpointer.stop()
@@ -439,10 +464,13 @@ def _first_payer(rows: list[Any], value: int) -> Draws | None:
     return [(payer[0], -value, balance)], balance
 
 
-def _decided(rows: list[Any], value: int, moment: datetime, tracked_id: str) -> Draws | None:
-    """The engine's decision on the candidate grants, settled at `moment`. A reset that
-    falls due is settled but not written: the bench's plan resets once a month."""
-    settled = [settle(GrantRow.read(row).grant, moment)[0] for row in rows]
+def _decided(
+    grants: list[Grant], value: int, moment: datetime, tracked_id: str
+) -> tuple[Draws | None, list[Grant]]:
+    """The engine's decision on the candidate grants, settled at `moment`, and the grants
+    as it leaves them. A reset that falls due is settled but not written: the bench's plan
+    resets once a month."""
+    settled = [settle(grant, moment)[0] for grant in grants]
     decision = decide_track(
         settled,
         value,
@@ -453,19 +481,29 @@ def _decided(rows: list[Any], value: int, moment: datetime, tracked_id: str) -> 
         held_before=bool(settled),
     )
     if not decision.success:
-        return None
+        return None, settled
     draws = [
         (grant.id, entry.amount, grant.balance)
         for grant, entry in zip(decision.grants, decision.entries, strict=True)
     ]
-    return draws, decision.remaining
+    drawn = {grant.id: grant for grant in decision.grants}
+    return (draws, decision.remaining), [drawn.get(grant.id, grant) for grant in settled]
 
 
 def open_caller(
-    url: str, app_id: str, tracked_id: str, batch: int = 1, *, decide: bool = False
+    url: str,
+    app_id: str,
+    tracked_id: str,
+    batch: int = 1,
+    *,
+    decide: bool = False,
+    keep_grants: bool = False,
 ) -> _TrackStatements:
     """A caller running a track's statements, committing every `batch` calls; with
-    `decide`, the engine decides what they write (see the module's docstring)."""
+    `decide`, the engine decides what they write; with `keep_grants` (SQLite), on grants
+    kept in memory after each customer's first call (see the module's docstring)."""
     if url.startswith("sqlite"):
-        return SqliteTrackStatements(url, app_id, tracked_id, batch, decide)
+        return SqliteTrackStatements(url, app_id, tracked_id, batch, decide, keep_grants)
+    if keep_grants:
+        raise ValueError("keep_grants is measured on SQLite only")
     return PostgresTrackStatements(url, app_id, tracked_id, batch, decide)
