@@ -247,7 +247,7 @@ def _limit_and_inprocess(
                 (
                     "sql_limit",
                     KEPT_GRANTS_STATEMENTS,
-                    Scenario("1 caller, many customers, decided, grants kept", kept, [kept_floor]),
+                    Scenario("1 caller, decided on kept grants", kept, [kept_floor]),
                 )
             )
         if kind == "postgresql":
