@@ -8,10 +8,12 @@ tables, columns, conditions, in order.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,9 +39,12 @@ def _traced(conn: sqlite3.Connection, run: Callable[[], object]) -> list[str]:
     return [_shape(s) for s in seen if not s.startswith(("BEGIN", "COMMIT", "SAVEPOINT"))]
 
 
-def test_the_floor_runs_a_real_tracks_statements(tmp_path: Path) -> None:
-    """A process's first track of a customer looks it up by external id, the later ones
-    by the id it remembered (`services.context.CustomerIds`): the floor does both."""
+@contextlib.contextmanager
+def _real_and_floor(
+    tmp_path: Path,
+) -> Iterator[tuple[str, revenipe.App, str, str, sqlite3.Connection]]:
+    """The bench's app in a new SQLite database with two customers set up alike (one for
+    real tracks, one for the floor), and the writer's driver connection to trace."""
     url = f"sqlite:///{tmp_path / 'bench.db'}"
     with revenipe.open(url) as backend:
         app = backend.app(backend.create_app("bench", workload.catalog()).app.id)
@@ -48,6 +53,13 @@ def test_the_floor_runs_a_real_tracks_statements(tmp_path: Path) -> None:
         assert writer is not None
         raw = writer.connection.dbapi_connection
         assert isinstance(raw, sqlite3.Connection)
+        yield url, app, real_customer, floor_customer, raw
+
+
+def test_the_floor_runs_a_real_tracks_statements(tmp_path: Path) -> None:
+    """A process's first track of a customer looks it up by external id, the later ones
+    by the id it remembered (`services.context.CustomerIds`): the floor does both."""
+    with _real_and_floor(tmp_path) as (url, app, real_customer, floor_customer, raw):
 
         def track(key: str) -> Callable[[], object]:
             return lambda: app.track(
@@ -143,20 +155,17 @@ def test_the_decided_floor_writes_what_real_tracks_write(tmp_path: Path, keep_gr
     statement for statement, and the same rows (the bench's ceiling of a track that keeps
     its rules in the engine). With `keep_grants`, the same rows without reading the grants
     after the first call."""
-    url = f"sqlite:///{tmp_path / 'bench.db'}"
     keys = [f"k{n}" for n in range(6)]
-    with revenipe.open(url) as backend:
-        app = backend.app(backend.create_app("bench", workload.catalog()).app.id)
-        real_customer, floor_customer = workload.add_customers(app, ["real", "floor"])
-        writer = backend.database._sqlite_writer_conn
-        assert writer is not None
-        raw = writer.connection.dbapi_connection
-        assert isinstance(raw, sqlite3.Connection)
+    with _real_and_floor(tmp_path) as (url, app, real_customer, floor_customer, raw):
         real = [
             _traced(
                 raw,
-                lambda key=key: app.track(
-                    real_customer, workload.TRACKED_ID, workload.TRACK_VALUE, idempotency_key=key
+                functools.partial(
+                    app.track,
+                    real_customer,
+                    workload.TRACKED_ID,
+                    workload.TRACK_VALUE,
+                    idempotency_key=key,
                 ),
             )
             for key in keys
@@ -170,7 +179,7 @@ def test_the_decided_floor_writes_what_real_tracks_write(tmp_path: Path, keep_gr
         decided = [
             _traced(
                 caller.conn,
-                lambda key=key: caller.call(floor_customer, workload.TRACK_VALUE, key),
+                functools.partial(caller.call, floor_customer, workload.TRACK_VALUE, key),
             )
             for key in keys
         ]

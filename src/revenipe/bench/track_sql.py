@@ -153,6 +153,9 @@ class _TrackStatements:
         """A time as the driver takes it for a time column."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        raise NotImplementedError
+
     def writes(self) -> contextlib.AbstractContextManager[Any]:
         """Around the three writes (PostgreSQL pipelines them, as storage does)."""
         return contextlib.nullcontext()
