@@ -229,10 +229,11 @@ def test_track_refuses_malformed_ids(world: World, tracked_id: Any) -> None:
     with pytest.raises(RevenipeError) as raised:
         world.a.track("alice", tracked_id, 1)
     assert raised.value.code is ErrorCode.INVALID_ID
-    assert raised.value.field == "entitlement_id"
+    assert raised.value.field == "id"  # `App.track`'s own name for it
     with pytest.raises(RevenipeError) as raised:
         world.a.check("alice", tracked_id, 1)
     assert raised.value.code is ErrorCode.INVALID_ID
+    assert raised.value.field == "id"
     assert_nothing_changed(world, before)
 
 
@@ -655,7 +656,7 @@ def test_cli_track_malformed_id(
     assert status == 2 and out == ""
     problem = json.loads(err)
     assert problem["code"] == code
-    assert "entitlement_id" in problem["message"]
+    assert problem["message"].startswith("id must be")  # the CLI's `--id`
     assert_nothing_changed(world, before)
 
 
@@ -665,7 +666,7 @@ def test_cli_error_without_json_is_one_readable_line(
     argv = cli_track(world, "--id", "UPPER", "--value", "1")[:-1]  # no --json
     status, out, err = run_cli(capsys, *argv)
     assert status == 2 and out == ""
-    assert err.startswith("error (invalid_id): entitlement_id must be")
+    assert err.startswith("error (invalid_id): id must be")
 
 
 @pytest.mark.parametrize(

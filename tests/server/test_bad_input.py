@@ -428,3 +428,54 @@ def test_bad_parameters_elsewhere_in_the_server_api(world: World) -> None:
             assert_error(response, response.status_code)
     assert_unchanged(world, before)
     assert not failures, "\n".join(failures)
+
+
+def test_a_malformed_id_is_named_as_the_request_names_it(world: World) -> None:
+    """`invalid_id` names the field the caller sent: `entitlement_id` in the client
+    protocol, `id` in the server API, on the lean track path (a plain body) and on
+    FastAPI's route (a body with a duplicated key, which the lean path passes on)."""
+    a, alice = world.a, world.a.customers["alice"]
+    client = alice.client_id
+    json_type = {"content-type": "application/json"}
+    before = snapshot(world)
+    bad = '"UPPER"'
+    calls = [
+        (
+            "entitlement_id",
+            "/v1/customer/track",
+            a.as_customer("alice"),
+            f'{{"client_id": "{client}", "entitlement_id": {bad}, "value": 1}}',
+        ),
+        (
+            "entitlement_id",
+            "/v1/customer/track",
+            a.as_customer("alice"),
+            f'{{"client_id": "{client}", "entitlement_id": "credits", "entitlement_id": {bad},'
+            ' "value": 1}',
+        ),
+        ("id", "/v1/customers/alice/track", a.api(), f'{{"id": {bad}, "value": 1}}'),
+        (
+            "id",
+            "/v1/customers/alice/track",
+            a.api(),
+            f'{{"id": "credits", "id": {bad}, "value": 1}}',
+        ),
+        ("id", "/v1/customers/alice/check", a.api(), f'{{"id": {bad}, "value": 1}}'),
+        ("id", "/v1/customers/alice/reservations", a.api(), f'{{"id": {bad}, "value": 1}}'),
+        (
+            "entitlement_id",
+            "/v1/customer/reservations",
+            a.as_customer("alice"),
+            f'{{"client_id": "{client}", "entitlement_id": {bad}, "value": 1}}',
+        ),
+    ]
+    named = []
+    for _name, path, headers, body in calls:
+        response = world.http.post(path, content=body.encode(), headers={**headers, **json_type})
+        error = assert_error(response, 400, "invalid_id")
+        named.append((path, error.get("field"), error["message"].split(" ")[0]))
+    assert named == [(path, name, name) for name, path, _, _ in calls]
+    batch = {"items": [{"customer": "alice", "id": "UPPER", "value": 1, "idempotency_key": "k"}]}
+    (outcome,) = ok(world.http.post("/v1/track/batch", json=batch, headers=a.api()))["items"]
+    assert (outcome["error"]["code"], outcome["error"]["field"]) == ("invalid_id", "id"), outcome
+    assert_unchanged(world, before)

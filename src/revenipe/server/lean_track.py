@@ -96,6 +96,7 @@ class LeanTrack:
             idempotency_key=key,
             create_customer=False,
             to_wire=usage_wire.track_result_to_wire,
+            id_field="entitlement_id",
         )
         return functools.partial(_answer, self.runtime, call)
 
@@ -113,6 +114,7 @@ class LeanTrack:
             idempotency_key=key,
             create_customer=True,
             to_wire=usage_wire.api_track_to_wire,
+            id_field="id",
         )
         return functools.partial(_answer, self.runtime, call)
 
@@ -133,6 +135,8 @@ class _TrackCall:
     idempotency_key: str | None
     create_customer: bool
     to_wire: Callable[[TrackResult], Mapping[str, Any]]
+    id_field: str
+    """What the request calls the tracked id: its errors name it so."""
 
 
 class _JsonAnswer:
@@ -179,6 +183,7 @@ async def _answer(runtime: Runtime, call: _TrackCall) -> JSONResponse | _JsonAns
                 access_source_id=call.access_source_id,
                 idempotency_key=call.idempotency_key,
                 create_customer=call.create_customer,
+                id_field=call.id_field,
             )
     except ApiError as exc:
         return api_error_response(exc)
@@ -197,6 +202,7 @@ def _track_in_thread(runtime: Runtime, call: _TrackCall) -> TrackResult:
         access_source_id=call.access_source_id,
         idempotency_key=call.idempotency_key,
         create_customer=call.create_customer,
+        id_field=call.id_field,
     )
 
 

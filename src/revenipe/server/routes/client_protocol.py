@@ -96,6 +96,7 @@ def build_router(runtime: Runtime) -> APIRouter:
             body.value,
             access_source_id=body.access_source_id,
             idempotency_key=idempotency_key,
+            id_field="entitlement_id",
         )
         headers = {"Idempotent-Replayed": "true"} if result.replayed else None
         return JSONResponse(usage_wire.track_result_to_wire(result), headers=headers)

@@ -124,6 +124,7 @@ def _client_protocol(runtime: Runtime) -> APIRouter:
             ttl_seconds=body.ttl_seconds,
             access_source_id=body.access_source_id,
             idempotency_key=idempotency_key,
+            id_field="entitlement_id",
         )
         return _hold_answer(result)
 

@@ -106,14 +106,16 @@ def hold(
     access_source_id: Any = None,
     idempotency_key: Any = None,
     create_customer: bool = False,
+    id_field: str = "id",
 ) -> HoldResult:
     """Set `value` of `tracked_id` aside for the customer until settled, released, or
     `ttl_seconds` (default 600, 1 to 86,400) pass. All or nothing, in the burn order of
     a track. Bad input raises `RevenipeError`; a hold the grants cannot pay is an
-    answer with `success=False` and the refusal code of a track."""
+    answer with `success=False` and the refusal code of a track. `id_field`: what the
+    caller's request calls `tracked_id`, named by its errors."""
     access_source_id, idempotency_key = require_source_and_key(access_source_id, idempotency_key)
     request = _HoldRequest(
-        tracked_id=require_catalog_id(tracked_id, field="id"),
+        tracked_id=require_catalog_id(tracked_id, field=id_field),
         value=require_amount(value, field="value"),
         ttl_seconds=require_ttl(ttl_seconds),
         access_source_id=access_source_id,

@@ -90,10 +90,12 @@ class _Request:
     idempotency_key: str | None
 
 
-def _validate(tracked_id: Any, value: Any, access_source_id: Any, idempotency_key: Any) -> _Request:
+def _validate(
+    tracked_id: Any, value: Any, access_source_id: Any, idempotency_key: Any, id_field: str
+) -> _Request:
     access_source_id, idempotency_key = require_source_and_key(access_source_id, idempotency_key)
     return _Request(
-        tracked_id=require_catalog_id(tracked_id, field="entitlement_id"),
+        tracked_id=require_catalog_id(tracked_id, field=id_field),
         value=require_amount(value, field="value"),
         access_source_id=access_source_id,
         idempotency_key=idempotency_key,
@@ -256,6 +258,7 @@ def track(
     access_source_id: Any = None,
     idempotency_key: Any = None,
     create_customer: bool = False,
+    id_field: str = "id",
 ) -> TrackResult:
     """Consume `value` of `tracked_id` (an entitlement id or a usage key) for a customer.
 
@@ -263,8 +266,10 @@ def track(
     a replay returns the original answer and changes nothing; the same key with another
     body raises `idempotency_key_reused`. Bad input raises `RevenipeError`; business
     refusals are answers with `success=False` and a `RefusalCode` in `error`.
+    `id_field`: what the caller's request calls `tracked_id`, named by its errors: `id`
+    in the embedded and server APIs, `entitlement_id` in the client protocol.
     """
-    request = _validate(tracked_id, value, access_source_id, idempotency_key)
+    request = _validate(tracked_id, value, access_source_id, idempotency_key, id_field)
     job, locks = _track_job(ctx, app_id, ref, request, create_customer)
     try:
         return ctx.db.write_grouped(job, key=locks)
@@ -285,10 +290,11 @@ async def track_async(
     access_source_id: Any = None,
     idempotency_key: Any = None,
     create_customer: bool = False,
+    id_field: str = "id",
 ) -> TrackResult:
     """`track` for a caller on an event loop (the server's track route): the same
     track, awaited instead of blocking a thread."""
-    request = _validate(tracked_id, value, access_source_id, idempotency_key)
+    request = _validate(tracked_id, value, access_source_id, idempotency_key, id_field)
     job, locks = _track_job(ctx, app_id, ref, request, create_customer)
     try:
         return await ctx.db.write_grouped_async(job, key=locks)
@@ -494,9 +500,11 @@ def check(
     value: Any,
     *,
     access_source_id: Any = None,
+    id_field: str = "id",
 ) -> CheckResult:
-    """Would `track` succeed now? Which grants would pay how much? Changes nothing."""
-    request = _validate(tracked_id, value, access_source_id, None)
+    """Would `track` succeed now? Which grants would pay how much? Changes nothing.
+    `id_field` as in `track`."""
+    request = _validate(tracked_id, value, access_source_id, None, id_field)
     with ctx.db.read() as conn:
         app = ctx.require_app(conn, app_id)
         now = ctx.now_for(app)
@@ -539,9 +547,11 @@ TrackRequest = _Request
 """A track's input once checked (`validate_track`): what `track_job` runs."""
 
 
-def validate_track(tracked_id: Any, value: Any, idempotency_key: Any) -> TrackRequest:
+def validate_track(
+    tracked_id: Any, value: Any, idempotency_key: Any, *, id_field: str = "id"
+) -> TrackRequest:
     """Check one track's input as `track` does; bad input raises `RevenipeError`."""
-    return _validate(tracked_id, value, None, idempotency_key)
+    return _validate(tracked_id, value, None, idempotency_key, id_field)
 
 
 def track_job(
