@@ -19,7 +19,11 @@ them at the call's instant and lets the engine decide (`engine.usage.decide_trac
 burn order across the three grants), then writes what the decision says (a grant and a
 ledger entry per grant drawn, as a real track does). Still no validation, catalog,
 group commit, answer object, alerts or webhooks: its throughput is the ceiling of a
-track that keeps its rules in the engine, on this schema, driver and interpreter.
+track that keeps its rules in the engine, on this schema, driver and interpreter (a
+refused call writes nothing here, where a real track records its usage event: the bench's
+customers are never refused). On PostgreSQL, sixteen a commit is no ceiling: a real batch
+locks, reads and writes its tracks together (`storage/tracks.py`), where these calls run
+one after another.
 With `keep_grants` as well (SQLite), each customer's grants are read once and then kept
 in memory as the engine left them, so later calls run no grants statement and convert
 no row: the ceiling of a design that caches grants in the process (which revenipe does
@@ -201,10 +205,8 @@ class _TrackStatements:
             if self.decide:
                 grants = kept if kept is not None else [GrantRow.read(r).grant for r in grant_rows]
                 decided, after = _decided(grants, value, moment, self.tracked_id)
-                if self.kept is not None:
-                    self.kept[customer] = after
             else:
-                decided = _first_payer(grant_rows, value)
+                decided, after = _first_payer(grant_rows, value), []
             if decided is None:
                 self._end_call(ok=False)
                 return False
@@ -222,9 +224,13 @@ class _TrackStatements:
                     )
         except BaseException:
             self.pending = 0
+            if self.kept is not None:
+                self.kept.clear()  # what they hold may have been rolled back
             self.rollback()
             raise
         self._end_call(ok=True)
+        if self.kept is not None:  # committed (`keep_grants` commits every call)
+            self.kept[customer] = after
         return True
 
     def lock_only(self, params: dict[str, Any]) -> Any:
@@ -505,8 +511,9 @@ def open_caller(
     """A caller running a track's statements, committing every `batch` calls; with
     `decide`, the engine decides what they write; with `keep_grants` (SQLite), on grants
     kept in memory after each customer's first call (see the module's docstring)."""
+    if keep_grants and (batch != 1 or not url.startswith("sqlite")):
+        # Kept grants are updated once their call committed: one call a commit.
+        raise ValueError("keep_grants is measured on SQLite, one call a commit, only")
     if url.startswith("sqlite"):
         return SqliteTrackStatements(url, app_id, tracked_id, batch, decide, keep_grants)
-    if keep_grants:
-        raise ValueError("keep_grants is measured on SQLite only")
     return PostgresTrackStatements(url, app_id, tracked_id, batch, decide)
