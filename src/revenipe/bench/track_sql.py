@@ -24,6 +24,7 @@ refused call writes nothing here, where a real track records its usage event: th
 customers are never refused). On PostgreSQL, sixteen a commit is no ceiling: a real batch
 locks, reads and writes its tracks together (`storage/tracks.py`), where these calls run
 one after another.
+
 With `keep_grants` as well (SQLite), each customer's grants are read once and then kept
 in memory as the engine left them, so later calls run no grants statement and convert
 no row: the ceiling of a design that caches grants in the process (which revenipe does
