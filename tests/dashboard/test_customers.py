@@ -303,3 +303,29 @@ def test_hostile_catalog_names_render_as_text(dash: Dash) -> None:
         assert name not in page
         assert str(markupsafe.escape(name)) in page
     assert "<script>alert" not in page and "<svg onload" not in page
+
+
+def test_bidirectional_controls_in_an_id_are_shown_not_obeyed(dash: Dash) -> None:
+    """A right-to-left override makes "user-<RLO>gnp.exe" read as "user-exe.png": the
+    pages print each such control as its code point, so an operator sees the id as it
+    is and nothing around it is reordered. Right-to-left letters are left alone."""
+    dash.signed_in()
+    context = dash.backend.context
+    spoof = "user-\u202egnp.exe"
+    isolate = "\u2067evil\u2069 \u200fname\u061c"
+    customer = customer_service.ensure_customer(context, dash.app_id, spoof)
+    customer_service.ensure_customer(context, dash.app_id, isolate)
+    arabic = customer_service.ensure_customer(context, dash.app_id, "مستخدم-7")
+    pages = {
+        "list": dash.http.get(dash.url("customers")).text,
+        "search": dash.http.get(dash.url("customers"), params={"q": spoof}).text,
+        "customer": _customer_page(dash, customer.id),
+        "arabic": _customer_page(dash, arabic.id),
+    }
+    for name, page in pages.items():
+        for control in "\u202e\u2067\u2069\u200f\u061c":
+            assert control not in page, (name, hex(ord(control)))
+    assert "user-[U+202E]gnp.exe" in pages["list"]
+    assert "[U+2067]evil[U+2069] [U+200F]name[U+061C]" in pages["list"]
+    assert "user-[U+202E]gnp.exe" in pages["customer"]
+    assert "مستخدم-7" in pages["arabic"]
